@@ -1,0 +1,20 @@
+"""Every environment variable moep-sglang reads, typed, in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _get(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def force_cpu() -> bool:
+    """MOEP_FORCE_CPU=1: use CPU defaults even where a GPU is visible."""
+    return _get("MOEP_FORCE_CPU", "0") == "1"
+
+
+def model_cache_dir() -> Path:
+    """MOEP_MODEL_DIR: where `make demo` and the tests keep generated checkpoints."""
+    return Path(_get("MOEP_MODEL_DIR", str(Path.cwd() / ".cache" / "models")))

@@ -1,0 +1,1 @@
+"""Locally generated Hugging Face MoE checkpoints (random weights, trained tokenizer)."""

@@ -1,0 +1,1 @@
+"""Starting and stopping SGLang workers with the moep plugin."""

@@ -1,0 +1,148 @@
+"""One SGLang worker as a child process: start, wait until it serves, stop with its children.
+
+Used by `make demo` and by the tests (one real server per test module).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    model_path: Path  # Hugging Face checkpoint directory
+    port: int  # HTTP port of the SGLang server
+    log_path: Path  # stdout+stderr of the server
+    kv_events_port: int | None = None  # publish KV events on tcp://*:PORT
+    cpu_threads: int | None = None  # torch threads on CPU
+    extra_args: tuple[str, ...] = ()  # more SGLang flags
+    plain_sglang: bool = False  # start `python -m sglang.launch_server` (plugin via entry point)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment variables
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class WorkerStartError(RuntimeError):
+    pass
+
+
+class WorkerProcess:
+    """A started SGLang server; `stop()` ends its whole process group."""
+
+    def __init__(self, config: WorkerConfig):
+        self.config = config
+        self._proc: subprocess.Popen | None = None
+
+    # Public API ---------------------------------------------------------------------------
+    def start(self) -> WorkerProcess:
+        cmd, env = self._command()
+        self.config.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.config.log_path, "wb")
+        self._proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        return self
+
+    def wait_ready(self, timeout_s: float = 180.0) -> WorkerProcess:
+        """Block until a tiny prefill-only /generate succeeds (more dependable than /health)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise WorkerStartError(self._failure(f"exited with code {self._proc.returncode}"))
+            if _probe(self.config.url):
+                return self
+            time.sleep(0.5)
+        raise WorkerStartError(self._failure(f"not ready after {timeout_s:.0f} s"))
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(proc.pid, signal.SIGKILL)  # SGLang's children may outlive the parent
+        proc.wait(timeout=timeout_s)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start().wait_ready()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # Internals ----------------------------------------------------------------------------
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        from moep_sglang.server.launch import build_command, gpu_available, parse_launch_args
+
+        c = self.config
+        argv = ["--model-path", str(c.model_path), "--port", str(c.port), "--host", "127.0.0.1"]
+        if c.kv_events_port is not None:
+            argv += ["--kv-events-port", str(c.kv_events_port)]
+        if c.cpu_threads:
+            argv += ["--cpu-threads", str(c.cpu_threads)]
+        argv += list(c.extra_args)
+        if c.plain_sglang:
+            cmd, env = build_command(parse_launch_args(argv, on_cpu=not gpu_available()))
+        else:
+            cmd = [sys.executable, "-m", "moep_sglang.cli", "launch_server", *argv]
+            env = dict(os.environ)
+        env.update(c.env)
+        return cmd, env
+
+    def _failure(self, what: str) -> str:
+        tail = _tail(self.config.log_path, 40)
+        return f"SGLang worker on port {self.config.port} {what}; last log lines:\n{tail}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _probe(url: str) -> bool:
+    body = json.dumps({"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 0}}).encode()
+    req = urllib.request.Request(
+        f"{url}/generate", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tail(path: Path, num_lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-num_lines:])
+    except OSError:
+        return "(no log)"
