@@ -67,6 +67,9 @@ def run_demo(config: DemoConfig) -> None:
             w.wait_ready()
         print(f"workers ready in {time.monotonic() - t0:.1f} s")
         _run_workload(config, model, [w.config.url for w in workers])
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the workers")
+        raise SystemExit(130)
     finally:
         for w in workers:
             w.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from moep_sglang.plugin import logprobs, score
+from moep_sglang.plugin import cpu_fallbacks, logprobs, score
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,11 @@ HOOKS: tuple[HookSpec, ...] = (
         "sglang.srt.layers.logprob_processor.get_token_ids_logprobs_raw",
         logprobs.empty_rows_as_tensors, "AROUND",
         "a batch mixing /v1/score with plain requests crashed the scheduler ('list'.tolist)",
+    ),
+    HookSpec(
+        "sglang.kernels.ops.elementwise.elementwise.fused_gate_sigmoid_mul_add",
+        cpu_fallbacks.gate_sigmoid_mul_add, "AROUND",
+        "Triton-only shared-expert gate of Qwen2-MoE killed CPU workers; torch on CPU tensors",
     ),
     HookSpec(
         f"{_SCORE}._validate_request", score.validate_score_request, "REPLACE",
