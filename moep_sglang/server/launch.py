@@ -41,7 +41,8 @@ def parse_launch_args(argv: list[str], on_cpu: bool) -> LaunchConfig:
         "listed here are SGLang's and pass through (see `python -m sglang.launch_server -h`).",
     )
     parser.add_argument("--kv-events-port", type=int, default=None,
-                        help="publish KV cache events over ZMQ on tcp://*:PORT (topic 'kv')")
+                        help="publish KV cache events over ZMQ on tcp://*:PORT (topic 'kv'), "
+                        "with their replay socket on PORT+1")
     parser.add_argument("--cpu-threads", type=int, default=None,
                         help="torch/OpenMP threads for this worker on CPU (default: all cores)")
     ours, rest = parser.parse_known_args(argv)
@@ -67,7 +68,9 @@ def build_command(config: LaunchConfig) -> tuple[list[str], dict[str, str]]:
 
 
 def kv_events_config(port: int) -> str:
-    return json.dumps({"publisher": "zmq", "endpoint": f"tcp://*:{port}", "topic": "kv"})
+    """Events on PORT; replay of missed batches (moep-router's gap repair) on PORT + 1."""
+    return json.dumps({"publisher": "zmq", "endpoint": f"tcp://*:{port}",
+                       "replay_endpoint": f"tcp://*:{port + 1}", "topic": "kv"})
 
 
 def gpu_available() -> bool:

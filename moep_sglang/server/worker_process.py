@@ -122,6 +122,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_pair() -> int:
+    """A port P with P + 1 also free (KV events on P, their replay socket on P + 1)."""
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no two adjacent free ports found")
+
+
 def _probe(url: str) -> bool:
     body = json.dumps({"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 0}}).encode()
     req = urllib.request.Request(

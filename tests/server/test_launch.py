@@ -32,7 +32,8 @@ def test_gpu_gets_no_cpu_defaults():
 def test_kv_events_port_and_threads():
     cmd, env = _cmd(["--model-path", "m", "--kv-events-port", "5557", "--cpu-threads", "2"])
     config = json.loads(cmd[cmd.index("--kv-events-config") + 1])
-    assert config == {"publisher": "zmq", "endpoint": "tcp://*:5557", "topic": "kv"}
+    assert config == {"publisher": "zmq", "endpoint": "tcp://*:5557",
+                      "replay_endpoint": "tcp://*:5558", "topic": "kv"}
     assert env["OMP_NUM_THREADS"] == "2"
 
 

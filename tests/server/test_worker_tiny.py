@@ -9,13 +9,13 @@ import torch
 import zmq
 from transformers import AutoTokenizer
 
-from moep_sglang.server.worker_process import free_port
+from moep_sglang.server.worker_process import free_port_pair
 from tests.helpers import hf_last_logits, post, start_worker
 
 
 @pytest.fixture(scope="module")
 def kv_port():
-    return free_port()
+    return free_port_pair()
 
 
 @pytest.fixture(scope="module")

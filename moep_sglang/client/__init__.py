@@ -1,0 +1,1 @@
+"""Client SDK for moep-router (and SGLang workers directly)."""

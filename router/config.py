@@ -1,0 +1,121 @@
+"""RouterConfig: parsed once from the command line, frozen. `moep-router --help` lists it all."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlparse
+
+DEFAULT_RERANK_TEMPLATE = (
+    "Query: {query}\nDocument: {document}\nIs the document relevant to the query? Answer:"
+)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    url: str  # http://host:port of the SGLang server
+    kv_endpoint: str | None = None  # tcp://host:port of its KV-event publisher (None: no index)
+    replay_endpoint: str | None = None  # tcp://host:port of its replay socket (gap repair)
+    threshold_flops: float | None = None  # saturation threshold T; None: the router default
+
+    @classmethod
+    def parse(cls, text: str) -> WorkerSpec:
+        """`URL[,kv=tcp://H:P][,replay=tcp://H:P][,threshold=FLOPS]`.
+
+        With kv= and no replay=, replay defaults to the kv port + 1 (what
+        `moep-sglang launch_server --kv-events-port` publishes).
+        """
+        url, *opts = text.split(",")
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.port:
+            raise ValueError(f"--worker {text!r}: expected http://HOST:PORT[,kv=tcp://HOST:PORT]")
+        kv = dict(o.split("=", 1) for o in opts if "=" in o)
+        unknown = set(kv) - {"kv", "replay", "threshold"} or [o for o in opts if "=" not in o]
+        if unknown:
+            raise ValueError(f"--worker {text!r}: unknown option(s) {sorted(unknown)}; "
+                             "use kv=, replay=, threshold=")
+        replay = kv.get("replay") or (_next_port(kv["kv"]) if "kv" in kv else None)
+        threshold = float(kv["threshold"]) if "threshold" in kv else None
+        return cls(url.rstrip("/"), kv.get("kv"), replay, threshold)
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    model_path: Path = field(metadata={"help": "model directory: tokenizer.json and config.json"})
+    workers: tuple[WorkerSpec, ...] = field(default=(), metadata={
+        "help": "a worker: URL[,kv=tcp://H:P][,replay=tcp://H:P][,threshold=FLOPS]; repeat"})
+    host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind address"})
+    port: int = field(default=8000, metadata={"help": "HTTP port"})
+    zmq_port: int | None = field(default=None, metadata={
+        "help": "ZMQ ROUTER port for the SDK fast path (default: off)"})
+    policy: str = field(default="true_flops", metadata={
+        "help": "true_flops | cache_aware | least_load | round_robin"})
+    threshold_flops: float = field(default=math.inf, metadata={
+        "help": "saturation threshold T per worker when the worker reports none "
+                "(outstanding FLOPs at which a worker stops taking requests)"})
+    max_inflight_per_worker: int = field(default=256, metadata={
+        "help": "requests in flight per worker beyond which it takes no more (bounds memory)"})
+    max_queue: int = field(default=4096, metadata={
+        "help": "requests held centrally while every worker is saturated; beyond: 429"})
+    max_retries: int = field(default=2, metadata={
+        "help": "other workers tried when a worker fails mid-request"})
+    request_timeout_s: float = field(default=600.0, metadata={
+        "help": "seconds a worker may take for one request before it is considered failed"})
+    health_interval_s: float = field(default=2.0, metadata={"help": "seconds between health checks"})
+    api_key: str | None = field(default=None, metadata={
+        "help": "require `Authorization: Bearer KEY` on every request (except /health, /metrics)"})
+    rerank_template: str = field(default=DEFAULT_RERANK_TEMPLATE, metadata={
+        "help": "prompt of /v1/rerank; {query} and {document} are filled in"})
+    served_model_name: str | None = field(default=None, metadata={
+        "help": "the `model` name clients may send (default: the model directory's name)"})
+
+    def __post_init__(self) -> None:
+        from moep_router.policies import POLICY_NAMES
+
+        if self.policy not in POLICY_NAMES:
+            raise ValueError(f"--policy {self.policy!r}: choose one of {', '.join(POLICY_NAMES)}")
+        if not (self.model_path / "tokenizer.json").exists():
+            raise ValueError(f"--model-path {self.model_path}: no tokenizer.json there")
+        if not (self.model_path / "config.json").exists():
+            raise ValueError(f"--model-path {self.model_path}: no config.json there")
+        if self.max_queue < 0 or self.max_retries < 0:
+            raise ValueError("--max-queue and --max-retries must be >= 0")
+        if self.max_inflight_per_worker < 1:
+            raise ValueError("--max-inflight-per-worker must be >= 1")
+        if self.threshold_flops <= 0:
+            raise ValueError("--threshold-flops must be > 0")
+
+    @property
+    def model_name(self) -> str:
+        return self.served_model_name or self.model_path.name
+
+
+def parse_router_args(argv: list[str]) -> RouterConfig:
+    parser = argparse.ArgumentParser(
+        prog="moep-router",
+        description="Prefix- and true-FLOPs-aware router for prefill-only requests to SGLang "
+        "workers started with `moep-sglang launch_server`.")
+    for f in fields(RouterConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "workers":
+            parser.add_argument("--worker", dest="workers", action="append", default=[],
+                                metavar="SPEC", type=WorkerSpec.parse, help=f.metadata["help"])
+        elif f.name == "model_path":
+            parser.add_argument(flag, required=True, type=Path, help=f.metadata["help"])
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+            parser.add_argument(flag, type=kind, default=f.default, help=f.metadata["help"]
+                                + (f" (default: {f.default})" if f.default is not None else ""))
+    args = vars(parser.parse_args(argv))
+    args["workers"] = tuple(args["workers"])
+    try:
+        return RouterConfig(**args)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def _next_port(endpoint: str) -> str:
+    base, port = endpoint.rsplit(":", 1)
+    return f"{base}:{int(port) + 1}"

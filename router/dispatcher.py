@@ -1,0 +1,196 @@
+"""Admit -> route -> forward -> relay, for every request of every front end.
+
+A request is answered exactly once: a worker that fails (connection lost, 5xx, timeout) is marked
+unhealthy and the request is retried on another worker (prefill is idempotent), up to
+`max_retries`; a worker's own 4xx goes back to the client. While every worker is saturated the
+request waits in a bounded central queue (beyond it: 429 with Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from moep_router.config import RouterConfig
+from moep_router.cost import CostModel
+from moep_router.endpoints import shape_response
+from moep_router.jobs import BadRequest, Job
+from moep_router.metrics import RouterMetrics
+from moep_router.policies.base import Policy, RouteParams
+from moep_router.workers import WorkerRegistry, WorkerState
+
+
+class Overloaded(Exception):
+    def __init__(self, message: str, status: int, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class WorkerFailure(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    body: dict | list  # the client response
+    worker_id: str  # who answered
+
+
+class Dispatcher:
+    def __init__(self, config: RouterConfig, registry: WorkerRegistry, policy: Policy,
+                 cost: CostModel, metrics: RouterMetrics) -> None:
+        self.config = config
+        self.registry = registry
+        self.policy = policy
+        self.cost = cost
+        self.metrics = metrics
+        self._freed = asyncio.Condition()
+        self._num_waiting = 0
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_s)
+        self._session = aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(limit=0),
+            json_serialize=lambda o: orjson.dumps(o).decode())
+
+    async def close(self) -> None:
+        if self._session:
+            await self._session.close()
+
+    # Public API ---------------------------------------------------------------------------
+    async def run(self, job: Job) -> DispatchResult:
+        tried: set[str] = set()
+        while True:
+            worker = await self._admit(job, tried)
+            predicted = self._predict_flops(worker, job)
+            self._reserve(worker, job, predicted)
+            try:
+                raw = await self._forward(worker, job)
+            except WorkerFailure as exc:
+                self._fail(worker, exc)
+                tried.add(worker.worker_id)
+                if len(tried) > self.config.max_retries:
+                    raise Overloaded(f"request failed on {len(tried)} workers; last: {exc}",
+                                     503, 5) from exc
+                self.metrics.retries.inc()
+                continue
+            finally:
+                await self._release(worker, job, predicted)
+            worker.num_requests += 1
+            return DispatchResult(self._finish(job, raw), worker.worker_id)
+
+    @property
+    def num_waiting(self) -> int:
+        return self._num_waiting
+
+    async def wake(self) -> None:
+        async with self._freed:
+            self._freed.notify_all()
+
+    # Admission ------------------------------------------------------------------------------
+    async def _admit(self, job: Job, tried: set[str]) -> WorkerState:
+        worker = self._route(job, tried)
+        if worker is not None:
+            return worker
+        if self._num_waiting >= self.config.max_queue:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise Overloaded(f"all workers saturated and {self._num_waiting} requests queued "
+                             f"(--max-queue {self.config.max_queue}); retry later", 429, 1)
+        self._num_waiting += 1
+        self.metrics.queue_depth.set(self._num_waiting)
+        try:
+            async with self._freed:
+                while (worker := self._route(job, tried)) is None:
+                    await self._wait_freed()
+            return worker
+        finally:
+            self._num_waiting -= 1
+            self.metrics.queue_depth.set(self._num_waiting)
+
+    async def _wait_freed(self) -> None:
+        try:
+            await asyncio.wait_for(self._freed.wait(), timeout=1.0)  # also re-check health
+        except asyncio.TimeoutError:
+            pass
+
+    def _route(self, job: Job, tried: set[str]) -> WorkerState | None:
+        candidates = [w for w in self.registry.healthy() if w.worker_id not in tried]
+        if not candidates:
+            if not self.registry.healthy():
+                raise Overloaded("no healthy worker", 503, 2)
+            raise Overloaded(f"request failed on every worker ({len(tried)})", 503, 2)
+        open_ = [w for w in candidates if w.num_inflight < self.config.max_inflight_per_worker]
+        t0 = time.perf_counter()
+        key = job.routing_key
+        result = self.policy.route(RouteParams(key, tuple(w.view(key) for w in open_)))
+        self.metrics.route_seconds.observe(time.perf_counter() - t0)
+        return self.registry.get(result.worker_id) if result.worker_id else None
+
+    # Bookkeeping ----------------------------------------------------------------------------
+    def _predict_flops(self, worker: WorkerState, job: Job) -> float:
+        total = 0
+        for i, p in enumerate(job.prompts):
+            cached = worker.match_len(p) if i == 0 else max(worker.index.match_len(p),
+                                                            job.prefix_len)
+            total += self.cost.flops(len(p), cached)
+        return float(total)
+
+    def _reserve(self, worker: WorkerState, job: Job, predicted: float) -> None:
+        worker.pending.add(list(job.routing_key))
+        worker.outstanding_flops += predicted
+        worker.num_inflight += 1
+        self.policy.on_routed(worker.worker_id, job.routing_key)
+
+    async def _release(self, worker: WorkerState, job: Job, predicted: float) -> None:
+        worker.pending.remove(list(job.routing_key))
+        worker.outstanding_flops = max(0.0, worker.outstanding_flops - predicted)
+        worker.num_inflight -= 1
+        await self.wake()
+
+    def _fail(self, worker: WorkerState, exc: Exception) -> None:
+        worker.num_failures += 1
+        worker.healthy = False
+        worker.reset_index()
+
+    # Forwarding -----------------------------------------------------------------------------
+    async def _forward(self, worker: WorkerState, job: Job) -> list[dict]:
+        url = f"{worker.spec.url}/generate"
+        try:
+            async with self._session.post(url, json=job.generate_body()) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise WorkerFailure(f"{worker.worker_id}: {type(exc).__name__}: {exc}") from exc
+        if status >= 500:
+            raise WorkerFailure(f"{worker.worker_id} answered {status}: {raw[:200]!r}")
+        body = orjson.loads(raw) if raw else {}
+        if status >= 400:
+            raise BadRequest(_worker_message(body), status=status)
+        return body if isinstance(body, list) else [body]
+
+    def _finish(self, job: Job, raw: list[dict]) -> dict | list:
+        metas = [r.get("meta_info", {}) for r in raw]
+        prompt = cached = flops = 0
+        for p, r, m in zip(job.prompts, raw, metas):
+            c = int(m.get("cached_tokens", 0) or 0)
+            f = self.cost.flops(len(p), c)
+            r["_moep_flops"] = f
+            prompt, cached, flops = prompt + len(p), cached + c, flops + f
+        self.metrics.prompt_tokens.inc(prompt)
+        self.metrics.cached_tokens.inc(cached)
+        self.metrics.flops.inc(flops)
+        usage = {"prompt_tokens": prompt, "total_tokens": prompt, "cached_tokens": cached,
+                 "prompt_tokens_details": {"cached_tokens": cached}, "flops": flops}
+        return shape_response(job, metas, raw, usage)
+
+
+def _worker_message(body) -> str:
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error") or body.get("detail") or body)
+    return str(body)

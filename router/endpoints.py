@@ -1,0 +1,229 @@
+"""Parse each public endpoint's body into a Job, and shape the worker's reply into its response.
+
+| endpoint | request | response |
+|---|---|---|
+| /v1/score | {query, items, label_token_ids, apply_softmax=false, item_first=false} | {scores, usage, object: "scoring"} (SGLang) |
+| /v1/classify | {input, labels, apply_softmax=true, multi_label=false} | {data: [{index, label, probs, num_classes}]} |
+| /v1/rerank | {query, documents, top_n, return_documents=false} | {results: [{index, relevance_score, document?}]} |
+| /generate | SGLang's body (text or input_ids) | SGLang's reply, + meta_info.flops |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from moep_router.jobs import BadRequest, Job, label_scores
+from moep_router.model_spec import ModelSpec
+from moep_router.tokenize import RouterTokenizer
+
+YES_NO = (" yes", " no")
+
+
+@dataclass(frozen=True)
+class EndpointContext:
+    tok: RouterTokenizer  # the model's tokenizer
+    spec: ModelSpec  # for the context limit
+    model_name: str  # the name clients may send as `model`
+    rerank_template: str  # prompt of /v1/rerank
+
+
+# Parsing ------------------------------------------------------------------------------------
+def parse_score(body: dict, ctx: EndpointContext) -> Job:
+    _check_fields(body, {"query", "items", "label_token_ids", "apply_softmax", "item_first",
+                         "model"}, ctx)
+    query = _text_or_ids(body.get("query", ""), "query", ctx, special=True)
+    items = body.get("items")
+    if items is None:
+        raise BadRequest("`items` is required: a string, a list of strings or of token-id lists")
+    if isinstance(items, str) or (isinstance(items, list) and items and _is_ids(items)):
+        items = [items]
+    if not isinstance(items, list) or not items:
+        raise BadRequest("`items` must be a non-empty list of strings or token-id lists")
+    item_ids = [_text_or_ids(it, f"items[{i}]", ctx, special=False) for i, it in enumerate(items)]
+    if any(not ids for ids in item_ids):
+        raise BadRequest("`items` contains an empty item")
+    item_first = _bool(body, "item_first", False)
+    prompts = [i + query if item_first else query + i for i in item_ids]
+    labels = _label_ids(body.get("label_token_ids"), ctx)
+    return _job("score", prompts, labels, _bool(body, "apply_softmax", False), ctx)
+
+
+def parse_classify(body: dict, ctx: EndpointContext) -> Job:
+    _check_fields(body, {"input", "labels", "apply_softmax", "multi_label", "model"}, ctx)
+    inputs = body.get("input")
+    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and _is_ids(inputs)):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest("`input` is required: a string, a list of strings or of token-id lists")
+    labels = body.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(l, str) for l in labels):
+        raise BadRequest("`labels` is required: a non-empty list of label strings")
+    ids = [_text_or_ids(x, f"input[{i}]", ctx, special=True) for i, x in enumerate(inputs)]
+    if _bool(body, "multi_label", False):
+        if len(ids) != 1:
+            raise BadRequest("`multi_label` classifies one input at a time")
+        siblings = ctx.tok.encode_continuation([f" Label: {l}? Answer:" for l in labels])
+        prompts = [ids[0] + s for s in siblings]
+        return _job("classify", prompts, _words(YES_NO, ctx), True, ctx,
+                    labels=labels, multi_label=True)
+    return _job("classify", ids, _words(labels, ctx), _bool(body, "apply_softmax", True), ctx,
+                labels=labels, multi_label=False)
+
+
+def parse_rerank(body: dict, ctx: EndpointContext) -> Job:
+    _check_fields(body, {"query", "documents", "top_n", "return_documents", "model"}, ctx)
+    query, docs = body.get("query"), body.get("documents")
+    if not isinstance(query, str) or not query:
+        raise BadRequest("`query` is required: a non-empty string")
+    if not isinstance(docs, list) or not docs:
+        raise BadRequest("`documents` is required: a non-empty list of strings")
+    texts = [d.get("text") if isinstance(d, dict) else d for d in docs]
+    if not all(isinstance(t, str) for t in texts):
+        raise BadRequest("each document must be a string or an object with a `text` string")
+    top_n = body.get("top_n", len(docs))
+    if not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1:
+        raise BadRequest("`top_n` must be a positive integer")
+    prompts = ctx.tok.encode_batch(
+        [ctx.rerank_template.format(query=query, document=t) for t in texts])
+    return _job("rerank", prompts, _words(YES_NO, ctx), True, ctx, documents=texts,
+                top_n=top_n, return_documents=_bool(body, "return_documents", False))
+
+
+def parse_generate(body: dict, ctx: EndpointContext) -> Job:
+    text, ids = body.get("text"), body.get("input_ids")
+    if (text is None) == (ids is None):
+        raise BadRequest("give exactly one of `text` or `input_ids`")
+    batched = isinstance(text, list) or (isinstance(ids, list) and ids and isinstance(ids[0], list))
+    values = (text if isinstance(text, list) else [text]) if text is not None else (
+        ids if batched else [ids])
+    if not values:
+        raise BadRequest("`text`/`input_ids` is an empty batch")
+    prompts = [_text_or_ids(v, "input", ctx, special=True) for v in values]
+    rest = {k: v for k, v in body.items() if k not in ("text", "input_ids")}
+    rest.setdefault("sampling_params", {"max_new_tokens": 0})
+    job = _job("generate", prompts, (), False, ctx, batched=batched)
+    return dataclasses.replace(job, worker_body=rest)
+
+
+# Responses ----------------------------------------------------------------------------------
+def shape_response(job: Job, metas: list[dict], raw: list[dict], usage: dict) -> dict:
+    return _SHAPERS[job.kind](job, metas, raw, usage)
+
+
+def _score_response(job, metas, raw, usage):
+    scores = [label_scores(m, job.label_token_ids, job.apply_softmax) for m in metas]
+    return {"scores": scores, "model": job.extra["model"], "usage": usage, "object": "scoring"}
+
+
+def _classify_response(job, metas, raw, usage):
+    labels = job.extra["labels"]
+    probs = [label_scores(m, job.label_token_ids, job.apply_softmax) for m in metas]
+    if job.extra["multi_label"]:
+        yes = [p[0] for p in probs]  # P(yes) of each sibling, renormalised over yes/no
+        data = [{"index": 0, "labels": [l for l, p in zip(labels, yes) if p >= 0.5],
+                 "probs": yes, "num_classes": len(labels)}]
+    else:
+        data = [{"index": i, "label": labels[max(range(len(p)), key=p.__getitem__)],
+                 "probs": p, "num_classes": len(labels)} for i, p in enumerate(probs)]
+    return {"object": "list", "model": job.extra["model"], "data": data, "usage": usage}
+
+
+def _rerank_response(job, metas, raw, usage):
+    scores = [label_scores(m, job.label_token_ids, True)[0] for m in metas]
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])[: job.extra["top_n"]]
+    results = [{"index": i, "relevance_score": scores[i]} for i in order]
+    if job.extra["return_documents"]:
+        for r in results:
+            r["document"] = {"text": job.extra["documents"][r["index"]]}
+    return {"model": job.extra["model"], "results": results, "usage": usage}
+
+
+def _generate_response(job, metas, raw, usage):
+    for r in raw:
+        r.setdefault("meta_info", {})["flops"] = r.get("_moep_flops", 0)
+        r.pop("_moep_flops", None)
+    return raw if job.extra["batched"] else raw[0]
+
+
+_SHAPERS = {"score": _score_response, "classify": _classify_response,
+            "rerank": _rerank_response, "generate": _generate_response}
+
+
+# Helpers ------------------------------------------------------------------------------------
+def _job(kind, prompts, label_ids, softmax, ctx: EndpointContext, **extra) -> Job:
+    limit = ctx.spec.max_context_len
+    for i, p in enumerate(prompts):
+        if not p:
+            raise BadRequest(f"prompt {i} is empty")
+        if limit and len(p) > limit:
+            raise BadRequest(f"prompt {i} has {len(p)} tokens; the model context is {limit}")
+    tuples = tuple(tuple(p) for p in prompts)
+    return Job(kind, tuples, _common_prefix_len(tuples), tuple(label_ids), softmax,
+               {"model": ctx.model_name, **extra}, {})
+
+
+def _common_prefix_len(prompts: tuple[tuple[int, ...], ...]) -> int:
+    first, n = prompts[0], len(prompts[0])
+    for p in prompts[1:]:
+        k = 0
+        while k < min(n, len(p)) and p[k] == first[k]:
+            k += 1
+        n = k
+    return n
+
+
+def _check_fields(body: dict, allowed: set[str], ctx: EndpointContext) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field(s) {unknown}; accepted: {sorted(allowed)}")
+    model = body.get("model")
+    if model is not None and model not in (ctx.model_name, "default"):
+        raise BadRequest(f"unknown model {model!r}; this router serves {ctx.model_name!r}",
+                         status=404)
+
+
+def _is_ids(value: list) -> bool:
+    return all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _text_or_ids(value, name: str, ctx: EndpointContext, special: bool) -> list[int]:
+    if isinstance(value, str):
+        if not value:
+            return []
+        return ctx.tok.encode(value) if special else ctx.tok.encode_continuation([value])[0]
+    if isinstance(value, list) and _is_ids(value):
+        bad = [t for t in value if not 0 <= t < ctx.spec.vocab_size]
+        if bad:
+            raise BadRequest(f"`{name}` has token ids outside [0, {ctx.spec.vocab_size}): {bad[:5]}")
+        return list(value)
+    raise BadRequest(f"`{name}` must be a string or a list of token ids")
+
+
+def _label_ids(value, ctx: EndpointContext) -> list[int]:
+    if not isinstance(value, list) or not value or not _is_ids(value):
+        raise BadRequest("`label_token_ids` is required: a non-empty list of token ids")
+    bad = [t for t in value if not 0 <= t < ctx.tok.vocab_size]
+    if bad:
+        raise BadRequest(f"`label_token_ids` {bad} are outside the vocabulary "
+                         f"[0, {ctx.tok.vocab_size})")
+    return value
+
+
+def _words(words, ctx: EndpointContext) -> list[int]:
+    ids = []
+    for w in words:
+        tid = ctx.tok.single_token(w if w.startswith(" ") else " " + w)
+        tid = tid if tid is not None else ctx.tok.single_token(w)
+        if tid is None:
+            raise BadRequest(f"label {w!r} is not a single token of this model's tokenizer; "
+                             "use labels that are (or /v1/score with label_token_ids)")
+        ids.append(tid)
+    return ids
+
+
+def _bool(body: dict, name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"`{name}` must be true or false")
+    return value

@@ -1,0 +1,142 @@
+"""The HTTP front end (aiohttp): parse -> Job -> dispatcher -> JSON, errors as 4xx/5xx JSON."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from aiohttp import web
+
+from moep_router.config import WorkerSpec
+from moep_router.dispatcher import Overloaded
+from moep_router.endpoints import parse_classify, parse_generate, parse_rerank, parse_score
+from moep_router.jobs import BadRequest
+
+PARSERS = {"/v1/score": parse_score, "/v1/classify": parse_classify,
+           "/v1/rerank": parse_rerank, "/generate": parse_generate}
+OPEN_PATHS = {"/health", "/metrics"}  # no API key needed
+
+
+def build_app(router) -> web.Application:
+    app = web.Application(middlewares=[_errors, _auth(router.config.api_key)],
+                          client_max_size=256 * 2**20)
+    for path in PARSERS:
+        app.router.add_post(path, _prefill_handler(router, path))
+    app.router.add_get("/health", lambda r: _health(router))
+    app.router.add_get("/metrics", lambda r: _metrics(router))
+    app.router.add_get("/workers", lambda r: _json(_workers(router)))
+    app.router.add_post("/workers", lambda r: _add_worker(router, r))
+    app.router.add_delete("/workers", lambda r: _remove_worker(router, r))
+    return app
+
+
+def _prefill_handler(router, path: str):
+    parse = PARSERS[path]
+
+    async def handler(request: web.Request) -> web.Response:
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            job = parse(await _body(request), router.endpoint_context)
+            result = await router.dispatcher.run(job)
+            status = 200
+            return _json(result.body)
+        except BadRequest as exc:
+            status = exc.status
+            raise
+        except Overloaded as exc:
+            status = exc.status
+            raise
+        finally:
+            router.metrics.requests.labels(path, str(status)).inc()
+            router.metrics.latency.labels(path).observe(time.perf_counter() - t0)
+
+    return handler
+
+
+async def _body(request: web.Request) -> dict:
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON body: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("the JSON body must be an object")
+    return body
+
+
+@web.middleware
+async def _errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return _error(exc.status, str(exc), "invalid_request_error")
+    except Overloaded as exc:
+        resp = _error(exc.status, str(exc), "overloaded")
+        resp.headers["Retry-After"] = str(exc.retry_after_s)
+        return resp
+
+
+def _auth(api_key: str | None):
+    @web.middleware
+    async def check(request: web.Request, handler):
+        if api_key and request.path not in OPEN_PATHS:
+            if request.headers.get("Authorization", "") != f"Bearer {api_key}":
+                return _error(401, "missing or wrong API key: send `Authorization: Bearer KEY`",
+                              "authentication_error")
+        return await handler(request)
+
+    return check
+
+
+async def _health(router) -> web.Response:
+    healthy = len(router.registry.healthy())
+    body = {"status": "ok" if healthy else "no healthy worker", "healthy_workers": healthy,
+            "workers": len(router.registry.all())}
+    return _json(body, status=200 if healthy else 503)
+
+
+async def _metrics(router) -> web.Response:
+    return web.Response(body=router.metrics.render(router.registry.all()),
+                        content_type="text/plain", charset="utf-8")
+
+
+def _workers(router) -> dict:
+    return {"workers": [{
+        "url": w.worker_id, "kv_endpoint": w.spec.kv_endpoint, "healthy": w.healthy,
+        "threshold_flops": w.threshold_flops, "outstanding_flops": w.outstanding_flops,
+        "inflight": w.num_inflight, "cached_blocks": w.index.num_blocks,
+        "kv_event_gaps": w.num_gaps, "failures": w.num_failures, "requests": w.num_requests,
+    } for w in router.registry.all()]}
+
+
+async def _add_worker(router, request: web.Request) -> web.Response:
+    body = await _body(request)
+    url = body.get("url")
+    if not isinstance(url, str):
+        raise BadRequest("`url` is required: http://HOST:PORT of the worker")
+    opts = [f"{k}={body[k]}" for k in ("kv", "replay", "threshold") if body.get(k) is not None]
+    try:
+        spec = WorkerSpec.parse(",".join([url, *opts]))
+        await router.add_worker(spec)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    return _json(_workers(router), status=201)
+
+
+async def _remove_worker(router, request: web.Request) -> web.Response:
+    url = request.query.get("url", "").rstrip("/")
+    try:
+        await router.remove_worker(url)
+    except KeyError as exc:
+        raise BadRequest(f"no worker {url!r} is registered", status=404) from exc
+    return _json(_workers(router))
+
+
+def _error(status: int, message: str, kind: str) -> web.Response:
+    return _json({"object": "error", "message": message, "type": kind, "code": status},
+                 status=status)
+
+
+def _json(body, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")

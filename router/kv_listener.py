@@ -1,0 +1,110 @@
+"""One task per worker: apply its KV events to its CacheIndex, exactly, and repair gaps.
+
+A gap (sequence number jumped) is repaired from the worker's replay socket when it still holds
+the missing batches; otherwise the index is cleared and relearned from new events (the worker's
+cache is then only under-reported, never over-reported). A sequence that goes backwards means
+the worker restarted: its cache is empty, so is the index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import zmq
+import zmq.asyncio
+
+from moep_router.messages import END_SEQ, KVEvent, decode_event_batch
+from moep_router.workers import WorkerState
+
+logger = logging.getLogger("moep_router.kv")
+
+
+def apply_event(state: WorkerState, event: KVEvent) -> None:
+    _APPLY[event.kind](state, event)
+
+
+_APPLY = {
+    "BlockStored": lambda s, e: s.index.apply_stored(
+        list(e.block_hashes), e.parent_block_hash, list(e.token_ids), e.block_size),
+    "BlockRemoved": lambda s, e: s.index.apply_removed(list(e.block_hashes)),
+    "AllBlocksCleared": lambda s, e: s.index.clear(),
+}
+
+
+def apply_batch(state: WorkerState, seq: int, payload: bytes) -> None:
+    for event in decode_event_batch(payload):
+        apply_event(state, event)
+    state.last_seq = seq
+
+
+class KVListener:
+    def __init__(self, ctx: zmq.asyncio.Context, state: WorkerState, on_gap=None) -> None:
+        self.ctx = ctx
+        self.state = state
+        self.on_gap = on_gap or (lambda state: None)  # metrics callback
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        sub = self.ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(self.state.spec.kv_endpoint)
+        try:
+            await self._replay(0)  # learn what the worker cached before we connected
+            while True:
+                topic, seq_bytes, payload = await sub.recv_multipart()
+                await self._receive(int.from_bytes(seq_bytes, "big"), payload)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            sub.close(linger=0)
+
+    async def _receive(self, seq: int, payload: bytes) -> None:
+        s = self.state
+        if seq == 0 and s.last_seq > 0:
+            s.reset_index()  # the publisher restarted: a new, empty cache
+        elif seq <= s.last_seq:
+            return  # already applied through replay
+        elif s.last_seq >= 0 and seq != s.last_seq + 1:
+            s.num_gaps += 1
+            self.on_gap(s)
+            logger.warning("KV events from %s: gap %d -> %d; repairing", s.worker_id,
+                           s.last_seq, seq)
+            if not await self._replay(s.last_seq + 1):
+                s.reset_index()
+            if s.last_seq >= seq:
+                return  # the replay already applied this batch (and maybe later ones)
+        apply_batch(s, seq, payload)
+
+    async def _replay(self, start: int, timeout_s: float = 2.0) -> bool:
+        """Apply batches >= start from the replay socket; False if they are no longer there."""
+        endpoint = self.state.spec.replay_endpoint
+        if not endpoint:
+            return False
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.connect(endpoint)
+        try:
+            await sock.send_multipart((b"", start.to_bytes(8, "big")))
+            first = None
+            while True:
+                if not await sock.poll(timeout_s * 1000):
+                    return False
+                _, seq_bytes, payload = await sock.recv_multipart()
+                if seq_bytes == END_SEQ:
+                    # Complete if the buffer still started at `start` (or held nothing at all
+                    # when asked from the beginning).
+                    return first == start or (first is None and start == 0)
+                seq = int.from_bytes(seq_bytes, "big")
+                first = seq if first is None else first
+                if seq > self.state.last_seq:
+                    apply_batch(self.state, seq, payload)
+        finally:
+            sock.close(linger=0)

@@ -1,0 +1,50 @@
+"""Prometheus metrics of the router (served on /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("moep_router_requests_total", "Requests answered",
+                                ["endpoint", "status"], registry=r)
+        self.latency = Histogram("moep_router_request_seconds", "Request latency",
+                                 ["endpoint"], registry=r,
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+        self.route_seconds = Histogram("moep_router_route_seconds", "Routing decision time",
+                                       registry=r, buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3))
+        self.prompt_tokens = Counter("moep_router_prompt_tokens_total", "Prompt tokens",
+                                     registry=r)
+        self.cached_tokens = Counter("moep_router_cached_tokens_total",
+                                     "Prompt tokens served from worker caches", registry=r)
+        self.flops = Counter("moep_router_flops_total", "True FLOPs computed by workers",
+                             registry=r)
+        self.retries = Counter("moep_router_retries_total",
+                               "Requests retried on another worker after a failure", registry=r)
+        self.rejected = Counter("moep_router_rejected_total",
+                                "Requests refused for overload", ["reason"], registry=r)
+        self.queue_depth = Gauge("moep_router_queue_depth",
+                                 "Requests waiting for an unsaturated worker", registry=r)
+        self.kv_gaps = Counter("moep_router_kv_event_gaps_total",
+                               "KV-event sequence gaps detected", ["worker"], registry=r)
+        self.worker_outstanding = Gauge("moep_router_worker_outstanding_flops",
+                                        "Predicted FLOPs in flight", ["worker"], registry=r)
+        self.worker_inflight = Gauge("moep_router_worker_inflight", "Requests in flight",
+                                     ["worker"], registry=r)
+        self.worker_blocks = Gauge("moep_router_worker_cached_blocks",
+                                   "Blocks in the worker's cache index", ["worker"], registry=r)
+        self.worker_healthy = Gauge("moep_router_worker_healthy", "1 if healthy",
+                                    ["worker"], registry=r)
+        self.worker_threshold = Gauge("moep_router_worker_threshold_flops",
+                                      "Saturation threshold T", ["worker"], registry=r)
+
+    def render(self, workers) -> bytes:
+        for w in workers:
+            self.worker_outstanding.labels(w.worker_id).set(w.outstanding_flops)
+            self.worker_inflight.labels(w.worker_id).set(w.num_inflight)
+            self.worker_blocks.labels(w.worker_id).set(w.index.num_blocks)
+            self.worker_healthy.labels(w.worker_id).set(1 if w.healthy else 0)
+            self.worker_threshold.labels(w.worker_id).set(w.threshold_flops)
+        return generate_latest(self.registry)

@@ -1,0 +1,36 @@
+"""The routing-policy interface: pure decisions over a snapshot of the workers, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    worker_id: str  # registry key (the worker's URL)
+    match_len: int  # prompt tokens cached or pending on this worker (exact, from KV events)
+    outstanding_flops: float  # FLOPs routed there and not finished
+    threshold_flops: float  # saturation threshold T (inf: never saturated)
+    num_inflight: int  # requests routed there and not finished
+
+
+@dataclass(frozen=True)
+class RouteParams:
+    tokens: tuple[int, ...]  # the prompt's shared prefix (the whole prompt for one item)
+    workers: tuple[WorkerView, ...]  # healthy workers only
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    worker_id: str | None  # None: every worker is saturated; queue centrally and retry
+
+
+class Policy(Protocol):
+    name: str
+
+    def route(self, params: RouteParams) -> RouteResult: ...
+
+    def on_routed(self, worker_id: str, tokens: tuple[int, ...]) -> None:
+        """Called once the request is sent (policies with their own state update it here)."""
+        ...

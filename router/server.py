@@ -1,0 +1,137 @@
+"""The router process: one asyncio loop owning the registry, KV listeners, health checks and the
+HTTP and ZMQ front ends. Entry: run_router_process(config)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import aiohttp
+import zmq.asyncio
+from aiohttp import web
+
+from moep_router.config import RouterConfig, WorkerSpec
+from moep_router.cost import CostModel
+from moep_router.dispatcher import Dispatcher
+from moep_router.endpoints import EndpointContext
+from moep_router.http_server import build_app
+from moep_router.kv_listener import KVListener
+from moep_router.metrics import RouterMetrics
+from moep_router.model_spec import ModelSpec
+from moep_router.policies import make_policy
+from moep_router.tokenize import RouterTokenizer
+from moep_router.workers import WorkerRegistry
+from moep_router.zmq_server import ZmqFrontEnd
+
+logger = logging.getLogger("moep_router")
+
+
+class Router:
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config
+        self.spec = ModelSpec.from_model_dir(config.model_path)
+        self.cost = CostModel.from_spec(self.spec)
+        self.endpoint_context = EndpointContext(
+            RouterTokenizer(config.model_path), self.spec, config.model_name,
+            config.rerank_template)
+        self.metrics = RouterMetrics()
+        self.registry = WorkerRegistry(config.threshold_flops)
+        self.dispatcher = Dispatcher(config, self.registry, make_policy(config.policy),
+                                     self.cost, self.metrics)
+        self.zmq_ctx = zmq.asyncio.Context()
+        self._listeners: dict[str, KVListener] = {}
+        self._health_task: asyncio.Task | None = None
+        self._zmq: ZmqFrontEnd | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    # Lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.dispatcher.start()
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        for spec in self.config.workers:
+            await self.add_worker(spec)
+        self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+        if self.config.zmq_port:
+            self._zmq = ZmqFrontEnd(self, self.zmq_ctx, self.config.zmq_port)
+            self._zmq.start()
+
+    async def stop(self) -> None:
+        if self._health_task:
+            self._health_task.cancel()
+        for listener in self._listeners.values():
+            await listener.stop()
+        if self._zmq:
+            await self._zmq.stop()
+        await self.dispatcher.close()
+        if self._http:
+            await self._http.close()
+        self.zmq_ctx.term()
+
+    # Workers --------------------------------------------------------------------------------
+    async def add_worker(self, spec: WorkerSpec) -> None:
+        state = self.registry.add(spec)
+        if spec.kv_endpoint:
+            listener = KVListener(self.zmq_ctx, state,
+                                  on_gap=lambda s: self.metrics.kv_gaps.labels(s.worker_id).inc())
+            listener.start()
+            self._listeners[spec.url] = listener
+        logger.info("worker %s added (kv events: %s)", spec.url, spec.kv_endpoint or "none")
+        await self.dispatcher.wake()
+
+    async def remove_worker(self, url: str) -> None:
+        self.registry.remove(url)
+        listener = self._listeners.pop(url, None)
+        if listener:
+            await listener.stop()
+        logger.info("worker %s removed", url)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            await asyncio.gather(*(self._check(w) for w in self.registry.all()))
+
+    async def _check(self, worker) -> None:
+        try:
+            async with self._http.get(f"{worker.spec.url}/health") as resp:
+                ok = resp.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            ok = False
+        if ok and not worker.healthy:
+            worker.reset_index()  # it may have restarted with an empty cache
+            worker.healthy = True
+            logger.info("worker %s is healthy again", worker.worker_id)
+            await self.dispatcher.wake()
+        elif not ok and worker.healthy:
+            worker.healthy = False
+            logger.warning("worker %s failed its health check", worker.worker_id)
+
+
+async def _serve(config: RouterConfig) -> None:
+    router = Router(config)
+    await router.start()
+    runner = web.AppRunner(build_app(router), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    logger.info("moep-router on http://%s:%d (policy %s, %d workers)", config.host,
+                config.port, config.policy, len(config.workers))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"moep-router ready on http://{config.host}:{config.port}", flush=True)
+    await stop.wait()
+    await runner.cleanup()
+    await router.stop()
+
+
+def run_router_process(config: RouterConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_serve(config))

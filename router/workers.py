@@ -1,0 +1,71 @@
+"""The worker registry: what the router knows of each worker, and nothing else."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from moep_router.cache_index import CacheIndex
+from moep_router.config import WorkerSpec
+from moep_router.pending import PendingPrefixes
+from moep_router.policies.base import WorkerView
+
+
+@dataclass
+class WorkerState:
+    spec: WorkerSpec
+    threshold_flops: float  # T: from the worker's report, its --worker option, or the default
+    index: CacheIndex = field(default_factory=CacheIndex)  # exact, from KV events
+    pending: PendingPrefixes = field(default_factory=PendingPrefixes)  # routed, unfinished
+    outstanding_flops: float = 0.0  # predicted FLOPs of unfinished requests
+    num_inflight: int = 0  # unfinished requests
+    healthy: bool = True  # False: skipped by routing until a health check passes
+    last_seq: int = -1  # last KV-event sequence number applied
+    num_gaps: int = 0  # KV-event gaps detected (each repaired by replay or a rebuild)
+    num_failures: int = 0  # requests that failed on this worker and were retried elsewhere
+    num_requests: int = 0  # requests answered by this worker
+
+    @property
+    def worker_id(self) -> str:
+        return self.spec.url
+
+    def match_len(self, tokens: tuple[int, ...]) -> int:
+        return max(self.index.match_len(tokens), self.pending.match_len(tokens))
+
+    def view(self, tokens: tuple[int, ...]) -> WorkerView:
+        return WorkerView(self.worker_id, self.match_len(tokens), self.outstanding_flops,
+                          self.threshold_flops, self.num_inflight)
+
+    def reset_index(self) -> None:
+        self.index.clear()
+        self.last_seq = -1
+
+
+class WorkerRegistry:
+    """Public API: add / remove / get / healthy / all."""
+
+    def __init__(self, default_threshold: float = math.inf) -> None:
+        self._workers: dict[str, WorkerState] = {}
+        self.default_threshold = default_threshold
+
+    def add(self, spec: WorkerSpec) -> WorkerState:
+        if spec.url in self._workers:
+            raise ValueError(f"worker {spec.url} is already registered")
+        t = spec.threshold_flops if spec.threshold_flops is not None else self.default_threshold
+        state = WorkerState(spec, t)
+        self._workers[spec.url] = state
+        return state
+
+    def remove(self, url: str) -> WorkerState:
+        if url not in self._workers:
+            raise KeyError(url)
+        return self._workers.pop(url)
+
+    def get(self, url: str) -> WorkerState | None:
+        return self._workers.get(url)
+
+    def healthy(self) -> list[WorkerState]:
+        return [w for w in self._workers.values() if w.healthy]
+
+    def all(self) -> list[WorkerState]:
+        return list(self._workers.values())
