@@ -1,0 +1,85 @@
+"""The cache index against event streams: a recorded one from a real worker, and edge cases."""
+
+from pathlib import Path
+
+import msgspec
+
+from moep_router.cache_index import CacheIndex
+from moep_router.kv_listener import apply_batch
+from moep_router.messages import decode_event_batch
+from moep_router.workers import WorkerState
+from moep_router.config import WorkerSpec
+
+RECORDED = Path(__file__).parent / "data" / "kv_events_tiny.msgpack"
+
+
+def _stored(hashes, parent, tokens, bs=1):
+    return ["BlockStored", hashes, parent, tokens, bs, None, None]
+
+
+def _payload(*events):
+    return msgspec.msgpack.encode([0.0, list(events), None])
+
+
+def test_block_size_one_chain_matches_exact_prefix():
+    idx = CacheIndex()
+    idx.apply_stored([11, 12, 13], None, [5, 6, 7], 1)
+    assert idx.match_len([5, 6, 7, 8]) == 3
+    assert idx.match_len([5, 6, 9]) == 2
+    assert idx.match_len([6]) == 0
+    idx.apply_stored([14], 12, [9], 1)  # a branch after [5, 6]
+    assert idx.match_len([5, 6, 9, 1]) == 3
+
+
+def test_multi_token_blocks_and_partial_blocks():
+    idx = CacheIndex()
+    idx.apply_stored([1, 2], None, [1, 2, 3, 4, 5, 6, 7], 4)  # second block partial: ignored
+    assert idx.num_blocks == 1
+    assert idx.match_len([1, 2, 3, 4, 5, 6, 7, 8]) == 4
+    assert idx.match_len([1, 2, 3]) == 0  # shorter than a block
+
+
+def test_eviction_removes_block_and_descendants():
+    idx = CacheIndex()
+    idx.apply_stored([1, 2, 3], None, [7, 8, 9], 1)
+    idx.apply_removed([2])
+    assert idx.match_len([7, 8, 9]) == 1 and idx.num_blocks == 1
+    idx.apply_removed([999])  # unknown hash: ignored
+    assert idx.num_blocks == 1
+
+
+def test_orphan_blocks_are_not_matchable():
+    idx = CacheIndex()
+    idx.apply_stored([5], 4, [3], 1)  # parent 4 never seen
+    assert idx.num_blocks == 0 and idx.match_len([3]) == 0
+
+
+def test_clear():
+    idx = CacheIndex()
+    idx.apply_stored([1], None, [1], 1)
+    idx.clear()
+    assert idx.num_blocks == 0 and idx.match_len([1]) == 0
+
+
+def test_decode_ignores_unknown_event_kinds():
+    events = decode_event_batch(_payload(_stored([1], None, [4]), ["SomethingNew", 1, 2],
+                                         ["AllBlocksCleared"]))
+    assert [e.kind for e in events] == ["BlockStored", "AllBlocksCleared"]
+
+
+def test_recorded_stream_from_a_real_worker():
+    """Recorded from a tiny CPU worker (tests/router/data/README.md): prompts A and B sharing a
+    prefix, then /flush_cache."""
+    frames = msgspec.msgpack.decode(RECORDED.read_bytes())
+    meta = frames["prompts"]
+    state = WorkerState(WorkerSpec("http://w:1"), threshold_flops=1.0)
+    for seq, payload in frames["before_flush"]:
+        apply_batch(state, seq, payload)
+    a, b = meta["a"], meta["b"]
+    assert state.index.match_len(a) >= len(a) - 1  # SGLang caches all but maybe the last token
+    assert state.index.match_len(b) >= len(b) - 1
+    shared = meta["shared_len"]
+    assert state.index.match_len(a[:shared] + [0]) == shared
+    for seq, payload in frames["flush"]:
+        apply_batch(state, seq, payload)
+    assert state.index.num_blocks == 0 and state.index.match_len(a) == 0

@@ -1,0 +1,99 @@
+"""Request parsing and validation of every endpoint (pure: the tiny model's tokenizer)."""
+
+import pytest
+
+from moep_router.endpoints import (
+    EndpointContext, parse_classify, parse_generate, parse_rerank, parse_score,
+)
+from moep_router.jobs import BadRequest, label_scores
+from moep_router.model_spec import ModelSpec
+from moep_router.tokenize import RouterTokenizer
+
+
+@pytest.fixture(scope="module")
+def ctx(tiny_model):
+    return EndpointContext(RouterTokenizer(tiny_model), ModelSpec.from_model_dir(tiny_model),
+                           "tiny", "Q: {query} D: {document} Relevant? Answer:")
+
+
+def test_score_prompts_share_the_query_prefix(ctx):
+    job = parse_score({"query": "The hotel was good.", "items": [" yes", " no"],
+                       "label_token_ids": [661, 362]}, ctx)
+    q = ctx.tok.encode("The hotel was good.")
+    assert job.prompts[0][: len(q)] == tuple(q) and job.prefix_len >= len(q)
+    assert job.generate_body()["token_ids_logprob"] == [661, 362]
+    assert job.generate_body()["sampling_params"] == {"max_new_tokens": 0}
+
+
+def test_score_item_first(ctx):
+    job = parse_score({"query": [5, 6], "items": [[7], [8]], "label_token_ids": [1],
+                       "item_first": True}, ctx)
+    assert job.prompts == ((7, 5, 6), (8, 5, 6)) and job.prefix_len == 0
+
+
+BAD = {
+    "missing items": ({"query": "x", "label_token_ids": [1]}, "`items` is required"),
+    "empty items": ({"query": "x", "items": [], "label_token_ids": [1]}, "non-empty"),
+    "empty item": ({"query": "x", "items": [""], "label_token_ids": [1]}, "empty item"),
+    "missing labels": ({"query": "x", "items": ["y"]}, "label_token_ids"),
+    "labels out of vocab": ({"query": "x", "items": ["y"], "label_token_ids": [10**6]},
+                            "outside the vocabulary"),
+    "negative label": ({"query": "x", "items": ["y"], "label_token_ids": [-1]}, "outside"),
+    "label as string": ({"query": "x", "items": ["y"], "label_token_ids": "yes"}, "label_token"),
+    "unknown field": ({"query": "x", "items": ["y"], "label_token_ids": [1], "temp": 1},
+                      "unknown field"),
+    "softmax not bool": ({"query": "x", "items": ["y"], "label_token_ids": [1],
+                          "apply_softmax": "yes"}, "true or false"),
+    "query wrong type": ({"query": 5, "items": ["y"], "label_token_ids": [1]}, "`query`"),
+    "token id out of range": ({"query": [10**7], "items": [[1]], "label_token_ids": [1]},
+                              "outside"),
+    "too long": ({"query": "word " * 5000, "items": ["y"], "label_token_ids": [1]},
+                 "model context is 2048"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_score_requests(ctx, name):
+    body, message = BAD[name]
+    with pytest.raises(BadRequest, match=message) as info:
+        parse_score(body, ctx)
+    assert info.value.status == 400
+
+
+def test_unknown_model_is_404(ctx):
+    with pytest.raises(BadRequest, match="unknown model") as info:
+        parse_score({"query": "x", "items": ["y"], "label_token_ids": [1], "model": "gpt"}, ctx)
+    assert info.value.status == 404
+
+
+def test_classify_labels_must_be_single_tokens(ctx):
+    job = parse_classify({"input": ["a", "b"], "labels": ["positive", "negative"]}, ctx)
+    assert len(job.prompts) == 2 and len(job.label_token_ids) == 2
+    with pytest.raises(BadRequest, match="not a single token"):
+        parse_classify({"input": "a", "labels": ["extraordinarily-unusual"]}, ctx)
+
+
+def test_multi_label_classify_makes_sibling_prompts_with_a_shared_prefix(ctx):
+    job = parse_classify({"input": "The hotel was good.", "labels": ["yes", "A", "B"],
+                          "multi_label": True}, ctx)
+    assert len(job.prompts) == 3
+    assert job.prefix_len >= len(ctx.tok.encode("The hotel was good."))
+
+
+def test_rerank_and_generate(ctx):
+    job = parse_rerank({"query": "hotel", "documents": ["a", {"text": "b"}], "top_n": 1}, ctx)
+    assert len(job.prompts) == 2 and job.extra["top_n"] == 1
+    with pytest.raises(BadRequest, match="top_n"):
+        parse_rerank({"query": "hotel", "documents": ["a"], "top_n": 0}, ctx)
+    gen = parse_generate({"text": ["a", "b"]}, ctx)
+    assert gen.extra["batched"] and gen.generate_body()["sampling_params"]["max_new_tokens"] == 0
+    with pytest.raises(BadRequest, match="exactly one"):
+        parse_generate({"text": "a", "input_ids": [1]}, ctx)
+
+
+def test_label_scores_match_sglang_conversion():
+    meta = {"output_token_ids_logprobs": [[[-0.5, 7, None], [-2.0, 9, None]]]}
+    raw = label_scores(meta, (7, 9, 11), apply_softmax=False)
+    assert raw[0] == pytest.approx(0.6065306597) and raw[2] == 0.0
+    soft = label_scores(meta, (7, 9), apply_softmax=True)
+    assert soft[0] == pytest.approx(1 / (1 + 2.718281828 ** -1.5)) and sum(soft) == pytest.approx(1)

@@ -1,0 +1,71 @@
+"""Routing policies with fake workers: pure decisions, no I/O."""
+
+import math
+
+from moep_router.policies import make_policy
+from moep_router.policies.base import RouteParams, WorkerView
+
+
+def w(name, match=0, flops=0.0, threshold=math.inf, inflight=0):
+    return WorkerView(name, match, flops, threshold, inflight)
+
+
+def route(policy, *workers, tokens=(1, 2, 3, 4)):
+    return make_policy(policy).route(RouteParams(tuple(tokens), tuple(workers))).worker_id \
+        if isinstance(policy, str) else policy.route(RouteParams(tuple(tokens), workers)).worker_id
+
+
+def test_true_flops_prefers_longest_match():
+    assert route("true_flops", w("a", match=1), w("b", match=3), w("c")) == "b"
+
+
+def test_true_flops_ties_broken_by_least_outstanding_flops():
+    assert route("true_flops", w("a", match=2, flops=9), w("b", match=2, flops=5)) == "b"
+
+
+def test_true_flops_hot_prefix_spills_to_next_best_when_owner_saturated():
+    workers = (w("owner", match=4, flops=10, threshold=10), w("next", match=1, flops=0,
+               threshold=10), w("cold", flops=1, threshold=10))
+    assert route("true_flops", *workers) == "next"
+
+
+def test_true_flops_no_match_goes_to_least_loaded():
+    assert route("true_flops", w("a", flops=3), w("b", flops=1), w("c", flops=2)) == "b"
+
+
+def test_true_flops_queues_when_all_saturated():
+    assert route("true_flops", w("a", flops=5, threshold=5), w("b", flops=9, threshold=5)) is None
+
+
+def test_least_load_counts_inflight():
+    assert route("least_load", w("a", inflight=3, match=4), w("b", inflight=1)) == "b"
+
+
+def test_round_robin_cycles():
+    p = make_policy("round_robin")
+    ws = (w("a"), w("b"), w("c"))
+    assert [route(p, *ws) for _ in range(4)] == ["a", "b", "c", "a"]
+
+
+def test_cache_aware_follows_its_own_history_not_the_cache():
+    p = make_policy("cache_aware")
+    ws = (w("a"), w("b"))
+    first = route(p, *ws)
+    p.on_routed(first, (1, 2, 3, 4))
+    assert route(p, *ws, tokens=(1, 2, 3, 9)) == first  # 3/4 > 0.3 match rate
+    other = "b" if first == "a" else "a"
+    assert route(p, *ws, tokens=(7, 7, 7, 7)) == other  # no match: the smaller tree
+
+
+def test_cache_aware_rebalances_when_imbalanced():
+    p = make_policy("cache_aware")
+    p.on_routed("a", (1, 2, 3, 4))
+    ws = (w("a", inflight=200), w("b", inflight=10))
+    assert route(p, *ws) == "b"  # 190 > 64 and 200 > 1.5 * 10
+
+
+def test_unknown_policy_lists_the_choices():
+    import pytest
+
+    with pytest.raises(ValueError, match="true_flops"):
+        make_policy("magic")

@@ -1,0 +1,132 @@
+"""moep-router in front of two real SGLang workers on CPU (tiny preset)."""
+
+import concurrent.futures as cf
+
+import pytest
+
+from moep_sglang.server.worker_process import free_port_pair
+from tests.helpers import RouterProcess, post, post_with_headers, start_worker, worker_spec
+
+DOC = "The engineer explained that the complex system was safe because the team decided so. " * 4
+
+
+@pytest.fixture(scope="module")
+def workers(tiny_model, log_dir):
+    ws = [start_worker(tiny_model, log_dir, kv_events_port=free_port_pair(), cpu_threads=1)
+          for _ in range(2)]
+    yield ws
+    for w in ws:
+        w.stop()
+
+
+@pytest.fixture(scope="module")
+def router(tiny_model, workers, log_dir):
+    r = RouterProcess(tiny_model, [worker_spec(w) for w in workers], log_dir / "router.log")
+    yield r
+    r.stop()
+
+
+def _requests_per_worker(router) -> dict[str, int]:
+    return {w["url"]: w["requests"] for w in router.get("/workers")[1]["workers"]}
+
+
+def test_score_through_router_equals_the_worker(router, workers):
+    body = {"query": "Is the hotel good? Answer:", "items": [" It was clean.", " It was loud."],
+            "label_token_ids": [661, 362], "apply_softmax": True}
+    status, via = post(f"{router.url}/v1/score", body)
+    assert status == 200, via
+    _, direct = post(f"{workers[0].config.url}/v1/score", body)
+    for a, b in zip(via["scores"], direct["scores"]):
+        assert a == pytest.approx(b, abs=1e-4)
+    usage = via["usage"]
+    assert usage["prompt_tokens"] == direct["usage"]["prompt_tokens"] and usage["flops"] > 0
+
+
+def test_shared_prefix_stays_on_one_worker_and_hits_its_cache(router):
+    before = _requests_per_worker(router)
+    cached, flops = [], []
+    for q in ("Is it safe?", "Is it complex?", "Was the team right?", "Is it true?"):
+        status, body = post(f"{router.url}/v1/score", {
+            "query": DOC, "items": [f" Question: {q} Answer:"], "label_token_ids": [661, 362]})
+        assert status == 200, body
+        cached.append(body["usage"]["cached_tokens"])
+        flops.append(body["usage"]["flops"])
+    after = _requests_per_worker(router)
+    assert sorted(after[u] - before[u] for u in after) == [0, 4]  # all on one worker
+    assert cached[0] < 10 and min(cached[1:]) > 60  # the document is reused after the first
+    assert max(flops[1:]) < flops[0] / 2  # and costs accordingly less
+
+
+def test_index_is_learned_from_kv_events(router):
+    status, body = post(f"{router.url}/generate", {"text": "Zq unique prompt for the index " * 3})
+    assert status == 200 and body["meta_info"]["flops"] > 0
+    blocks = [w["cached_blocks"] for w in router.get("/workers")[1]["workers"]]
+    assert max(blocks) > 20
+
+
+def test_classify_and_rerank(router):
+    status, body = post(f"{router.url}/v1/classify", {
+        "input": ["The hotel was clean.", "The hotel was dirty."],
+        "labels": ["positive", "negative"]})
+    assert status == 200 and [d["index"] for d in body["data"]] == [0, 1]
+    assert all(abs(sum(d["probs"]) - 1) < 1e-6 for d in body["data"])
+    status, body = post(f"{router.url}/v1/rerank", {
+        "query": "hotel", "documents": ["The hotel was good.", "The river was quiet.", "x"],
+        "top_n": 2, "return_documents": True})
+    assert status == 200 and len(body["results"]) == 2 and "document" in body["results"][0]
+    scores = [r["relevance_score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+BAD = [
+    (b'{"query": "x", "items": [', 400, "malformed JSON"),
+    (b'[1, 2]', 400, "must be an object"),
+    (b'{"query": "x", "items": ["y"], "label_token_ids": [1], "model": "other"}', 404, "unknown model"),
+    (b'{"query": "x", "items": [], "label_token_ids": [1]}', 400, "non-empty"),
+    (b'{"query": "x", "items": ["y"], "label_token_ids": [99999]}', 400, "outside"),
+    (b'{"query": "x", "items": ["y"]}', 400, "label_token_ids"),
+]
+
+
+@pytest.mark.parametrize("raw,status,message", BAD)
+def test_bad_input_gets_4xx_with_message(router, raw, status, message):
+    got, body = post(f"{router.url}/v1/score", raw)
+    assert got == status and message in body["message"]
+
+
+def test_metrics_exposed(router):
+    status, text = router.get("/metrics")
+    assert status == 200 and "moep_router_requests_total" in text
+    assert "moep_router_worker_cached_blocks" in text and "moep_router_flops_total" in text
+
+
+def test_router_queues_then_rejects_with_retry_after(tiny_model, workers, log_dir):
+    """T = 1 FLOP: a worker with anything outstanding is saturated; the queue holds 2."""
+    r = RouterProcess(tiny_model, [worker_spec(w) for w in workers], log_dir / "router-q.log",
+                      "--threshold-flops", "1", "--max-queue", "2")
+    try:
+        body = {"query": DOC * 3, "items": [" Answer:"], "label_token_ids": [661]}
+        with cf.ThreadPoolExecutor(24) as pool:
+            results = list(pool.map(
+                lambda i: post_with_headers(f"{r.url}/v1/score", {**body, "query": f"{i} {DOC}"},
+                                            {}), range(24)))
+        codes = [c for c, _, _ in results]
+        assert codes.count(200) >= 4 and codes.count(429) >= 1, codes
+        assert set(codes) <= {200, 429}
+        assert all(h.get("Retry-After") for c, _, h in results if c == 429)
+        assert post(f"{r.url}/v1/score", body)[0] == 200  # and it drains
+    finally:
+        r.stop()
+
+
+def test_api_key(tiny_model, workers, log_dir):
+    r = RouterProcess(tiny_model, [worker_spec(workers[0])], log_dir / "router-key.log",
+                      "--api-key", "s3cret")
+    try:
+        body = {"query": "x", "items": ["y"], "label_token_ids": [661]}
+        assert post_with_headers(f"{r.url}/v1/score", body, {})[0] == 401
+        ok = post_with_headers(f"{r.url}/v1/score", body, {"Authorization": "Bearer s3cret"})
+        assert ok[0] == 200
+        assert r.get("/health")[0] == 200
+    finally:
+        r.stop()
