@@ -2,7 +2,8 @@
 
   moep-sglang make-model --preset NAME --out DIR   write a Hugging Face MoE checkpoint
   moep-sglang launch_server [SGLang args...]        SGLang server with the moep plugin
-  moep-sglang demo                                  two CPU workers, a scored workload
+  moep-sglang demo                                  CPU workers + router, a scored workload
+  moep-sglang score --file requests.jsonl           a batch job through the router
 """
 
 from __future__ import annotations
@@ -43,7 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("launch_server", help="start SGLang's launch_server with the moep plugin "
                    "(all further arguments are SGLang's; see `moep-sglang launch_server -h`)")
 
-    demo = sub.add_parser("demo", help="start two CPU workers and score a shared-prefix workload")
+    score = sub.add_parser("score", help="send a JSONL file of requests to the router, "
+                           "with a progress bar; results as JSONL")
+    from moep_sglang.client.batch_cli import add_score_args
+
+    add_score_args(score)
+
+    demo = sub.add_parser("demo", help="start CPU workers and the router; score a "
+                          "shared-prefix workload")
     from moep_sglang.demo import add_demo_args
 
     add_demo_args(demo)

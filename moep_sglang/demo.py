@@ -1,8 +1,9 @@
-"""`make demo`: two real SGLang workers on CPU score a shared-prefix classification workload.
+"""`make demo`: real SGLang workers on CPU behind moep-router score a shared-prefix workload.
 
-Requests for the same document go to the same worker (client-side prefix affinity), so its radix
-cache serves the document after the first question. Everything started is stopped on exit,
-Ctrl-C included.
+The router sends questions about the same document to the worker whose radix cache holds it
+(known exactly from that worker's KV events), so each document is prefilled about once. The SDK
+submits the whole batch with bounded concurrency and a progress bar. Everything started is
+stopped on exit, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -24,16 +25,9 @@ class DemoConfig:
     num_docs: int  # shared documents (prefixes)
     questions_per_doc: int  # requests per document
     concurrency: int  # requests in flight
+    policy: str  # router policy
     seed: int  # workload seed
-    log_dir: Path  # worker logs
-
-
-@dataclass(frozen=True)
-class ScoredItem:
-    request: ScoreItem
-    probs: tuple[float, ...]  # softmax over the label tokens, in label order
-    prompt_tokens: int  # tokens the worker prefilled for this request
-    cached_tokens: int  # of those, served from its radix cache
+    log_dir: Path  # worker and router logs
 
 
 def add_demo_args(p: argparse.ArgumentParser) -> None:
@@ -41,101 +35,92 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--num-docs", type=int, default=24)
     p.add_argument("--questions-per-doc", type=int, default=8)
-    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--policy", default="true_flops", help="router policy (default: true_flops)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-dir", type=Path, default=Path(".cache/demo"))
     p.set_defaults(func=lambda a: run_demo(DemoConfig(
-        a.preset, a.num_workers, a.num_docs, a.questions_per_doc, a.concurrency, a.seed,
-        a.log_dir)))
+        a.preset, a.num_workers, a.num_docs, a.questions_per_doc, a.concurrency, a.policy,
+        a.seed, a.log_dir)))
 
 
 def run_demo(config: DemoConfig) -> None:
-    from moep_sglang.server.worker_process import WorkerConfig, WorkerProcess, free_port
+    from moep_sglang.models.checkpoint import ensure_model
+    from moep_sglang.server.router_process import RouterProcess, worker_spec
+    from moep_sglang.server.worker_process import (
+        WorkerConfig, WorkerProcess, free_port, free_port_pair,
+    )
 
-    model = ensure_model(config.preset)
+    print(f"model: {config.preset} (generated into {envs.model_cache_dir()} on first use)")
+    model = ensure_model(envs.model_cache_dir(), config.preset)
     workers = [
         WorkerProcess(WorkerConfig(model, free_port(), config.log_dir / f"worker{i}.log",
-                                   cpu_threads=1))
+                                   kv_events_port=free_port_pair(), cpu_threads=1))
         for i in range(config.num_workers)
     ]
+    router = RouterProcess(model, [worker_spec(w.config.url, w.config.kv_events_port)
+                                   for w in workers],
+                           config.log_dir / "router.log", "--policy", config.policy)
     try:
-        print(f"starting {len(workers)} SGLang workers on CPU (logs in {config.log_dir}) ...")
+        print(f"starting {len(workers)} SGLang workers on CPU and the router "
+              f"(logs in {config.log_dir}) ...")
         t0 = time.monotonic()
         for w in workers:
             w.start()
         for w in workers:
             w.wait_ready()
-        print(f"workers ready in {time.monotonic() - t0:.1f} s")
-        _run_workload(config, model, [w.config.url for w in workers])
+        router.start()
+        print(f"ready in {time.monotonic() - t0:.1f} s; router on {router.url}")
+        _run_workload(config, model, router.url)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the workers")
         raise SystemExit(130)
     finally:
+        router.stop()
         for w in workers:
             w.stop()
         print("workers stopped")
 
 
-def ensure_model(preset: str) -> Path:
-    from moep_sglang.models.checkpoint import MakeModelParams, make_model
-    from moep_sglang.models.presets import get_preset
+def _run_workload(config: DemoConfig, model: Path, url: str) -> None:
+    from moep_router.cost import CostModel
+    from moep_router.model_spec import ModelSpec
+    from moep_router.tokenize import RouterTokenizer
 
-    out = envs.model_cache_dir() / preset
-    if not (out / "config.json").exists() or not any(out.glob("*.safetensors")):
-        print(f"generating the {preset} model in {out} ...")
-        make_model(MakeModelParams(get_preset(preset), out))
-    return out
-
-
-def _run_workload(config: DemoConfig, model: Path, urls: list[str]) -> None:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model)
+    tok = RouterTokenizer(model)
     items = shared_prefix_classification(config.seed, config.num_docs, config.questions_per_doc)
-    label_ids = [tok.encode(label, add_special_tokens=False)[0] for label in items[0].labels]
+    labels = [tok.single_token(label) for label in items[0].labels]
+    bodies = [{"query": it.query, "items": [it.item], "label_token_ids": labels,
+               "apply_softmax": True} for it in items]
     t0 = time.monotonic()
-    scored = asyncio.run(_score_all(items, label_ids, urls, config.concurrency))
+    results = asyncio.run(_score_all(url, bodies, config.concurrency))
     elapsed = time.monotonic() - t0
-    _print_report(scored, elapsed, len(urls))
+    cost = CostModel.from_spec(ModelSpec.from_model_dir(model))
+    uncached = sum(cost.flops(len(tok.encode(it.query)) + len(tok.encode_continuation(
+        [it.item])[0])) for it in items)
+    _print_report(items, results, elapsed, config.num_workers, uncached)
 
 
-async def _score_all(items, label_ids, urls, concurrency) -> list[ScoredItem]:
-    import aiohttp
-    from tqdm import tqdm
+async def _score_all(url: str, bodies: list[dict], concurrency: int) -> list:
+    from moep_sglang.client import AsyncClient
 
-    sem = asyncio.Semaphore(concurrency)
-    bar = tqdm(total=len(items), desc="scoring", unit="req")
-
-    async def one(session, item: ScoreItem) -> ScoredItem:
-        async with sem:
-            url = urls[item.doc_id % len(urls)]  # same document, same worker
-            body = {"query": item.query, "items": [item.item], "label_token_ids": label_ids,
-                    "apply_softmax": True}
-            async with session.post(f"{url}/v1/score", json=body) as resp:
-                data = await resp.json()
-                if resp.status != 200:
-                    raise RuntimeError(f"{url}/v1/score answered {resp.status}: {data}")
-        bar.update(1)
-        usage = data["usage"]
-        return ScoredItem(item, tuple(data["scores"][0]), usage["prompt_tokens"],
-                          usage.get("cached_tokens", 0))
-
-    try:
-        async with aiohttp.ClientSession() as session:
-            return await asyncio.gather(*(one(session, it) for it in items))
-    finally:
-        bar.close()
+    async with AsyncClient(url, max_concurrency=concurrency) as client:
+        return await client.batch("score", bodies, desc="scoring")
 
 
-def _print_report(scored: list[ScoredItem], elapsed: float, num_workers: int) -> None:
-    prompt = sum(s.prompt_tokens for s in scored)
-    cached = sum(s.cached_tokens for s in scored)
+def _print_report(items: list[ScoreItem], results, elapsed: float, num_workers: int,
+                  uncached_flops: int) -> None:
+    prompt = sum(r.usage.prompt_tokens for r in results)
+    cached = sum(r.usage.cached_tokens for r in results)
+    flops = sum(r.usage.flops for r in results)
     print("\nexamples:")
-    for s in scored[:4]:
-        labels = "  ".join(f"P({l.strip()})={p:.3f}" for l, p in zip(s.request.labels, s.probs))
-        print(f"  doc {s.request.doc_id:2d} ...{s.request.query[-48:]!r}")
-        print(f"         {s.request.item.strip()!r} -> {labels}")
-    print(f"\n{len(scored)} requests on {num_workers} workers in {elapsed:.2f} s: "
-          f"{len(scored) / elapsed:.1f} req/s, {prompt / elapsed:,.0f} prompt tokens/s")
-    print(f"cache hits: {cached:,} of {prompt:,} prompt tokens served from the radix cache "
-          f"({cached / max(prompt, 1):.1%}); prefilled {prompt - cached:,} tokens")
+    for it, r in list(zip(items, results))[:4]:
+        probs = "  ".join(f"P({l.strip()})={p:.3f}" for l, p in zip(it.labels, r.scores[0]))
+        print(f"  doc {it.doc_id:2d} ...{it.query[-48:]!r}")
+        print(f"         {it.item.strip()!r} -> {probs}")
+    print(f"\n{len(results)} requests on {num_workers} workers in {elapsed:.2f} s: "
+          f"{len(results) / elapsed:.1f} req/s, {prompt / elapsed:,.0f} prompt tokens/s")
+    print(f"cache hits: {cached:,} of {prompt:,} prompt tokens served from the workers' radix "
+          f"caches ({cached / max(prompt, 1):.1%})")
+    print(f"FLOPs: {flops / 1e9:,.2f} GFLOP computed vs {uncached_flops / 1e9:,.2f} GFLOP "
+          f"without caching ({1 - flops / max(uncached_flops, 1):.1%} saved)")

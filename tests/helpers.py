@@ -7,17 +7,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from moep_sglang.models.checkpoint import MakeModelParams, make_model
-from moep_sglang.models.presets import get_preset
+from moep_sglang.models.checkpoint import ensure_model  # noqa: F401 (re-exported for tests)
+from moep_sglang.server.router_process import RouterProcess as _RouterProcess
+from moep_sglang.server.router_process import worker_spec as _worker_spec
 from moep_sglang.server.worker_process import WorkerConfig, WorkerProcess, free_port
-
-
-def ensure_model(root: Path, preset: str) -> Path:
-    """Generate the preset under root once; later calls reuse it."""
-    out = root / preset
-    if not (out / "config.json").exists() or not any(out.glob("*.safetensors")):
-        make_model(MakeModelParams(get_preset(preset), out))
-    return out
 
 
 def start_worker(model: Path, log_dir: Path, **kw) -> WorkerProcess:
@@ -57,38 +50,12 @@ def hf_last_logits(model: Path, sequences: list[list[int]]):
     return torch.stack(rows)  # [num_sequences, vocab]
 
 
-class RouterProcess:
-    """`moep-router` as a child process (real HTTP, real workers)."""
+class RouterProcess(_RouterProcess):
+    """The product's RouterProcess, started, with a GET helper for the tests."""
 
     def __init__(self, model: Path, workers: list[str], log_path: Path, *flags: str) -> None:
-        import subprocess
-        import sys
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "moep_router.cli", "--model-path", str(model),
-               "--port", str(self.port), "--health-interval-s", "0.5", *flags]
-        for w in workers:
-            cmd += ["--worker", w]
-        self.log_path = log_path
-        self.proc = subprocess.Popen(cmd, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout_s: float = 30) -> None:
-        import time
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"router exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2):
-                    return
-            except urllib.error.HTTPError:
-                return  # answering at all (503: no healthy worker yet) means it is up
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
-        raise RuntimeError("router not ready")
+        super().__init__(model, workers, log_path, "--health-interval-s", "0.5", *flags)
+        self.start()
 
     def get(self, path: str) -> tuple[int, dict | str]:
         try:
@@ -98,18 +65,9 @@ class RouterProcess:
         except urllib.error.HTTPError as err:
             return err.code, _decode(err.read())
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except Exception:
-            self.proc.kill()
-            self.proc.wait()
-
 
 def worker_spec(worker: WorkerProcess) -> str:
-    kv = worker.config.kv_events_port
-    return worker.config.url + (f",kv=tcp://127.0.0.1:{kv}" if kv else "")
+    return _worker_spec(worker.config.url, worker.config.kv_events_port)
 
 
 def post_with_headers(url: str, body: dict, headers: dict, timeout: float = 60):

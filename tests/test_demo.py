@@ -39,6 +39,7 @@ def test_demo_prints_results_and_leaves_no_processes(tiny_model, tmp_path):
     out = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, out
     assert "12 requests on 2 workers" in out and "cache hits:" in out and "P(yes)=" in out
+    assert "GFLOP computed" in out
     assert "workers stopped" in out
     assert len(seen) >= 2 and not _alive(seen)
 

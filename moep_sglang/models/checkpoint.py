@@ -41,6 +41,18 @@ def make_model(params: MakeModelParams) -> MakeModelResult:
     return MakeModelResult(out, vocab, params.preset.num_params, weight_bytes)
 
 
+def ensure_model(root: Path, preset_name: str) -> Path:
+    """root/preset_name, generated on first use (seed 0) and reused afterwards."""
+    from moep_sglang.models.presets import get_preset
+
+    out = root / preset_name
+    preset = get_preset(preset_name)
+    has_weights = any(out.glob("*.safetensors")) or not preset.with_weights
+    if not (out / "config.json").exists() or not has_weights:
+        make_model(MakeModelParams(preset, out))
+    return out
+
+
 def hf_config(p: ModelPreset, eos_id: int) -> dict:
     """The config.json of the preset, with the keys the hub's configs of that family use."""
     config = {

@@ -1,0 +1,124 @@
+"""AsyncClient: score / classify / rerank / generate, one at a time or thousands in a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable
+
+from moep_sglang.client.transport import HttpTransport, ZmqTransport
+from moep_sglang.client.types import (
+    ClassifyResult, GenerateResult, MoepError, RerankResult, ScoreResult, parse_result,
+)
+
+RETRY_STATUSES = (429, 503)  # overload: retried with backoff (Retry-After honoured)
+
+
+class AsyncClient:
+    """`AsyncClient("http://127.0.0.1:8000", zmq_url="tcp://127.0.0.1:8001")`.
+
+    Text or token ids everywhere; requests made of token ids go over the ZMQ fast path when
+    `zmq_url` is given, everything else over HTTP. Errors raise MoepError(status, message).
+    """
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", *, zmq_url: str | None = None,
+                 api_key: str | None = None, max_concurrency: int = 64, max_retries: int = 5,
+                 timeout_s: float = 600.0, backoff_s: float = 0.25) -> None:
+        self._http = HttpTransport(base_url, api_key, timeout_s)
+        self._zmq = ZmqTransport(zmq_url, timeout_s) if zmq_url else None
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.close()
+        if self._zmq:
+            await self._zmq.close()
+
+    # One request ------------------------------------------------------------------------------
+    async def score(self, query, items, label_token_ids: list[int], *,
+                    apply_softmax: bool = False, item_first: bool = False) -> ScoreResult:
+        body = {"query": query, "items": items, "label_token_ids": label_token_ids,
+                "apply_softmax": apply_softmax, "item_first": item_first}
+        return await self.request("score", body)
+
+    async def classify(self, input, labels: list[str], *, multi_label: bool = False,
+                       apply_softmax: bool = True) -> ClassifyResult:
+        body = {"input": input, "labels": labels, "multi_label": multi_label,
+                "apply_softmax": apply_softmax}
+        return await self.request("classify", body)
+
+    async def rerank(self, query: str, documents: list[str], *, top_n: int | None = None,
+                     return_documents: bool = False) -> RerankResult:
+        body = {"query": query, "documents": documents, "return_documents": return_documents}
+        if top_n is not None:
+            body["top_n"] = top_n
+        return await self.request("rerank", body)
+
+    async def generate(self, text=None, *, input_ids=None, sampling_params: dict | None = None,
+                       **extra) -> GenerateResult:
+        body = {"sampling_params": sampling_params or {"max_new_tokens": 0}, **extra}
+        body.update({"text": text} if text is not None else {"input_ids": input_ids})
+        return await self.request("generate", body)
+
+    async def request(self, kind: str, body: dict):
+        """Send one request, retrying 429/503 with exponential backoff; parse the result."""
+        transport = self._zmq if self._zmq and self._zmq.can_carry(kind, body) else self._http
+        for attempt in range(self.max_retries + 1):
+            status, data, retry_after = await transport.send(kind, body)
+            if status == 200:
+                return parse_result(kind, data)
+            if status not in RETRY_STATUSES or attempt == self.max_retries:
+                raise MoepError(status, _message(data))
+            await asyncio.sleep(self._delay(attempt, retry_after))
+
+    # Many requests ----------------------------------------------------------------------------
+    async def batch(self, kind: str, bodies: Iterable[dict], *, progress: bool = True,
+                    return_exceptions: bool = False, desc: str | None = None) -> list:
+        """Run many requests with at most `max_concurrency` in flight, results in input order.
+
+        With return_exceptions, a failed request yields its MoepError in place of a result;
+        otherwise the first failure is raised once the others have finished.
+        """
+        from tqdm import tqdm
+
+        bodies = list(bodies)
+        sem = asyncio.Semaphore(self.max_concurrency)
+        bar = tqdm(total=len(bodies), desc=desc or kind, unit="req", disable=not progress)
+
+        async def one(body: dict):
+            async with sem:
+                try:
+                    return await self.request(kind, body)
+                except MoepError as exc:
+                    if return_exceptions:
+                        return exc
+                    raise
+                finally:
+                    bar.update(1)
+
+        try:
+            results = await asyncio.gather(*(one(b) for b in bodies), return_exceptions=True)
+        finally:
+            bar.close()
+        if not return_exceptions:
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
+        return results
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        base = self.backoff_s * (2 ** attempt)
+        return max(retry_after or 0.0, base) * (0.5 + random.random())
+
+
+def _message(data) -> str:
+    if isinstance(data, dict):
+        return str(data.get("message") or data.get("detail") or data)
+    return str(data)

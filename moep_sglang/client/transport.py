@@ -1,0 +1,123 @@
+"""Two transports behind one interface: `await send(kind, body) -> (status, json, retry_after)`.
+
+HTTP (aiohttp) works with the router and with a bare SGLang worker; the ZMQ fast path talks to
+the router's ROUTER socket with binary framing (router/messages.py): token ids as raw int32
+frames, never pickle. Requests the fast path cannot carry (text) go over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import orjson
+
+PATHS = {"score": "/v1/score", "classify": "/v1/classify", "rerank": "/v1/rerank",
+         "generate": "/generate"}
+
+
+class HttpTransport:
+    def __init__(self, base_url: str, api_key: str | None, timeout_s: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout_s = timeout_s
+        self._session = None
+
+    async def send(self, kind: str, body: dict) -> tuple[int, object, float | None]:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                connector=aiohttp.TCPConnector(limit=0))
+        async with self._session.post(self.base_url + PATHS[kind], data=orjson.dumps(body),
+                                      headers=self.headers) as resp:
+            raw = await resp.read()
+            retry = resp.headers.get("Retry-After")
+            return resp.status, _decode(raw), float(retry) if retry else None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class ZmqTransport:
+    """One DEALER socket; replies matched to requests by request_id."""
+
+    def __init__(self, zmq_url: str, timeout_s: float) -> None:
+        import zmq
+        import zmq.asyncio
+
+        self._ctx = zmq.asyncio.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.connect(zmq_url)
+        self.timeout_s = timeout_s
+        self._ids = itertools.count()
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._reader: asyncio.Task | None = None
+
+    @staticmethod
+    def can_carry(kind: str, body: dict) -> bool:
+        if kind == "score":
+            return _ids(body.get("query")) and isinstance(body.get("items"), list) and all(
+                _ids(i) for i in body["items"]) and bool(body["items"])
+        if kind == "generate":
+            ids = body.get("input_ids")
+            return "text" not in body and ids is not None and (
+                _ids(ids) or (isinstance(ids, list) and all(_ids(i) for i in ids)))
+        return False
+
+    async def send(self, kind: str, body: dict) -> tuple[int, object, float | None]:
+        from moep_router.messages import KIND_GENERATE, KIND_SCORE, int32_frame
+
+        if self._reader is None:
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+        request_id = next(self._ids)
+        if kind == "score":
+            header = {k: v for k, v in body.items() if k not in ("query", "items")}
+            frames = [body["query"], *body["items"]]
+            kind_byte = KIND_SCORE
+        else:
+            header = {k: v for k, v in body.items() if k != "input_ids"}
+            ids = body["input_ids"]
+            frames = ids if ids and isinstance(ids[0], list) else [ids]
+            kind_byte = KIND_GENERATE
+        header["request_id"] = request_id
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        await self._sock.send_multipart(
+            [kind_byte, orjson.dumps(header), *(int32_frame(f) for f in frames)])
+        try:
+            reply = await asyncio.wait_for(future, self.timeout_s)
+        finally:
+            self._waiting.pop(request_id, None)
+        return reply["status"], reply["body"], 1.0 if reply["status"] in (429, 503) else None
+
+    async def _read(self) -> None:
+        while True:
+            _, header = await self._sock.recv_multipart()
+            reply = orjson.loads(header)
+            future = self._waiting.get(reply.get("request_id"))
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        self._sock.close(linger=0)
+        self._ctx.term()
+
+
+def _ids(value) -> bool:
+    return isinstance(value, list) and all(isinstance(t, int) for t in value)
+
+
+def _decode(raw: bytes):
+    try:
+        return orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {"message": raw.decode(errors="replace")}
