@@ -51,7 +51,7 @@ class RouterConfig:
     zmq_port: int | None = field(default=None, metadata={
         "help": "ZMQ ROUTER port for the SDK fast path (default: off)"})
     policy: str = field(default="true_flops", metadata={
-        "help": "true_flops | cache_aware | least_load | round_robin"})
+        "help": "true_flops | longest_prefix | cache_aware | least_load | round_robin"})
     threshold_flops: float = field(default=math.inf, metadata={
         "help": "saturation threshold T per worker when the worker reports none "
                 "(outstanding FLOPs at which a worker stops taking requests)"})

@@ -128,11 +128,19 @@ class Dispatcher:
         open_ = [w for w in candidates if w.num_inflight < self.config.max_inflight_per_worker]
         t0 = time.perf_counter()
         key = job.routing_key
-        result = self.policy.route(RouteParams(key, tuple(w.view(key) for w in open_)))
+        price = lambda m: self._job_flops(job, m)  # noqa: E731
+        result = self.policy.route(RouteParams(key, tuple(w.view(key, price) for w in open_)))
         self.metrics.route_seconds.observe(time.perf_counter() - t0)
         return self.registry.get(result.worker_id) if result.worker_id else None
 
     # Bookkeeping ----------------------------------------------------------------------------
+    def _job_flops(self, job: Job, match: int) -> float:
+        """True FLOPs of the job on a worker caching `match` tokens of its routing key; the
+        prompts after the first find the shared prefix cached by the first."""
+        first = self.cost.flops(len(job.prompts[0]), match)
+        shared = max(match, job.prefix_len)
+        return float(first + sum(self.cost.flops(len(p), shared) for p in job.prompts[1:]))
+
     def _predict_flops(self, worker: WorkerState, job: Job) -> float:
         total = 0
         for i, p in enumerate(job.prompts):

@@ -32,9 +32,11 @@ class WorkerState:
     def match_len(self, tokens: tuple[int, ...]) -> int:
         return max(self.index.match_len(tokens), self.pending.match_len(tokens))
 
-    def view(self, tokens: tuple[int, ...]) -> WorkerView:
-        return WorkerView(self.worker_id, self.match_len(tokens), self.outstanding_flops,
-                          self.threshold_flops, self.num_inflight)
+    def view(self, tokens: tuple[int, ...], cost_of_match) -> WorkerView:
+        """What a policy sees; cost_of_match(m) prices the request given m cached tokens."""
+        match = self.match_len(tokens)
+        return WorkerView(self.worker_id, match, self.outstanding_flops, self.threshold_flops,
+                          self.num_inflight, cost_of_match(match))
 
     def reset_index(self) -> None:
         self.index.clear()

@@ -13,6 +13,7 @@ class WorkerView:
     outstanding_flops: float  # FLOPs routed there and not finished
     threshold_flops: float  # saturation threshold T (inf: never saturated)
     num_inflight: int  # requests routed there and not finished
+    cost_flops: float = 0.0  # true FLOPs this request would cost there (given match_len)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,16 @@
-"""true_flops (default; the paper's frontend, done exactly):
+"""true_flops (default): price the request in true FLOPs on every worker, send it where it
+finishes first, among the workers that are not saturated.
 
-    candidates = workers with outstanding_flops < threshold_flops      (unsaturated)
+    candidates = workers with outstanding_flops < threshold_flops          (unsaturated)
     none left  -> queue centrally (RouteResult(None)) until one frees
-    choose     argmax over candidates of (match_len, -outstanding_flops)
+    Δ(w)       = true FLOPs of the request on w, discounted by w's cached prefix (cost.py)
+    choose     argmin over candidates of (outstanding_flops(w) + Δ(w)); ties: longest match
 
-match_len comes from the worker's exact cache index plus its pending prefixes; outstanding FLOPs
-are true, cache-discounted FLOPs (router/cost.py). A hot prefix spills to the next-best worker
-once its owner saturates; with no match anywhere the least-loaded worker wins.
+A cached prefix lowers Δ(w), so requests follow their prefix as long as that worker is not so
+loaded that another would finish them sooner; a hot prefix therefore spills by itself. The
+paper's literal rule (longest match first, load only as a tie-break) is `longest_prefix`: with a
+short common header (a task instruction) every request of a family matches one worker and it
+piles up there unless T is tuned exactly (bench/results/compare_routers_table2.json).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ class TrueFlopsPolicy:
         open_ = [w for w in params.workers if w.outstanding_flops < w.threshold_flops]
         if not open_:
             return RouteResult(None)
-        best = max(open_, key=lambda w: (w.match_len, -w.outstanding_flops, w.worker_id))
+        best = min(open_, key=lambda w: (w.outstanding_flops + w.cost_flops, -w.match_len,
+                                         w.worker_id))
         return RouteResult(best.worker_id)
 
     def on_routed(self, worker_id, tokens) -> None:

@@ -6,8 +6,8 @@ from moep_router.policies import make_policy
 from moep_router.policies.base import RouteParams, WorkerView
 
 
-def w(name, match=0, flops=0.0, threshold=math.inf, inflight=0):
-    return WorkerView(name, match, flops, threshold, inflight)
+def w(name, match=0, flops=0.0, threshold=math.inf, inflight=0, cost=0.0):
+    return WorkerView(name, match, flops, threshold, inflight, cost)
 
 
 def route(policy, *workers, tokens=(1, 2, 3, 4)):
@@ -15,8 +15,21 @@ def route(policy, *workers, tokens=(1, 2, 3, 4)):
         if isinstance(policy, str) else policy.route(RouteParams(tuple(tokens), workers)).worker_id
 
 
-def test_true_flops_prefers_longest_match():
-    assert route("true_flops", w("a", match=1), w("b", match=3), w("c")) == "b"
+def test_true_flops_prefers_the_cheaper_cached_worker():
+    assert route("true_flops", w("a", match=1, cost=8), w("b", match=3, cost=2),
+                 w("c", cost=9)) == "b"
+
+
+def test_true_flops_leaves_its_prefix_when_another_worker_finishes_sooner():
+    # a holds the prefix (cost 1) but has 10 outstanding; b computes it all (5) from idle
+    assert route("true_flops", w("a", match=4, flops=10, cost=1), w("b", cost=5)) == "b"
+    assert route("true_flops", w("a", match=4, flops=3, cost=1), w("b", cost=5)) == "a"
+
+
+def test_longest_prefix_is_the_papers_rule():
+    assert route("longest_prefix", w("a", match=4, flops=10), w("b", flops=0)) == "a"
+    assert route("longest_prefix", w("a", match=4, flops=10, threshold=10),
+                 w("b", flops=0, threshold=10)) == "b"
 
 
 def test_true_flops_ties_broken_by_least_outstanding_flops():

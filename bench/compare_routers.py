@@ -1,0 +1,132 @@
+"""One run, the same four real CPU workers, five routers: moep-router's four policies and
+SGLang's own router (`smg launch`, PyPI sglang-router, cache_aware policy).
+
+    python -m bench.compare_routers [--preset small] [--workload table2] [--scale 1.0]
+
+Each system gets cold workers (caches flushed), the same seeded workload and the same client
+concurrency. SGLang's router does not route /v1/score (it answers 404), so every system is driven
+with the identical requests as `/generate` with label logprobs (what /v1/score does inside);
+`--api score` drives moep-router's policies through /v1/score instead. Writes bench/results/compare_routers_<workload>.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from bench.common import print_table, write_result
+from bench.serve import COLUMNS, ServeConfig, run_serve
+from moep_sglang import envs
+from moep_sglang.models.checkpoint import ensure_model
+from moep_sglang.server.router_process import RouterProcess, worker_spec
+from moep_sglang.server.worker_process import (
+    WorkerConfig, WorkerProcess, free_port, free_port_pair,
+)
+
+POLICIES = ("true_flops", "cache_aware", "least_load", "round_robin")
+LOGS = Path(".cache/bench")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="small")
+    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--workload", default="table2")
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--threshold-flops", type=float, default=None,
+                   help="moep-router saturation threshold T per worker (default: none)")
+    p.add_argument("--systems", default=",".join(POLICIES + ("sglang_router",)))
+    p.add_argument("--api", default="generate", choices=["generate", "score"],
+                   help="API for moep-router's policies (SGLang's router: always generate)")
+    a = p.parse_args()
+    model = ensure_model(envs.model_cache_dir(), a.preset)
+    workers = [WorkerProcess(WorkerConfig(model, free_port(), LOGS / f"worker{i}.log",
+                                          kv_events_port=free_port_pair(), cpu_threads=1))
+               for i in range(a.num_workers)]
+    rows = []
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.wait_ready()
+        for system in a.systems.split(","):
+            _flush(workers)
+            rows.append(_run_system(system, a, model, workers))
+            print_table(rows[-1:], COLUMNS)
+    finally:
+        for w in workers:
+            w.stop()
+    print()
+    table = print_table(rows, COLUMNS)
+    path = write_result(f"compare_routers_{a.workload}", {
+        "config": {"api": a.api, "preset": a.preset, "num_workers": a.num_workers, "workload": a.workload,
+                   "scale": a.scale, "concurrency": a.concurrency,
+                   "threshold_flops": a.threshold_flops, "worker_cpu_threads": 1},
+        "rows": rows, "table": table})
+    print(path)
+
+
+def _run_system(system: str, a, model: Path, workers: list[WorkerProcess]) -> dict:
+    cfg = lambda url: ServeConfig(url, model, a.workload, a.scale, 0, a.concurrency, system,  # noqa: E731
+                                  "generate" if system == "sglang_router" else a.api)
+    if system == "sglang_router":
+        with _SglangRouter([w.config.url for w in workers]) as url:
+            return run_serve(cfg(url))
+    flags = ["--policy", system]
+    if a.threshold_flops:
+        flags += ["--threshold-flops", str(a.threshold_flops)]
+    specs = [worker_spec(w.config.url, w.config.kv_events_port) for w in workers]
+    with RouterProcess(model, specs, LOGS / f"router-{system}.log", *flags) as router:
+        time.sleep(1.0)  # KV listeners connected and replayed
+        return run_serve(cfg(router.url))
+
+
+def _flush(workers: list[WorkerProcess]) -> None:
+    for w in workers:
+        req = urllib.request.Request(f"{w.config.url}/flush_cache", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=30).read()
+    time.sleep(0.5)
+
+
+class _SglangRouter:
+    """`smg launch` (SGLang Model Gateway) with its cache_aware policy, default thresholds."""
+
+    def __init__(self, worker_urls: list[str]) -> None:
+        self.port = free_port()
+        smg = Path(sys.executable).with_name("smg")
+        self.cmd = [str(smg) if smg.exists() else (shutil.which("smg") or "smg"), "launch", "--host", "127.0.0.1",
+                    "--port", str(self.port), "--policy", "cache_aware",
+                    "--worker-urls", *worker_urls, "--log-level", "warn"]
+        self.proc = None
+
+    def __enter__(self) -> str:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        log = open(LOGS / "sglang-router.log", "wb")
+        self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2).read()
+                return url
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("smg exited; see .cache/bench/sglang-router.log")
+                time.sleep(0.3)
+        raise RuntimeError("smg not ready")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+
+if __name__ == "__main__":
+    main()
