@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -88,11 +89,21 @@ def _run_system(system: str, a, model: Path, workers: list[WorkerProcess]) -> di
         return run_serve(cfg(router.url))
 
 
-def _flush(workers: list[WorkerProcess]) -> None:
+def _flush(workers: list[WorkerProcess], timeout_s: float = 60) -> None:
+    """Empty every worker's radix cache (SGLang refuses with 400 while a request runs)."""
+    deadline = time.monotonic() + timeout_s
     for w in workers:
-        req = urllib.request.Request(f"{w.config.url}/flush_cache", data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
-        urllib.request.urlopen(req, timeout=30).read()
+        while True:
+            req = urllib.request.Request(f"{w.config.url}/flush_cache", data=b"{}",
+                                         method="POST",
+                                         headers={"Content-Type": "application/json"})
+            try:
+                urllib.request.urlopen(req, timeout=30).read()
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code != 400 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     time.sleep(0.5)
 
 

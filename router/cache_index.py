@@ -2,13 +2,17 @@
 
 SGLang publishes `BlockStored(block_hashes, parent_block_hash, token_ids, block_size, ...)`,
 `BlockRemoved(block_hashes)` and `AllBlocksCleared()`. We keep the block tree those events
-describe: node = block hash, edge = the block's token ids. Matching a prompt walks the tree from
-the root, one block per step, so the answer is the worker's own longest cached prefix.
+describe: node = block hash, edge = the block's token ids. Every node at a chunk boundary also
+records its chained chunk key (prefix_keys.py), so matching a prompt is a binary search over the
+prompt's chunk keys followed by a walk of less than one chunk: O(log n), not O(n), per worker.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from moep_router.prefix_keys import CHUNK, PromptKeys, longest_held
 
 ROOT = None  # parent of the first block of every sequence
 
@@ -17,6 +21,8 @@ ROOT = None  # parent of the first block of every sequence
 class _Node:
     parent: int | None  # parent block hash (ROOT for a first block)
     tokens: tuple[int, ...]  # this block's token ids
+    depth: int  # tokens from the root through this block
+    key: int | None = None  # chunk key of the prefix ending here (at chunk boundaries only)
     children: dict[tuple[int, ...], int] = field(default_factory=dict)  # tokens -> hash
 
 
@@ -26,7 +32,9 @@ class CacheIndex:
     def __init__(self) -> None:
         self._nodes: dict[int, _Node] = {}
         self._roots: dict[tuple[int, ...], int] = {}  # first blocks: tokens -> hash
+        self._by_key: dict[int, int] = {}  # chunk key -> hash of the node ending that chunk
         self.block_size = 1  # tokens per block, learned from BlockStored
+        self.chunk = CHUNK  # tokens per chunk key: lcm(CHUNK, block_size)
 
     @property
     def num_blocks(self) -> int:
@@ -34,7 +42,9 @@ class CacheIndex:
 
     def apply_stored(self, block_hashes: list[int], parent: int | None, token_ids: list[int],
                      block_size: int) -> None:
-        self.block_size = block_size
+        if block_size != self.block_size:
+            self.clear()
+            self.block_size, self.chunk = block_size, math.lcm(CHUNK, block_size)
         for i, h in enumerate(block_hashes):
             tokens = tuple(token_ids[i * block_size:(i + 1) * block_size])
             if len(tokens) < block_size:
@@ -49,13 +59,19 @@ class CacheIndex:
     def clear(self) -> None:
         self._nodes.clear()
         self._roots.clear()
+        self._by_key.clear()
 
-    def match_len(self, tokens: list[int] | tuple[int, ...]) -> int:
-        """Number of leading tokens of `tokens` cached on the worker."""
-        bs = self.block_size
-        edges, matched = self._roots, 0
+    def match_len(self, prompt: PromptKeys | list[int] | tuple[int, ...]) -> int:
+        """Number of leading tokens of the prompt cached on the worker."""
+        if not isinstance(prompt, PromptKeys):
+            prompt = PromptKeys(prompt)
+        keys = prompt.keys(self.chunk)
+        whole = longest_held(keys, self._by_key)
+        matched = whole * self.chunk
+        edges = self._nodes[self._by_key[keys[whole - 1]]].children if whole else self._roots
+        tokens, bs = prompt.tokens, self.block_size
         while matched + bs <= len(tokens):
-            h = edges.get(tuple(tokens[matched:matched + bs]))
+            h = edges.get(tokens[matched:matched + bs])
             if h is None:
                 break
             matched += bs
@@ -68,8 +84,22 @@ class CacheIndex:
             return
         if parent is not ROOT and parent not in self._nodes:
             return  # orphan: its ancestors were evicted or never seen; unreachable anyway
-        self._nodes[h] = _Node(parent, tokens)
+        depth = (self._nodes[parent].depth if parent is not ROOT else 0) + len(tokens)
+        node = self._nodes[h] = _Node(parent, tokens, depth)
         self._edges_of(parent)[tokens] = h
+        if depth % self.chunk == 0:
+            node.key = self._chunk_key(node)
+            self._by_key[node.key] = h
+
+    def _chunk_key(self, node: _Node) -> int:
+        """hash((key of the previous boundary, the chunk's tokens)), as chunk_keys computes."""
+        parts, cur = [], node
+        for _ in range(self.chunk // self.block_size):
+            parts.append(cur.tokens)
+            cur = self._nodes[cur.parent] if cur.parent is not ROOT else None
+        prev = cur.key if cur is not None else 0
+        chunk = tuple(t for block in reversed(parts) for t in block)
+        return hash((prev, chunk))
 
     def _unlink(self, h: int) -> None:
         node = self._nodes.pop(h, None)
@@ -78,6 +108,8 @@ class CacheIndex:
         edges = self._edges_of(node.parent)
         if edges.get(node.tokens) == h:
             del edges[node.tokens]
+        if node.key is not None and self._by_key.get(node.key) == h:
+            del self._by_key[node.key]
         for child in list(node.children.values()):
             self._unlink(child)  # descendants of an evicted block can no longer match
 

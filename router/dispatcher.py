@@ -129,7 +129,8 @@ class Dispatcher:
         t0 = time.perf_counter()
         key = job.routing_key
         price = lambda m: self._job_flops(job, m)  # noqa: E731
-        result = self.policy.route(RouteParams(key, tuple(w.view(key, price) for w in open_)))
+        result = self.policy.route(RouteParams(key.tokens,
+                                               tuple(w.view(key, price) for w in open_)))
         self.metrics.route_seconds.observe(time.perf_counter() - t0)
         return self.registry.get(result.worker_id) if result.worker_id else None
 
@@ -144,19 +145,19 @@ class Dispatcher:
     def _predict_flops(self, worker: WorkerState, job: Job) -> float:
         total = 0
         for i, p in enumerate(job.prompts):
-            cached = worker.match_len(p) if i == 0 else max(worker.index.match_len(p),
-                                                            job.prefix_len)
+            cached = worker.match_len(job.routing_key) if i == 0 else max(
+                worker.index.match_len(p), job.prefix_len)
             total += self.cost.flops(len(p), cached)
         return float(total)
 
     def _reserve(self, worker: WorkerState, job: Job, predicted: float) -> None:
-        worker.pending.add(list(job.routing_key))
+        worker.pending.add(job.routing_key)
         worker.outstanding_flops += predicted
         worker.num_inflight += 1
-        self.policy.on_routed(worker.worker_id, job.routing_key)
+        self.policy.on_routed(worker.worker_id, job.routing_key.tokens)
 
     async def _release(self, worker: WorkerState, job: Job, predicted: float) -> None:
-        worker.pending.remove(list(job.routing_key))
+        worker.pending.remove(job.routing_key)
         worker.outstanding_flops = max(0.0, worker.outstanding_flops - predicted)
         worker.num_inflight -= 1
         await self.wake()

@@ -8,8 +8,11 @@ Every prefill-only endpoint becomes the same worker call: one batched SGLang `/g
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+
+from moep_router.prefix_keys import PromptKeys
 
 
 class BadRequest(ValueError):
@@ -30,9 +33,10 @@ class Job:
     extra: dict  # endpoint-specific fields for the response (labels, documents, top_n, ...)
     worker_body: dict  # extra /generate fields passed through (generate only)
 
-    @property
-    def routing_key(self) -> tuple[int, ...]:
-        return self.prompts[0][: max(self.prefix_len, 1)]
+    @functools.cached_property
+    def routing_key(self) -> PromptKeys:
+        """The shared prefix (the whole prompt for one prompt), with its chunk keys."""
+        return PromptKeys(self.prompts[0][: max(self.prefix_len, 1)])
 
     def generate_body(self) -> dict:
         body = {"input_ids": [list(p) for p in self.prompts],

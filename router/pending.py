@@ -1,49 +1,36 @@
 """Prefixes promised to a worker by requests routed there but not finished yet.
 
 The paper's "pending" table: a request routed to worker w will leave its prompt in w's cache, so
-a second request with the same prefix that arrives before the first finishes should follow it.
-A token trie with reference counts; a prompt is added on routing and removed on completion.
+a request with the same prefix that arrives before the first finishes should see it as cached
+there. Counted per chunk key (prefix_keys.py, CHUNK tokens): matching is a binary search.
 """
 
 from __future__ import annotations
+
+from collections import Counter
+
+from moep_router.prefix_keys import CHUNK, PromptKeys, longest_held
 
 
 class PendingPrefixes:
     """Public API: add / remove / match_len / num_prompts."""
 
     def __init__(self) -> None:
-        self._root: dict = {}  # token -> [count, children]
+        self._counts: Counter[int] = Counter()  # chunk key -> prompts in flight holding it
         self.num_prompts = 0
 
-    def add(self, tokens: list[int]) -> None:
-        edges = self._root
-        for t in tokens:
-            entry = edges.get(t)
-            if entry is None:
-                entry = edges[t] = [0, {}]
-            entry[0] += 1
-            edges = entry[1]
+    def add(self, prompt: PromptKeys) -> None:
+        self._counts.update(prompt.keys(CHUNK))
         self.num_prompts += 1
 
-    def remove(self, tokens: list[int]) -> None:
-        edges = self._root
-        for t in tokens:
-            entry = edges.get(t)
-            if entry is None:
-                return
-            entry[0] -= 1
-            if entry[0] == 0:
-                del edges[t]
-                break
-            edges = entry[1]
+    def remove(self, prompt: PromptKeys) -> None:
+        for key in prompt.keys(CHUNK):
+            left = self._counts[key] - 1
+            if left > 0:
+                self._counts[key] = left
+            else:
+                del self._counts[key]
         self.num_prompts -= 1
 
-    def match_len(self, tokens: list[int]) -> int:
-        edges, n = self._root, 0
-        for t in tokens:
-            entry = edges.get(t)
-            if entry is None:
-                break
-            n += 1
-            edges = entry[1]
-        return n
+    def match_len(self, prompt: PromptKeys) -> int:
+        return longest_held(prompt.keys(CHUNK), self._counts) * CHUNK

@@ -9,6 +9,7 @@ from moep_router.cache_index import CacheIndex
 from moep_router.config import WorkerSpec
 from moep_router.pending import PendingPrefixes
 from moep_router.policies.base import WorkerView
+from moep_router.prefix_keys import PromptKeys
 
 
 @dataclass
@@ -29,12 +30,12 @@ class WorkerState:
     def worker_id(self) -> str:
         return self.spec.url
 
-    def match_len(self, tokens: tuple[int, ...]) -> int:
-        return max(self.index.match_len(tokens), self.pending.match_len(tokens))
+    def match_len(self, prompt: PromptKeys) -> int:
+        return max(self.index.match_len(prompt), self.pending.match_len(prompt))
 
-    def view(self, tokens: tuple[int, ...], cost_of_match) -> WorkerView:
+    def view(self, prompt: PromptKeys, cost_of_match) -> WorkerView:
         """What a policy sees; cost_of_match(m) prices the request given m cached tokens."""
-        match = self.match_len(tokens)
+        match = self.match_len(prompt)
         return WorkerView(self.worker_id, match, self.outstanding_flops, self.threshold_flops,
                           self.num_inflight, cost_of_match(match))
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from moep_router.policies.base import RouteParams, RouteResult
-from moep_router.pending import PendingPrefixes
+from moep_router.token_trie import TokenTrie
 
 
 class _ApproxTree:
     """Routed prompts of one worker, evicted oldest-first beyond max_tokens."""
 
     def __init__(self, max_tokens: int) -> None:
-        self.trie = PendingPrefixes()
+        self.trie = TokenTrie()
         self.prompts: OrderedDict[tuple[int, ...], int] = OrderedDict()  # prompt -> uses
         self.num_tokens = 0
         self.max_tokens = max_tokens

@@ -1,6 +1,9 @@
 """The cache index against event streams: a recorded one from a real worker, and edge cases."""
 
+import random
 from pathlib import Path
+
+import pytest
 
 import msgspec
 
@@ -83,3 +86,56 @@ def test_recorded_stream_from_a_real_worker():
     for seq, payload in frames["flush"]:
         apply_batch(state, seq, payload)
     assert state.index.num_blocks == 0 and state.index.match_len(a) == 0
+
+
+def _naive_match(stored: list[tuple[int, ...]], prompt: list[int], block: int) -> int:
+    """Longest prefix of `prompt` that is a whole-block prefix of some stored sequence."""
+    best = 0
+    for seq in stored:
+        n = 0
+        while n + block <= min(len(seq), len(prompt)) and \
+                seq[n:n + block] == tuple(prompt[n:n + block]):
+            n += block
+        best = max(best, n)
+    return best
+
+
+@pytest.mark.parametrize("block", [1, 4, 16, 24])
+def test_chunked_matching_equals_a_naive_walk(block):
+    rng = random.Random(block)
+    idx, stored, next_hash = CacheIndex(), [], 1
+    base = [rng.randrange(5) for _ in range(200)]  # few symbols: many shared prefixes
+    for _ in range(30):
+        cut = rng.randrange(0, 150) // block * block
+        seq = tuple(base[:cut] + [rng.randrange(5) for _ in range(rng.randrange(1, 120))])
+        seq = seq[: len(seq) // block * block]
+        hashes = list(range(next_hash, next_hash + len(seq) // block))
+        next_hash += len(hashes)
+        # Store only blocks not already held: SGLang's events carry the parent of the new part.
+        held = idx.match_len(seq) // block
+        parent = None if held == 0 else _hash_at(idx, seq, held, block)
+        idx.apply_stored(hashes[held:], parent, list(seq[held * block:]), block)
+        stored.append(seq)
+    for _ in range(200):
+        prompt = list(rng.choice(stored)[: rng.randrange(0, 200)]) + [rng.randrange(5)
+                                                                       for _ in range(10)]
+        assert idx.match_len(prompt) == _naive_match(stored, prompt, block)
+
+
+def _hash_at(idx: CacheIndex, seq, num_blocks: int, block: int) -> int:
+    edges, h = idx._roots, None
+    for b in range(num_blocks):
+        h = edges[tuple(seq[b * block:(b + 1) * block])]
+        edges = idx._nodes[h].children
+    return h
+
+
+def test_eviction_drops_chunk_keys():
+    idx = CacheIndex()
+    seq = list(range(40))
+    idx.apply_stored(list(range(1, 41)), None, seq, 1)
+    assert idx.match_len(seq) == 40
+    idx.apply_removed([20])  # token 19 and everything after it
+    assert idx.match_len(seq) == 19
+    idx.apply_stored(list(range(100, 121)), 19, seq[19:40], 1)  # relearned under new hashes
+    assert idx.match_len(seq) == 40
