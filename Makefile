@@ -7,7 +7,7 @@ STAMP := $(VENV)/.moep-installed
 INSTALL_INPUTS := requirements/cpu.txt pyproject.toml standin/sgl_kernel/pyproject.toml Makefile
 PYTEST_ARGS ?=
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench-install clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Benchmark extras (SGLang's router, matplotlib); the benchmarks themselves: see bench/README.md.
+bench-install: $(STAMP)
+	$(PY) -m pip install -q -r requirements/bench.txt
 
 clean:
 	rm -rf $(VENV) .cache

@@ -43,7 +43,12 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--threshold-flops", type=float, default=None,
                    help="moep-router saturation threshold T per worker (default: none)")
-    p.add_argument("--systems", default=",".join(POLICIES + ("sglang_router",)))
+    p.add_argument("--request-overhead-flops", type=float, default=None,
+                   help="moep-router's per-prompt overhead in FLOP-equivalents (default: 0)")
+    p.add_argument("--systems", default=",".join(POLICIES + ("sglang_router",)),
+                   help="comma-separated; a name may repeat (runs again); sglang_router:POLICY "
+                        "picks SGLang's router policy")
+    p.add_argument("--out", default=None, help="result name (default compare_routers_WORKLOAD)")
     p.add_argument("--api", default="generate", choices=["generate", "score"],
                    help="API for moep-router's policies (SGLang's router: always generate)")
     a = p.parse_args()
@@ -57,6 +62,7 @@ def main() -> None:
             w.start()
         for w in workers:
             w.wait_ready()
+        time.sleep(3.0)  # let SGLang's own warmup requests finish
         for system in a.systems.split(","):
             _flush(workers)
             rows.append(_run_system(system, a, model, workers))
@@ -66,10 +72,11 @@ def main() -> None:
             w.stop()
     print()
     table = print_table(rows, COLUMNS)
-    path = write_result(f"compare_routers_{a.workload}", {
+    path = write_result(a.out or f"compare_routers_{a.workload}", {
         "config": {"api": a.api, "preset": a.preset, "num_workers": a.num_workers, "workload": a.workload,
                    "scale": a.scale, "concurrency": a.concurrency,
-                   "threshold_flops": a.threshold_flops, "worker_cpu_threads": 1},
+                   "threshold_flops": a.threshold_flops,
+                   "request_overhead_flops": a.request_overhead_flops, "worker_cpu_threads": 1},
         "rows": rows, "table": table})
     print(path)
 
@@ -77,19 +84,24 @@ def main() -> None:
 def _run_system(system: str, a, model: Path, workers: list[WorkerProcess]) -> dict:
     cfg = lambda url: ServeConfig(url, model, a.workload, a.scale, 0, a.concurrency, system,  # noqa: E731
                                   "generate" if system == "sglang_router" else a.api)
-    if system == "sglang_router":
-        with _SglangRouter([w.config.url for w in workers]) as url:
-            return run_serve(cfg(url))
+    if system.startswith("sglang_router"):
+        policy = system.split(":", 1)[1] if ":" in system else "cache_aware"
+        with _SglangRouter([w.config.url for w in workers], policy) as smg:
+            row = run_serve(cfg(smg.url))
+            return {**row, "router_cpu_s": smg.cpu_seconds()}
     flags = ["--policy", system]
     if a.threshold_flops:
         flags += ["--threshold-flops", str(a.threshold_flops)]
+    if a.request_overhead_flops:
+        flags += ["--request-overhead-flops", str(a.request_overhead_flops)]
     specs = [worker_spec(w.config.url, w.config.kv_events_port) for w in workers]
     with RouterProcess(model, specs, LOGS / f"router-{system}.log", *flags) as router:
         time.sleep(1.0)  # KV listeners connected and replayed
-        return run_serve(cfg(router.url))
+        row = run_serve(cfg(router.url))
+        return {**row, "router_cpu_s": _cpu_seconds(router.proc.pid)}
 
 
-def _flush(workers: list[WorkerProcess], timeout_s: float = 60) -> None:
+def _flush(workers: list[WorkerProcess], timeout_s: float = 300) -> None:
     """Empty every worker's radix cache (SGLang refuses with 400 while a request runs)."""
     deadline = time.monotonic() + timeout_s
     for w in workers:
@@ -98,27 +110,43 @@ def _flush(workers: list[WorkerProcess], timeout_s: float = 60) -> None:
                                          method="POST",
                                          headers={"Content-Type": "application/json"})
             try:
-                urllib.request.urlopen(req, timeout=30).read()
+                urllib.request.urlopen(req, timeout=20).read()
                 break
-            except urllib.error.HTTPError as exc:
-                if exc.code != 400 or time.monotonic() > deadline:
+            except (urllib.error.HTTPError, urllib.error.URLError, TimeoutError) as exc:
+                # 400: a request is still running; a timeout: seen once right after startup
+                if getattr(exc, "code", 400) != 400 or time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
     time.sleep(0.5)
 
 
-class _SglangRouter:
-    """`smg launch` (SGLang Model Gateway) with its cache_aware policy, default thresholds."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (and its children) has used so far."""
+    import psutil
 
-    def __init__(self, worker_urls: list[str]) -> None:
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
+
+
+class _SglangRouter:
+    """`smg launch` (SGLang Model Gateway), default thresholds; cache_aware unless told."""
+
+    def __init__(self, worker_urls: list[str], policy: str = "cache_aware") -> None:
         self.port = free_port()
         smg = Path(sys.executable).with_name("smg")
         self.cmd = [str(smg) if smg.exists() else (shutil.which("smg") or "smg"), "launch", "--host", "127.0.0.1",
-                    "--port", str(self.port), "--policy", "cache_aware",
+                    "--port", str(self.port), "--policy", policy,
                     "--worker-urls", *worker_urls, "--log-level", "warn"]
         self.proc = None
 
-    def __enter__(self) -> str:
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds(self.proc.pid)
+
+    def __enter__(self) -> _SglangRouter:
         LOGS.mkdir(parents=True, exist_ok=True)
         log = open(LOGS / "sglang-router.log", "wb")
         self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -127,7 +155,8 @@ class _SglangRouter:
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(f"{url}/health", timeout=2).read()
-                return url
+                self.url = url
+                return self
             except OSError:
                 if self.proc.poll() is not None:
                     raise RuntimeError("smg exited; see .cache/bench/sglang-router.log")

@@ -110,7 +110,8 @@ def _workload(config: ServeConfig) -> list[BenchRequest]:
 COLUMNS = [("system", "system", "s"), ("tokens_per_s", "tokens/s", ",.0f"),
            ("requests_per_s", "req/s", ".1f"), ("cached_ratio", "cached", ".1%"),
            ("cached_vs_ideal", "vs ideal", ".1%"), ("flops_computed", "FLOPs", ".3e"),
-           ("p50_latency_s", "p50 s", ".3f"), ("p99_latency_s", "p99 s", ".3f")]
+           ("p50_latency_s", "p50 s", ".3f"), ("p99_latency_s", "p99 s", ".3f"),
+           ("router_cpu_s", "router CPU s", ".1f")]
 
 
 def main() -> None:

@@ -55,6 +55,9 @@ class RouterConfig:
     threshold_flops: float = field(default=math.inf, metadata={
         "help": "saturation threshold T per worker when the worker reports none "
                 "(outstanding FLOPs at which a worker stops taking requests)"})
+    request_overhead_flops: float = field(default=0.0, metadata={
+        "help": "fixed cost of one prompt, in FLOP-equivalents, added to the load the router "
+                "predicts (not to reported FLOPs): short prompts cost more than their FLOPs"})
     max_inflight_per_worker: int = field(default=256, metadata={
         "help": "requests in flight per worker beyond which it takes no more (bounds memory)"})
     max_queue: int = field(default=4096, metadata={
@@ -84,6 +87,8 @@ class RouterConfig:
             raise ValueError("--max-queue and --max-retries must be >= 0")
         if self.max_inflight_per_worker < 1:
             raise ValueError("--max-inflight-per-worker must be >= 1")
+        if self.request_overhead_flops < 0:
+            raise ValueError("--request-overhead-flops must be >= 0")
         if self.threshold_flops <= 0:
             raise ValueError("--threshold-flops must be > 0")
 

@@ -140,14 +140,15 @@ class Dispatcher:
         prompts after the first find the shared prefix cached by the first."""
         first = self.cost.flops(len(job.prompts[0]), match)
         shared = max(match, job.prefix_len)
-        return float(first + sum(self.cost.flops(len(p), shared) for p in job.prompts[1:]))
+        rest = sum(self.cost.flops(len(p), shared) for p in job.prompts[1:])
+        return float(first + rest + self.config.request_overhead_flops * len(job.prompts))
 
     def _predict_flops(self, worker: WorkerState, job: Job) -> float:
         total = 0
         for i, p in enumerate(job.prompts):
             cached = worker.match_len(job.routing_key) if i == 0 else max(
                 worker.index.match_len(p), job.prefix_len)
-            total += self.cost.flops(len(p), cached)
+            total += self.cost.flops(len(p), cached) + self.config.request_overhead_flops
         return float(total)
 
     def _reserve(self, worker: WorkerState, job: Job, predicted: float) -> None:

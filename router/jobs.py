@@ -39,8 +39,9 @@ class Job:
         return PromptKeys(self.prompts[0][: max(self.prefix_len, 1)])
 
     def generate_body(self) -> dict:
-        body = {"input_ids": [list(p) for p in self.prompts],
-                "sampling_params": {"max_new_tokens": 0}}
+        # One prompt goes unbatched: SGLang's batch path costs more per request.
+        ids = [list(p) for p in self.prompts] if len(self.prompts) > 1 else list(self.prompts[0])
+        body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 0}}
         if self.label_token_ids:
             body.update(return_logprob=True, logprob_start_len=-1,
                         token_ids_logprob=list(self.label_token_ids))

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from moep_sglang import envs
-from tests.helpers import ensure_model
+from moep_sglang.server.worker_process import free_port_pair
+from tests.helpers import ensure_model, start_worker
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +23,16 @@ def tiny_model(model_root) -> Path:
 @pytest.fixture(scope="session")
 def log_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("worker-logs")
+
+
+@pytest.fixture(scope="session")
+def workers(tiny_model, log_dir):
+    """Two real tiny CPU workers publishing KV events, shared by the router and SDK tests."""
+    ws = [start_worker(tiny_model, log_dir, kv_events_port=free_port_pair(), cpu_threads=1)
+          for _ in range(2)]
+    yield ws
+    for w in ws:
+        w.stop()
 
 
 def pytest_configure(config):

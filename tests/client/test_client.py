@@ -8,19 +8,10 @@ import sys
 import pytest
 
 from moep_sglang.client import AsyncClient, Client, MoepError
-from moep_sglang.server.worker_process import free_port, free_port_pair
-from tests.helpers import RouterProcess, start_worker, worker_spec
+from moep_sglang.server.worker_process import free_port
+from tests.helpers import RouterProcess, worker_spec
 
 DOC = "The author wrote that the simple plan was honest and the team learned so. " * 3
-
-
-@pytest.fixture(scope="module")
-def workers(tiny_model, log_dir):
-    ws = [start_worker(tiny_model, log_dir, kv_events_port=free_port_pair(), cpu_threads=1)
-          for _ in range(2)]
-    yield ws
-    for w in ws:
-        w.stop()
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,23 @@ def route(policy, *workers, tokens=(1, 2, 3, 4)):
 def test_true_flops_prefers_the_cheaper_cached_worker():
     assert route("true_flops", w("a", match=1, cost=8), w("b", match=3, cost=2),
                  w("c", cost=9)) == "b"
+    assert route("true_flops", w("a", flops=3, cost=9), w("b", flops=1, cost=9)) == "b"
 
 
-def test_true_flops_leaves_its_prefix_when_another_worker_finishes_sooner():
-    # a holds the prefix (cost 1) but has 10 outstanding; b computes it all (5) from idle
-    assert route("true_flops", w("a", match=4, flops=10, cost=1), w("b", cost=5)) == "b"
-    assert route("true_flops", w("a", match=4, flops=3, cost=1), w("b", cost=5)) == "a"
+def test_true_flops_keeps_a_substantial_prefix_together_until_saturation():
+    # a holds 3 of 4 tokens: it keeps the request although b would finish it sooner
+    assert route("true_flops", w("a", match=3, flops=10, cost=1), w("b", cost=5)) == "a"
+    # once a is saturated the hot prefix spills to the earliest finish among the rest
+    assert route("true_flops", w("a", match=3, flops=10, cost=1, threshold=10),
+                 w("b", flops=4, cost=5, threshold=10), w("c", flops=1, cost=5,
+                                                          threshold=10)) == "c"
+
+
+def test_true_flops_ignores_a_short_shared_header():
+    # a matches 1 of 10 tokens (a task header): below 30%, the earliest finish wins
+    tokens = tuple(range(10))
+    assert route("true_flops", w("a", match=1, flops=10, cost=9), w("b", cost=10),
+                 tokens=tokens) == "b"
 
 
 def test_longest_prefix_is_the_papers_rule():

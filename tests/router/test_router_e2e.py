@@ -4,19 +4,9 @@ import concurrent.futures as cf
 
 import pytest
 
-from moep_sglang.server.worker_process import free_port_pair
-from tests.helpers import RouterProcess, post, post_with_headers, start_worker, worker_spec
+from tests.helpers import RouterProcess, post, post_with_headers, worker_spec
 
 DOC = "The engineer explained that the complex system was safe because the team decided so. " * 4
-
-
-@pytest.fixture(scope="module")
-def workers(tiny_model, log_dir):
-    ws = [start_worker(tiny_model, log_dir, kv_events_port=free_port_pair(), cpu_threads=1)
-          for _ in range(2)]
-    yield ws
-    for w in ws:
-        w.stop()
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,13 @@ import re
 import signal
 import time
 
-import pytest
 import zmq
 import zmq.asyncio
 
 from moep_router.config import WorkerSpec
 from moep_router.kv_listener import KVListener, apply_batch
 from moep_router.workers import WorkerState
-from moep_sglang.server.worker_process import WorkerConfig, WorkerProcess, free_port_pair
+from moep_sglang.server.worker_process import WorkerProcess, free_port_pair
 from tests.helpers import RouterProcess, post, start_worker, worker_spec
 
 

@@ -1,7 +1,6 @@
 """One real SGLang worker (tiny preset, CPU, moep plugin) shared by this module."""
 
 import concurrent.futures as cf
-import math
 
 import msgspec
 import pytest
