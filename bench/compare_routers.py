@@ -96,7 +96,6 @@ def _run_system(system: str, a, model: Path, workers: list[WorkerProcess]) -> di
         flags += ["--request-overhead-flops", str(a.request_overhead_flops)]
     specs = [worker_spec(w.config.url, w.config.kv_events_port) for w in workers]
     with RouterProcess(model, specs, LOGS / f"router-{system}.log", *flags) as router:
-        time.sleep(1.0)  # KV listeners connected and replayed
         row = run_serve(cfg(router.url))
         return {**row, "router_cpu_s": _cpu_seconds(router.proc.pid)}
 

@@ -69,7 +69,7 @@ def run_demo(config: DemoConfig) -> None:
             w.start()
         for w in workers:
             w.wait_ready()
-        router.start()
+        router.start(wait_healthy=True)
         print(f"ready in {time.monotonic() - t0:.1f} s; router on {router.url}")
         _run_workload(config, model, router.url)
     except KeyboardInterrupt:

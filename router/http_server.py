@@ -90,10 +90,13 @@ def _auth(api_key: str | None):
 
 
 async def _health(router) -> web.Response:
+    """200 once a worker is healthy and every cache index has replayed its history."""
     healthy = len(router.registry.healthy())
-    body = {"status": "ok" if healthy else "no healthy worker", "healthy_workers": healthy,
-            "workers": len(router.registry.all())}
-    return _json(body, status=200 if healthy else 503)
+    synced = router.kv_synced()
+    status = "ok" if healthy and synced else "no healthy worker" if not healthy else "syncing"
+    body = {"status": status, "healthy_workers": healthy, "workers": len(router.registry.all()),
+            "kv_synced": synced}
+    return _json(body, status=200 if status == "ok" else 503)
 
 
 async def _metrics(router) -> web.Response:

@@ -43,6 +43,7 @@ class KVListener:
         self.ctx = ctx
         self.state = state
         self.on_gap = on_gap or (lambda state: None)  # metrics callback
+        self.synced = asyncio.Event()  # set once the startup replay has been applied
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -59,6 +60,7 @@ class KVListener:
         sub.connect(self.state.spec.kv_endpoint)
         try:
             await self._replay(0)  # learn what the worker cached before we connected
+            self.synced.set()
             while True:
                 topic, seq_bytes, payload = await sub.recv_multipart()
                 await self._receive(int.from_bytes(seq_bytes, "big"), payload)

@@ -79,6 +79,10 @@ class Router:
         logger.info("worker %s added (kv events: %s)", spec.url, spec.kv_endpoint or "none")
         await self.dispatcher.wake()
 
+    def kv_synced(self) -> bool:
+        """True once every KV listener has applied its worker's replayed history."""
+        return all(listener.synced.is_set() for listener in self._listeners.values())
+
     async def remove_worker(self, url: str) -> None:
         self.registry.remove(url)
         listener = self._listeners.pop(url, None)

@@ -28,7 +28,9 @@ class RouterProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 30) -> RouterProcess:
+    def start(self, timeout_s: float = 60, wait_healthy: bool = False) -> RouterProcess:
+        """Start; return once it answers /health (with wait_healthy: once it answers 200,
+        i.e. a worker is healthy and every cache index has replayed its worker's events)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
@@ -41,7 +43,9 @@ class RouterProcess:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2):
                     return self
             except urllib.error.HTTPError:
-                return self  # answering at all (503: no healthy worker yet) means it is up
+                if not wait_healthy:
+                    return self  # answering at all (503: no healthy worker yet) means it is up
+                time.sleep(0.2)
             except (urllib.error.URLError, OSError):
                 time.sleep(0.2)
         self.stop()
@@ -59,7 +63,7 @@ class RouterProcess:
             proc.wait()
 
     def __enter__(self) -> RouterProcess:
-        return self.start()
+        return self.start(wait_healthy=True)
 
     def __exit__(self, *exc) -> None:
         self.stop()

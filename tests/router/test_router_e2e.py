@@ -84,6 +84,11 @@ def test_bad_input_gets_4xx_with_message(router, raw, status, message):
     assert got == status and message in body["message"]
 
 
+def test_health_reports_workers_and_kv_sync(router):
+    status, body = router.get("/health")
+    assert status == 200 and body["kv_synced"] is True and body["healthy_workers"] == 2
+
+
 def test_metrics_exposed(router):
     status, text = router.get("/metrics")
     assert status == 200 and "moep_router_requests_total" in text
