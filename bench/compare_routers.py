@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -52,6 +53,7 @@ def main() -> None:
     p.add_argument("--api", default="generate", choices=["generate", "score"],
                    help="API for moep-router's policies (SGLang's router: always generate)")
     a = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop workers on SIGTERM too
     model = ensure_model(envs.model_cache_dir(), a.preset)
     workers = [WorkerProcess(WorkerConfig(model, free_port(), LOGS / f"worker{i}.log",
                                           kv_events_port=free_port_pair(), cpu_threads=1))

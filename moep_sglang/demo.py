@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,7 @@ def run_demo(config: DemoConfig) -> None:
         WorkerConfig, WorkerProcess, free_port, free_port_pair,
     )
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop workers on SIGTERM too
     print(f"model: {config.preset} (generated into {envs.model_cache_dir()} on first use)")
     model = ensure_model(envs.model_cache_dir(), config.preset)
     workers = [

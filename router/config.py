@@ -106,7 +106,9 @@ def parse_router_args(argv: list[str]) -> RouterConfig:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "workers":
             parser.add_argument("--worker", dest="workers", action="append", default=[],
-                                metavar="SPEC", type=WorkerSpec.parse, help=f.metadata["help"])
+                                metavar="SPEC", type=_worker_arg, help=f.metadata["help"])
+            parser.add_argument("--workers-file", type=Path, default=None, metavar="PATH",
+                                help="more workers: one SPEC per line (# comments allowed)")
         elif f.name == "model_path":
             parser.add_argument(flag, required=True, type=Path, help=f.metadata["help"])
         else:
@@ -114,11 +116,36 @@ def parse_router_args(argv: list[str]) -> RouterConfig:
             parser.add_argument(flag, type=kind, default=f.default, help=f.metadata["help"]
                                 + (f" (default: {f.default})" if f.default is not None else ""))
     args = vars(parser.parse_args(argv))
-    args["workers"] = tuple(args["workers"])
     try:
+        args["workers"] = tuple(args["workers"]) + _workers_file(args.pop("workers_file"))
         return RouterConfig(**args)
     except ValueError as exc:
         parser.error(str(exc))
+
+
+def _worker_arg(text: str) -> WorkerSpec:
+    try:
+        return WorkerSpec.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _workers_file(path: Path | None) -> tuple[WorkerSpec, ...]:
+    if path is None:
+        return ()
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(f"--workers-file {path}: {exc.strerror}") from exc
+    specs = []
+    for n, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if line:
+            try:
+                specs.append(WorkerSpec.parse(line))
+            except ValueError as exc:
+                raise ValueError(f"--workers-file {path}:{n}: {exc}") from exc
+    return tuple(specs)
 
 
 def _next_port(endpoint: str) -> str:

@@ -166,6 +166,7 @@ class Dispatcher:
     def _fail(self, worker: WorkerState, exc: Exception) -> None:
         worker.num_failures += 1
         worker.healthy = False
+        worker.lost = True
         worker.reset_index()
 
     # Forwarding -----------------------------------------------------------------------------

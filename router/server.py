@@ -26,6 +26,8 @@ from moep_router.zmq_server import ZmqFrontEnd
 
 logger = logging.getLogger("moep_router")
 
+MAX_HEALTH_FAILURES = 3  # consecutive slow/failed checks before a reachable worker is taken out
+
 
 class Router:
     def __init__(self, config: RouterConfig) -> None:
@@ -96,19 +98,31 @@ class Router:
             await asyncio.gather(*(self._check(w) for w in self.registry.all()))
 
     async def _check(self, worker) -> None:
+        """Unreachable: out at once, its index reset when it returns (it restarted empty).
+        Slow (timeouts, errors): out after MAX_HEALTH_FAILURES checks in a row, index kept."""
+        unreachable = False
         try:
             async with self._http.get(f"{worker.spec.url}/health") as resp:
                 ok = resp.status == 200
+        except aiohttp.ClientConnectorError:
+            ok, unreachable = False, True
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             ok = False
-        if ok and not worker.healthy:
-            worker.reset_index()  # it may have restarted with an empty cache
-            worker.healthy = True
-            logger.info("worker %s is healthy again", worker.worker_id)
-            await self.dispatcher.wake()
-        elif not ok and worker.healthy:
+        if ok:
+            worker.health_failures = 0
+            if not worker.healthy:
+                if worker.lost:
+                    worker.reset_index()
+                worker.healthy, worker.lost = True, False
+                logger.info("worker %s is healthy again", worker.worker_id)
+                await self.dispatcher.wake()
+            return
+        worker.health_failures += 1
+        worker.lost = worker.lost or unreachable
+        if worker.healthy and (unreachable or worker.health_failures >= MAX_HEALTH_FAILURES):
             worker.healthy = False
-            logger.warning("worker %s failed its health check", worker.worker_id)
+            logger.warning("worker %s failed its health check (%s)", worker.worker_id,
+                           "unreachable" if unreachable else f"{worker.health_failures} in a row")
 
 
 async def _serve(config: RouterConfig) -> None:

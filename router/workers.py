@@ -21,6 +21,8 @@ class WorkerState:
     outstanding_flops: float = 0.0  # predicted FLOPs of unfinished requests
     num_inflight: int = 0  # unfinished requests
     healthy: bool = True  # False: skipped by routing until a health check passes
+    lost: bool = False  # its process was unreachable (not just slow): index reset on return
+    health_failures: int = 0  # consecutive failed health checks
     last_seq: int = -1  # last KV-event sequence number applied
     num_gaps: int = 0  # KV-event gaps detected (each repaired by replay or a rebuild)
     num_failures: int = 0  # requests that failed on this worker and were retried elsewhere
