@@ -48,6 +48,7 @@ async def serve(ports: list[int]) -> None:
     app.router.add_get("/health_generate", health)
     app.router.add_get("/get_server_info", lambda r: web.json_response({}))
     app.router.add_get("/get_model_info", lambda r: web.json_response({"model_path": "fake"}))
+    app.router.add_get("/model_info", lambda r: web.json_response({"model_path": "fake"}))
     app.router.add_get("/v1/models", lambda r: web.json_response({"data": [{"id": "fake"}]}))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

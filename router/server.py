@@ -102,7 +102,9 @@ class Router:
         Slow (timeouts, errors): out after MAX_HEALTH_FAILURES checks in a row, index kept."""
         unreachable = False
         try:
-            async with self._http.get(f"{worker.spec.url}/health") as resp:
+            # /model_info is answered by SGLang's HTTP process alone; its /health runs a
+            # one-token generation that queues behind real work and times out under load.
+            async with self._http.get(f"{worker.spec.url}/model_info") as resp:
                 ok = resp.status == 200
         except aiohttp.ClientConnectorError:
             ok, unreachable = False, True
