@@ -102,16 +102,22 @@ class CacheIndex:
         return hash((prev, chunk))
 
     def _unlink(self, h: int) -> None:
-        node = self._nodes.pop(h, None)
+        """Drop a block and its descendants (they can no longer match); iterative, since a
+        sequence can be thousands of blocks deep."""
+        node = self._nodes.get(h)
         if node is None:
             return
         edges = self._edges_of(node.parent)
         if edges.get(node.tokens) == h:
             del edges[node.tokens]
-        if node.key is not None and self._by_key.get(node.key) == h:
-            del self._by_key[node.key]
-        for child in list(node.children.values()):
-            self._unlink(child)  # descendants of an evicted block can no longer match
+        stack = [h]
+        while stack:
+            node = self._nodes.pop(stack.pop(), None)
+            if node is None:
+                continue
+            if node.key is not None and self._by_key.get(node.key) is not None:
+                self._by_key.pop(node.key, None)
+            stack.extend(node.children.values())
 
     def _edges_of(self, parent: int | None) -> dict[tuple[int, ...], int]:
         if parent is ROOT:

@@ -59,11 +59,19 @@ class KVListener:
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(self.state.spec.kv_endpoint)
         try:
-            await self._replay(0)  # learn what the worker cached before we connected
-            self.synced.set()
+            try:
+                await self._replay(0)  # learn what the worker cached before we connected
+            finally:
+                self.synced.set()
             while True:
                 topic, seq_bytes, payload = await sub.recv_multipart()
-                await self._receive(int.from_bytes(seq_bytes, "big"), payload)
+                try:
+                    await self._receive(int.from_bytes(seq_bytes, "big"), payload)
+                except (ValueError, KeyError, IndexError, TypeError) as exc:
+                    # A batch we cannot apply: relearn from an empty index rather than die.
+                    logger.exception("KV events from %s: bad batch (%s); index reset",
+                                     self.state.worker_id, exc)
+                    self.state.reset_index()
         except asyncio.CancelledError:
             pass
         finally:
@@ -95,18 +103,30 @@ class KVListener:
         sock.connect(endpoint)
         try:
             await sock.send_multipart((b"", start.to_bytes(8, "big")))
-            first = None
+            batches: list[tuple[int, bytes]] = []
             while True:
                 if not await sock.poll(timeout_s * 1000):
                     return False
                 _, seq_bytes, payload = await sock.recv_multipart()
                 if seq_bytes == END_SEQ:
-                    # Complete if the buffer still started at `start` (or held nothing at all
-                    # when asked from the beginning).
-                    return first == start or (first is None and start == 0)
-                seq = int.from_bytes(seq_bytes, "big")
-                first = seq if first is None else first
-                if seq > self.state.last_seq:
-                    apply_batch(self.state, seq, payload)
+                    break
+                batches.append((int.from_bytes(seq_bytes, "big"), payload))
         finally:
             sock.close(linger=0)
+        for seq, payload in _since_last_clear(batches):
+            if seq > self.state.last_seq:
+                apply_batch(self.state, seq, payload)
+        first = batches[0][0] if batches else None
+        # Complete if the buffer still started at `start` (or held nothing, asked from 0).
+        return first == start or (first is None and start == 0)
+
+
+def _since_last_clear(batches: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """The batches from the last one holding AllBlocksCleared on: nothing before it matters.
+    A cheap byte search finds candidates; decoding confirms."""
+    for i in range(len(batches) - 1, -1, -1):
+        payload = batches[i][1]
+        if b"AllBlocksCleared" in payload and any(
+                e.kind == "AllBlocksCleared" for e in decode_event_batch(payload)):
+            return batches[i:]
+    return batches

@@ -139,3 +139,11 @@ def test_eviction_drops_chunk_keys():
     assert idx.match_len(seq) == 19
     idx.apply_stored(list(range(100, 121)), 19, seq[19:40], 1)  # relearned under new hashes
     assert idx.match_len(seq) == 40
+
+
+def test_evicting_a_deep_sequence_is_not_recursive():
+    idx = CacheIndex()
+    n = 5000  # deeper than Python's recursion limit
+    idx.apply_stored(list(range(1, n + 1)), None, list(range(n)), 1)
+    idx.apply_removed([1])
+    assert idx.num_blocks == 0 and idx.match_len(list(range(20))) == 0
