@@ -116,22 +116,34 @@ class WorkerProcess:
         return f"SGLang worker on port {self.config.port} {what}; last log lines:\n{tail}"
 
 
+_HANDED_OUT: set[int] = set()  # ports given out by this process, bound or not yet
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port not handed out before by this process (servers bind theirs later)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port found")
 
 
 def free_port_pair() -> int:
     """A port P with P + 1 also free (KV events on P, their replay socket on P + 1)."""
     for _ in range(100):
         port = free_port()
+        if port + 1 in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port + 1))
-                return port
             except OSError:
                 continue
+        _HANDED_OUT.add(port + 1)
+        return port
     raise RuntimeError("no two adjacent free ports found")
 
 
