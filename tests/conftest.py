@@ -25,9 +25,12 @@ def log_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("worker-logs")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def workers(tiny_model, log_dir):
-    """Two real tiny CPU workers publishing KV events, shared by the router and SDK tests."""
+    """Two real tiny CPU workers publishing KV events, for the router and SDK test modules.
+
+    Module scope, not session: an idle SGLang CPU scheduler keeps polling (~50% of a core), so
+    workers kept alive across modules slow every later test on a 2-core machine."""
     ws = [start_worker(tiny_model, log_dir, kv_events_port=free_port_pair(), cpu_threads=1)
           for _ in range(2)]
     yield ws
