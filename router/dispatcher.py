@@ -135,21 +135,22 @@ class Dispatcher:
         return self.registry.get(result.worker_id) if result.worker_id else None
 
     # Bookkeeping ----------------------------------------------------------------------------
-    def _job_flops(self, job: Job, match: int) -> float:
-        """True FLOPs of the job on a worker caching `match` tokens of its routing key; the
-        prompts after the first find the shared prefix cached by the first."""
+    def _job_flops(self, job: Job, match: int, later_cached=None) -> float:
+        """Predicted load of the job on a worker caching `match` tokens of its routing key.
+
+        The prompts after the first find the shared prefix cached by the first; later_cached(p)
+        says how many tokens of such a prompt are cached (default: the shared prefix)."""
+        if later_cached is None:
+            shared = max(match, job.prefix_len)
+            later_cached = lambda p: shared  # noqa: E731
         first = self.cost.flops(len(job.prompts[0]), match)
-        shared = max(match, job.prefix_len)
-        rest = sum(self.cost.flops(len(p), shared) for p in job.prompts[1:])
+        rest = sum(self.cost.flops(len(p), later_cached(p)) for p in job.prompts[1:])
         return float(first + rest + self.config.request_overhead_flops * len(job.prompts))
 
     def _predict_flops(self, worker: WorkerState, job: Job) -> float:
-        total = 0
-        for i, p in enumerate(job.prompts):
-            cached = worker.match_len(job.routing_key) if i == 0 else max(
-                worker.index.match_len(p), job.prefix_len)
-            total += self.cost.flops(len(p), cached) + self.config.request_overhead_flops
-        return float(total)
+        """As _job_flops, with the worker's own index consulted for every later prompt."""
+        return self._job_flops(job, worker.match_len(job.routing_key),
+                               lambda p: max(worker.index.match_len(p), job.prefix_len))
 
     def _reserve(self, worker: WorkerState, job: Job, predicted: float) -> None:
         worker.pending.add(job.routing_key)
