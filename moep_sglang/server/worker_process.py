@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -103,6 +104,10 @@ class WorkerProcess:
         if c.cpu_threads:
             argv += ["--cpu-threads", str(c.cpu_threads)]
         argv += list(c.extra_args)
+        if "--nccl-port" not in argv:
+            # SGLang picks its torch.distributed port at random; workers started together
+            # collided on it (EADDRINUSE). Ours come from free_port, never handed out twice.
+            argv += ["--nccl-port", str(free_port())]
         if c.plain_sglang:
             cmd, env = build_command(parse_launch_args(argv, on_cpu=not gpu_available()))
         else:
@@ -120,15 +125,38 @@ _HANDED_OUT: set[int] = set()  # ports given out by this process, bound or not y
 
 
 def free_port() -> int:
-    """A free port not handed out before by this process (servers bind theirs later)."""
-    for _ in range(100):
+    """A free port not handed out before by this process (servers bind theirs later).
+
+    Chosen below the kernel's ephemeral range: a port picked with bind(0) is itself ephemeral,
+    and an outgoing connection (gloo, a TCPStore client) could take it before the server that
+    was promised it binds it (seen: a worker's HTTP port taken, EADDRINUSE)."""
+    low, high = _PORT_RANGE
+    for _ in range(200):
+        port = random.randrange(low, high)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-    raise RuntimeError("no free port found")
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port found in [{low}, {high})")
+
+
+def _port_range() -> tuple[int, int]:
+    """Ports below the ephemeral range (Linux: /proc/sys/net/ipv4/ip_local_port_range)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low = 10000 if ephemeral_low > 12000 else 1024
+    return low, max(ephemeral_low, low + 1000)
+
+
+_PORT_RANGE = _port_range()
 
 
 def free_port_pair() -> int:
