@@ -18,3 +18,13 @@ def force_cpu() -> bool:
 def model_cache_dir() -> Path:
     """MOEP_MODEL_DIR: where `make demo` and the tests keep generated checkpoints."""
     return Path(_get("MOEP_MODEL_DIR", str(Path.cwd() / ".cache" / "models")))
+
+
+def asyncep_config_json() -> str | None:
+    """MOEP_ASYNCEP: the AsyncEP group config (JSON, written by `moep-sglang launch_server`)."""
+    return os.environ.get("MOEP_ASYNCEP") or None
+
+
+def batching_config_json() -> str | None:
+    """MOEP_BATCHING: the prefill batching config (JSON, written by `moep-sglang launch_server`)."""
+    return os.environ.get("MOEP_BATCHING") or None

@@ -12,7 +12,7 @@ logger = logging.getLogger("moep_sglang.plugin")
 
 
 def register() -> None:
-    from moep_sglang.plugin.hooks import HOOKS, register_hooks
+    from moep_sglang.plugin.hooks import active_hooks, register_hooks
     from moep_sglang.plugin.version import SGLangVersionError, check_sglang_version
 
     try:
@@ -23,4 +23,4 @@ def register() -> None:
         logger.error("%s", exc)
         raise SystemExit(f"moep-sglang: {exc}") from exc
     register_hooks()
-    logger.info("moep-sglang plugin active on sglang %s: %d hooks", installed, len(HOOKS))
+    logger.info("moep-sglang plugin active on sglang %s: %d hooks", installed, len(active_hooks()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from moep_sglang.plugin import cpu_fallbacks, logprobs, score
+from moep_sglang.plugin import asyncep_hooks, cpu_fallbacks, logprobs, score
 
 
 @dataclass(frozen=True)
@@ -18,9 +18,13 @@ class HookSpec:
     hook: Callable  # our function
     kind: str  # HookType name: "BEFORE" | "AFTER" | "AROUND" | "REPLACE"
     why: str  # one line, repeated in patches/README.md
+    when: str = "always"  # "always" | "asyncep" (AsyncEP on) | "batching" (AsyncEP or batching on)
 
 
 _SCORE = "sglang.srt.entrypoints.openai.serving_score.OpenAIServingScore"
+_SCHED = "sglang.srt.managers.scheduler.Scheduler"
+_RUNNER = "sglang.srt.model_executor.model_runner.ModelRunner"
+_MOE = "sglang.srt.layers.moe.fused_moe_triton.layer.FusedMoE"
 _SCORE_MIXIN = "sglang.srt.managers.tokenizer_manager_score_mixin.TokenizerManagerScoreMixin"
 
 HOOKS: tuple[HookSpec, ...] = (
@@ -46,11 +50,58 @@ HOOKS: tuple[HookSpec, ...] = (
         f"{_SCORE}._handle_non_streaming_request", score.add_cache_usage, "AROUND",
         "return usage.cached_tokens (and prompt_tokens_details) on /v1/score",
     ),
+    HookSpec(
+        "sglang.srt.layers.quantization.unquant.UnquantizedFusedMoEMethod.create_weights",
+        asyncep_hooks.shard_create_weights, "AROUND",
+        "AsyncEP: a routed FusedMoE allocates and loads only this rank's E/N experts", "asyncep",
+    ),
+    HookSpec(
+        f"{_RUNNER}.load_model", asyncep_hooks.setup_after_load, "AROUND",
+        "AsyncEP: join the group, share shards, build the ring, measure T after loading",
+        "batching",
+    ),
+    HookSpec(
+        f"{_RUNNER}.forward", asyncep_hooks.begin_step, "AROUND",
+        "AsyncEP: issue the first K layers' gathers before layer 0 computes", "asyncep",
+    ),
+    HookSpec(
+        f"{_MOE}.run_moe_core", asyncep_hooks.moe_with_gathered_experts, "AROUND",
+        "AsyncEP: wait for the layer's gathered experts, compute over all E, gather layer i+K",
+        "asyncep",
+    ),
+    HookSpec(
+        f"{_SCHED}.get_next_batch_to_run", asyncep_hooks.lockstep, "AROUND",
+        "AsyncEP: stop on a lost peer; collective: agree each step whether anyone has work",
+        "asyncep",
+    ),
+    HookSpec(
+        f"{_SCHED}.run_batch", asyncep_hooks.one_step_per_batch, "AROUND",
+        "AsyncEP collective: a batch that ran no forward still runs its gathers", "asyncep",
+    ),
+    HookSpec(
+        f"{_SCHED}.get_new_batch_prefill", asyncep_hooks.hold_until_saturated, "AROUND",
+        "prefill batching: hold the queue below T FLOPs per layer (bounded wait)", "batching",
+    ),
+    HookSpec(
+        f"{_SCHED}.get_internal_state", asyncep_hooks.report_state, "AROUND",
+        "report T, gather/stall stats and weight bytes in /server_info for the router",
+        "batching",
+    ),
 )
 
 
 def register_hooks() -> None:
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-    for spec in HOOKS:
+    for spec in active_hooks():
         HookRegistry.register(spec.target, spec.hook, HookType[spec.kind])
+
+
+def active_hooks() -> tuple[HookSpec, ...]:
+    """The hooks this process installs: AsyncEP's only when a group is configured."""
+    from moep_sglang.asyncep import runtime
+
+    asyncep = runtime.asyncep_config() is not None
+    batching = asyncep or runtime.batching_config() is not None
+    on = {"always": True, "asyncep": asyncep, "batching": batching}
+    return tuple(spec for spec in HOOKS if on[spec.when])

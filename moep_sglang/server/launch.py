@@ -12,6 +12,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from moep_sglang.asyncep.config import AsyncEPConfig, AsyncEPConfigError, BatchingConfig
+
 # SGLang flags (and values) that make SGLang 0.5.17 serve on CPU; each is added only if the user
 # did not pass that flag. Facts: shared/notes/sglang-cpu.md.
 CPU_DEFAULTS: tuple[tuple[str, str | None], ...] = (
@@ -32,6 +34,22 @@ class LaunchConfig:
     kv_events_port: int | None  # --kv-events-port: publish KV events on tcp://*:PORT
     cpu_threads: int | None  # --cpu-threads: torch/OpenMP threads of this worker (CPU)
     on_cpu: bool  # no GPU visible (or MOEP_FORCE_CPU=1): CPU defaults apply
+    asyncep: AsyncEPConfig | None = None  # --asyncep-*: this worker's AsyncEP group
+    batching: BatchingConfig | None = None  # --min-batch-flops / --max-batch-wait-ms
+    kv_cache_free: bool = False  # --kv-cache-free: no prefix cache, KV pool sized to one batch
+
+
+# With AsyncEP on GPU a forward must carry T FLOPs per layer: large prefill chunks (SGLang's
+# default is 2K-8K tokens). Added unless the user passes the flag. (Not on CPU, where SGLang
+# sizes its memory reserve from the chunk and refuses 32K; T is small there anyway.)
+ASYNCEP_DEFAULTS: tuple[tuple[str, str | None], ...] = (
+    ("--chunked-prefill-size", "32768"),
+    ("--cuda-graph-backend-decode", "disabled"),  # graphs capture forwards at startup: no gathers
+    ("--cuda-graph-backend-prefill", "disabled"),
+)
+# KV pool of --kv-cache-free: one batch at the AsyncEP chunk size and nothing retained; a prompt
+# must fit in it (raise it with --max-total-tokens).
+KV_CACHE_FREE_TOKENS = 32768
 
 
 def parse_launch_args(argv: list[str], on_cpu: bool) -> LaunchConfig:
@@ -45,10 +63,66 @@ def parse_launch_args(argv: list[str], on_cpu: bool) -> LaunchConfig:
                         "with their replay socket on PORT+1")
     parser.add_argument("--cpu-threads", type=int, default=None,
                         help="torch/OpenMP threads for this worker on CPU (default: all cores)")
+    _add_asyncep_args(parser)
     ours, rest = parser.parse_known_args(argv)
     if ours.kv_events_port is not None and _has_flag(rest, "--kv-events-config"):
         parser.error("give either --kv-events-port or SGLang's --kv-events-config, not both")
-    return LaunchConfig(tuple(rest), ours.kv_events_port, ours.cpu_threads, on_cpu)
+    try:
+        asyncep = _asyncep_config(ours)
+        batching = (BatchingConfig(ours.min_batch_flops, ours.max_batch_wait_ms)
+                    if asyncep or ours.min_batch_flops is not None else None)
+    except AsyncEPConfigError as exc:
+        parser.error(str(exc))
+    return LaunchConfig(tuple(rest), ours.kv_events_port, ours.cpu_threads, on_cpu, asyncep,
+                        batching, ours.kv_cache_free)
+
+
+def _add_asyncep_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group(
+        "AsyncEP", "experts sharded across N workers of a node, gathered in the background")
+    d = AsyncEPConfig(rank=0, size=1, store="h:1")
+    g.add_argument("--asyncep-size", type=int, default=None,
+                   help="N workers that share one copy of the experts (enables AsyncEP)")
+    g.add_argument("--asyncep-rank", type=int, default=None, help="this worker's rank, 0..N-1")
+    g.add_argument("--asyncep-store", default=None,
+                   help="HOST:PORT where rank 0 hosts the group's rendezvous store")
+    g.add_argument("--asyncep-backend", default=d.backend, choices=("collective", "peer"),
+                   help="collective: all-gather (lockstep); peer: one-sided reads of peers' "
+                   "shards (shared memory / CUDA IPC)")
+    g.add_argument("--asyncep-ring-slots", type=int, default=d.ring_slots,
+                   help="full-layer expert buffers in the ring (S)")
+    g.add_argument("--asyncep-lookahead", type=int, default=d.lookahead,
+                   help="layers gathered ahead of the computing one (K < S)")
+    g.add_argument("--asyncep-gamma", type=float, default=d.gamma,
+                   help="safety factor of T = t_gather x F x gamma")
+    g.add_argument("--asyncep-offload", action="store_true",
+                   help="hybrid offload: expert shards in pinned host memory, copied to the "
+                   "device ahead of the gather")
+    g.add_argument("--asyncep-timeout", type=float, default=d.timeout_s,
+                   help="seconds to wait for the group at startup and for a collective")
+    g.add_argument("--asyncep-shm-dir", default=d.shm_dir,
+                   help="directory for the peer backend's shared shards on CPU")
+    g.add_argument("--min-batch-flops", type=float, default=None,
+                   help="force T (FLOPs per layer) for prefill batching instead of measuring it")
+    g.add_argument("--max-batch-wait-ms", type=float, default=BatchingConfig().max_wait_ms,
+                   help="longest extra wait for a prefill batch to reach T")
+    g.add_argument("--kv-cache-free", action="store_true",
+                   help="no prefix cache and a KV pool of one batch (workloads without reuse)")
+
+
+def _asyncep_config(ours: argparse.Namespace) -> AsyncEPConfig | None:
+    given = [ours.asyncep_size, ours.asyncep_rank, ours.asyncep_store]
+    if all(v is None for v in given):
+        return None
+    if any(v is None for v in given):
+        raise AsyncEPConfigError(
+            "AsyncEP needs all of --asyncep-size, --asyncep-rank and --asyncep-store")
+    return AsyncEPConfig(
+        rank=ours.asyncep_rank, size=ours.asyncep_size, store=ours.asyncep_store,
+        backend=ours.asyncep_backend, ring_slots=ours.asyncep_ring_slots,
+        lookahead=ours.asyncep_lookahead, gamma=ours.asyncep_gamma,
+        offload=ours.asyncep_offload, timeout_s=ours.asyncep_timeout,
+        shm_dir=ours.asyncep_shm_dir)
 
 
 def build_command(config: LaunchConfig) -> tuple[list[str], dict[str, str]]:
@@ -64,6 +138,17 @@ def build_command(config: LaunchConfig) -> tuple[list[str], dict[str, str]]:
         env["OMP_NUM_THREADS"] = str(config.cpu_threads)
     if config.kv_events_port is not None:
         args += ["--kv-events-config", kv_events_config(config.kv_events_port)]
+    if config.asyncep is not None:
+        env["MOEP_ASYNCEP"] = config.asyncep.to_json()
+        for flag, value in () if config.on_cpu else ASYNCEP_DEFAULTS:
+            if not _has_flag(args, flag):
+                args += [flag] if value is None else [flag, value]
+    if config.batching is not None:
+        env["MOEP_BATCHING"] = config.batching.to_json()
+    if config.kv_cache_free:
+        args += [f for f in ("--disable-radix-cache",) if not _has_flag(args, f)]
+        if not _has_flag(list(config.sglang_args), "--max-total-tokens"):  # the user's wins
+            args = _set_flag(args, "--max-total-tokens", str(KV_CACHE_FREE_TOKENS))
     return [sys.executable, "-m", "sglang.launch_server", *args], env
 
 
@@ -88,6 +173,22 @@ def run_launch_server(argv: list[str]) -> None:
     config = parse_launch_args(argv, on_cpu=not gpu_available())
     cmd, env = build_command(config)
     os.execvpe(cmd[0], cmd, env)
+
+
+def _set_flag(args: list[str], flag: str, value: str) -> list[str]:
+    """args with `flag value` replacing any earlier value of flag."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == flag:
+            skip = True
+            continue
+        if a.startswith(flag + "="):
+            continue
+        out.append(a)
+    return out + [flag, value]
 
 
 def _has_flag(args: list[str], flag: str) -> bool:
