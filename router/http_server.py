@@ -107,7 +107,8 @@ async def _metrics(router) -> web.Response:
 def _workers(router) -> dict:
     return {"workers": [{
         "url": w.worker_id, "kv_endpoint": w.spec.kv_endpoint, "healthy": w.healthy,
-        "threshold_flops": w.threshold_flops, "outstanding_flops": w.outstanding_flops,
+        "threshold_flops": w.threshold_flops, "threshold_source": w.threshold_source,
+        "outstanding_flops": w.outstanding_flops,
         "inflight": w.num_inflight, "cached_blocks": w.index.num_blocks,
         "kv_event_gaps": w.num_gaps, "failures": w.num_failures, "requests": w.num_requests,
     } for w in router.registry.all()]}

@@ -29,6 +29,9 @@ logger = logging.getLogger("moep_router")
 MAX_HEALTH_FAILURES = 3  # consecutive slow/failed checks before a reachable worker is taken out
 
 
+REPORT_EVERY_CHECKS = 10  # re-read a worker's reported T every this many health checks
+
+
 class Router:
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
@@ -111,6 +114,10 @@ class Router:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             ok = False
         if ok:
+            if worker.spec.threshold_flops is None and (
+                    worker.num_checks % REPORT_EVERY_CHECKS == 0 or not worker.healthy):
+                await self._read_reported_threshold(worker)
+            worker.num_checks += 1
             worker.health_failures = 0
             if not worker.healthy:
                 if worker.lost:
@@ -125,6 +132,26 @@ class Router:
             worker.healthy = False
             logger.warning("worker %s failed its health check (%s)", worker.worker_id,
                            "unreachable" if unreachable else f"{worker.health_failures} in a row")
+
+    async def _read_reported_threshold(self, worker) -> None:
+        """T as the worker measured it (AsyncEP, or its forced --min-batch-flops), from
+        /server_info. Workers report FLOPs per layer; the router prices whole requests, so it
+        keeps T x num_layers. A worker that reports none keeps the router's default."""
+        try:
+            async with self._http.get(f"{worker.spec.url}/server_info") as resp:
+                info = await resp.json() if resp.status == 200 else {}
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+            return
+        reported = [(s.get("moep") or {}).get("threshold_flops")
+                    for s in info.get("internal_states") or [] if isinstance(s, dict)]
+        reported = [t for t in reported if isinstance(t, (int, float)) and t > 0]
+        if not reported:
+            return
+        t = min(reported) * self.spec.num_layers
+        if t != worker.threshold_flops:
+            logger.info("worker %s reports T = %.3g FLOPs per layer (%.3g per request)",
+                        worker.worker_id, min(reported), t)
+        worker.threshold_flops, worker.threshold_source = t, "worker"
 
 
 async def _serve(config: RouterConfig) -> None:

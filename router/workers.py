@@ -27,6 +27,8 @@ class WorkerState:
     num_gaps: int = 0  # KV-event gaps detected (each repaired by replay or a rebuild)
     num_failures: int = 0  # requests that failed on this worker and were retried elsewhere
     num_requests: int = 0  # requests answered by this worker
+    num_checks: int = 0  # health checks passed
+    threshold_source: str = "default"  # "spec" (--worker threshold=), "worker" (reported), default
 
     @property
     def worker_id(self) -> str:
@@ -57,7 +59,8 @@ class WorkerRegistry:
         if spec.url in self._workers:
             raise ValueError(f"worker {spec.url} is already registered")
         t = spec.threshold_flops if spec.threshold_flops is not None else self.default_threshold
-        state = WorkerState(spec, t)
+        state = WorkerState(spec, t, threshold_source="spec" if spec.threshold_flops is not None
+                            else "default")
         self._workers[spec.url] = state
         return state
 
