@@ -44,6 +44,10 @@ class LaunchConfig:
 # sizes its memory reserve from the chunk and refuses 32K; T is small there anyway.)
 ASYNCEP_DEFAULTS: tuple[tuple[str, str | None], ...] = (
     ("--chunked-prefill-size", "32768"),
+    # SGLang caps a prefill batch at --max-prefill-tokens (16384 by default): on 4xH200 every
+    # 30B batch stopped at 16,384 tokens, below the measured T of ~20-30K tokens, and the
+    # gathers stalled ~12% of the time (bench/results/gpu/asyncep_30b_4k_peer_replicas.json).
+    ("--max-prefill-tokens", "32768"),
     ("--cuda-graph-backend-decode", "disabled"),  # graphs capture forwards at startup: no gathers
     ("--cuda-graph-backend-prefill", "disabled"),
 )

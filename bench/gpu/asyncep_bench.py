@@ -1,0 +1,146 @@
+"""Prefill-only throughput on the GPU machine: AsyncEP groups vs independent full replicas.
+
+Starts each configuration (one worker per GPU), warms it up, then sends the same synthetic
+prompts (random token ids, no sharing) split evenly over the workers, every prompt a prefill-only
+`/generate` (max_new_tokens=0, SGLang's /v1/score path), all in flight at once. Reports
+tokens/s, MFU against the 989.4 TFLOP/s bf16 datasheet peak with the FLOPs of ARCHITECTURE.md
+(moep_router.cost), request latency, AsyncEP's T, gather and stall time, and GPU memory.
+Usage: python bench/gpu/asyncep_bench.py --preset qwen3-30b-a3b --gpus 4 --prompts 384
+       --prompt-len 4096 --configs replicas,peer,collective --out $OUT --git-sha SHA
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.gpu.common import start_workers  # noqa: E402
+from moep_router.cost import CostModel  # noqa: E402
+from moep_router.model_spec import ModelSpec  # noqa: E402
+from moep_sglang.models.checkpoint import ensure_model  # noqa: E402
+
+PEAK_FLOPS = 989.4e12  # H100 SXM bf16 dense, datasheet
+
+
+async def _send_all(urls: list[str], prompts: list[list[int]]) -> list[float]:
+    timeout = aiohttp.ClientTimeout(total=1800)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async def one(url: str, ids: list[int]) -> float:
+            start = time.perf_counter()
+            body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 0}}
+            async with session.post(f"{url}/generate", json=body) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"{url}: {resp.status} {await resp.text()}")
+                await resp.read()
+            return time.perf_counter() - start
+
+        return await asyncio.gather(*(one(urls[i % len(urls)], p) for i, p in enumerate(prompts)))
+
+
+def _prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(100, vocab - 100) for _ in range(length)] for _ in range(n)]
+
+
+def _server_moep(url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/server_info", timeout=60) as resp:
+        return json.loads(resp.read())["internal_states"][0].get("moep") or {}
+
+
+def _gpu_memory_mib() -> list[int]:
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def run_config(name: str, model: Path, args, cost: CostModel, log_dir: Path) -> dict:
+    backend = None if name == "replicas" else name
+    started = time.monotonic()
+    workers = start_workers(model, log_dir, args.gpus, *args.worker_flag,
+                            asyncep_backend=backend)
+    startup_s = time.monotonic() - started
+    urls = [w.config.url for w in workers]
+    try:
+        vocab = cost.spec.vocab_size
+        asyncio.run(_send_all(urls, _prompts(args.gpus * 2, args.prompt_len, vocab, 1)))  # warm-up
+        prompts = _prompts(args.prompts, args.prompt_len, vocab, 2)
+        t0 = time.perf_counter()
+        latencies = sorted(asyncio.run(_send_all(urls, prompts)))
+        wall = time.perf_counter() - t0
+        tokens = sum(len(p) for p in prompts)
+        flops = sum(cost.flops(len(p)) for p in prompts)
+        states = [_server_moep(u) for u in urls]
+        result = {
+            "config": name, "gpus": args.gpus, "startup_s": round(startup_s, 1),
+            "prompts": len(prompts), "prompt_len": args.prompt_len, "tokens": tokens,
+            "wall_s": wall, "tokens_per_s": tokens / wall,
+            "mfu": flops / wall / (PEAK_FLOPS * args.gpus),
+            "latency_p50_s": latencies[len(latencies) // 2],
+            "latency_p99_s": latencies[int(len(latencies) * 0.99) - 1],
+            "gpu_memory_mib": _gpu_memory_mib(),
+            "workers": [{k: (s.get("asyncep") or {}).get(k) for k in (
+                "threshold_flops", "startup_threshold_flops", "t_gather_s", "online_t_gather_s",
+                "dense_flops_per_s", "steps", "gather_only_steps", "stall_seconds",
+                "stalled_layers", "gather_seconds", "gathers", "shard_bytes", "ring_bytes")}
+                | {"memory": s.get("memory"),
+                   "batches": (s.get("batching") or {}).get("recent_batches", [])[-8:]}
+                for s in states],
+        }
+    finally:
+        for w in workers:
+            w.stop()
+    print(f"{name:>10}: {result['tokens_per_s']:,.0f} tok/s, MFU {result['mfu']:.1%}, "
+          f"wall {wall:.1f} s, startup {startup_s:.0f} s", flush=True)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--preset", default="qwen3-30b-a3b")
+    p.add_argument("--num-layers", type=int, default=None)
+    p.add_argument("--gpus", type=int, default=4)
+    p.add_argument("--prompts", type=int, default=384)
+    p.add_argument("--prompt-len", type=int, default=4096)
+    p.add_argument("--configs", default="replicas,peer,collective")
+    p.add_argument("--worker-flag", action="append", default=[],
+                   help="extra SGLang/launcher flag for every worker (repeat; use = for values)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--git-sha", default="unknown")
+    p.add_argument("--name", default=None)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = ensure_model(Path("/tmp/moep-models"), args.preset)
+    cost = CostModel.from_spec(ModelSpec.from_model_dir(model))
+    results = []
+    for name in args.configs.split(","):
+        try:
+            results.append(run_config(name, model, args, cost, args.out))
+        except Exception as exc:  # record the failure, go on with the next configuration
+            print(f"{name:>10}: FAILED {exc}", flush=True)
+            results.append({"config": name, "error": str(exc)[-2000:]})
+    import torch
+
+    doc = {"benchmark": args.name or f"asyncep_{args.preset}_{args.prompt_len}",
+           "git_sha": args.git_sha, "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "hardware": {"gpu": torch.cuda.get_device_name(0), "num_gpus": torch.cuda.device_count()},
+           "model": args.preset, "num_layers": cost.spec.num_layers, "peak_flops": PEAK_FLOPS,
+           "worker_flags": args.worker_flag, "results": results}
+    path = args.out / f"{doc['benchmark']}.json"
+    path.write_text(json.dumps(doc, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
