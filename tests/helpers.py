@@ -10,7 +10,7 @@ from pathlib import Path
 from moep_sglang.models.checkpoint import ensure_model  # noqa: F401 (re-exported for tests)
 from moep_sglang.server.router_process import RouterProcess as _RouterProcess
 from moep_sglang.server.router_process import worker_spec as _worker_spec
-from moep_sglang.server.worker_process import WorkerConfig, WorkerProcess, free_port
+from moep_sglang.server.worker_process import WorkerConfig, WorkerProcess, free_port, stop_all
 
 
 def start_worker(model: Path, log_dir: Path, **kw) -> WorkerProcess:
@@ -79,3 +79,32 @@ def post_with_headers(url: str, body: dict, headers: dict, timeout: float = 60):
             return resp.status, _decode(resp.read()), dict(resp.headers)
     except urllib.error.HTTPError as err:
         return err.code, _decode(err.read()), dict(err.headers)
+
+
+def start_group(model: Path, log_dir: Path, size: int, backend: str, *flags: str,
+                cpu_threads: int = 1) -> list[WorkerProcess]:
+    """N real CPU workers forming one AsyncEP group; all are started before any is awaited
+    (a collective group only serves once every rank runs)."""
+    store = f"127.0.0.1:{free_port()}"
+    workers = []
+    for rank in range(size):
+        args = ("--asyncep-size", str(size), "--asyncep-rank", str(rank), "--asyncep-store",
+                store, "--asyncep-backend", backend, *flags)
+        config = WorkerConfig(model, free_port(),
+                              log_dir / f"{model.name}-{backend}-n{size}-r{rank}-{free_port()}.log",
+                              cpu_threads=cpu_threads, extra_args=args)
+        workers.append(WorkerProcess(config).start())
+    try:
+        for w in workers:
+            w.wait_ready()
+    except Exception:
+        stop_all(workers)
+        raise
+    return workers
+
+
+def score(url: str, query: list[int], items: list[list[int]], labels: list[int]) -> list[list[float]]:
+    status, body = post(f"{url}/v1/score", {"query": query, "items": items,
+                                            "label_token_ids": labels, "apply_softmax": True})
+    assert status == 200, body
+    return body["scores"]

@@ -24,7 +24,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.gpu.common import start_workers  # noqa: E402
+from bench.gpu.common import start_workers, stop_all  # noqa: E402
 from moep_router.cost import CostModel  # noqa: E402
 from moep_router.model_spec import ModelSpec  # noqa: E402
 from moep_sglang.models.checkpoint import ensure_model  # noqa: E402
@@ -99,8 +99,7 @@ def run_config(name: str, model: Path, args, cost: CostModel, log_dir: Path) -> 
                 for s in states],
         }
     finally:
-        for w in workers:
-            w.stop()
+        stop_all(workers)
     print(f"{name:>10}: {result['tokens_per_s']:,.0f} tok/s, MFU {result['mfu']:.1%}, "
           f"wall {wall:.1f} s, startup {startup_s:.0f} s", flush=True)
     return result

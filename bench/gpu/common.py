@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from moep_sglang.server.worker_process import WorkerConfig, WorkerProcess, free_port
+from moep_sglang.server.worker_process import WorkerConfig, WorkerProcess, free_port, stop_all
 
 # Every configuration: random bf16 weights, SGLang's Triton attention and MoE kernels (the
 # baselines' settings), no CUDA graphs (prefill-only; graphs cost minutes of startup).
@@ -37,7 +37,6 @@ def start_workers(model: Path, log_dir: Path, num_gpus: int, *flags: str,
         for w in workers:
             w.wait_ready(ready_timeout_s)
     except Exception:
-        for w in workers:
-            w.stop()
+        stop_all(workers)
         raise
     return workers

@@ -45,14 +45,22 @@ class AsyncEPGroup:
     def join(cls, config: AsyncEPConfig) -> AsyncEPGroup:
         logger.info("AsyncEP rank %d/%d: joining group at %s", config.rank, config.size,
                     config.store)
-        store = dist.TCPStore(config.store_host, config.store_port, config.size,
-                              is_master=config.rank == 0,
-                              timeout=timedelta(seconds=config.timeout_s),
-                              wait_for_workers=False)
-        store = dist.PrefixStore(config.group_name, store)
-        host = socket.gethostname()
-        store.set(f"pid/{config.rank}", f"{os.getpid()}@{host}")
-        infos = [store.get(f"pid/{r}").decode() for r in range(config.size)]
+        try:
+            store = dist.TCPStore(config.store_host, config.store_port, config.size,
+                                  is_master=config.rank == 0,
+                                  timeout=timedelta(seconds=config.timeout_s),
+                                  wait_for_workers=False)
+            store = dist.PrefixStore(config.group_name, store)
+            host = socket.gethostname()
+            store.set(f"pid/{config.rank}", f"{os.getpid()}@{host}")
+            infos = [store.get(f"pid/{r}").decode() for r in range(config.size)]
+        except (RuntimeError, dist.DistError) as exc:
+            role = "bind" if config.rank == 0 else "reach rank 0's store at"
+            raise SystemExit(
+                f"moep-sglang: AsyncEP rank {config.rank}/{config.size} could not {role} "
+                f"--asyncep-store {config.store}, or not every rank joined within "
+                f"--asyncep-timeout {config.timeout_s:.0f} s: start all {config.size} workers "
+                f"with the same --asyncep-store and --asyncep-size ({exc})") from exc
         pids = [int(i.split("@", 1)[0]) for i in infos]
         same = [i.split("@", 1)[1] == host for i in infos]
         logger.info("AsyncEP rank %d/%d: group formed (pids %s)", config.rank, config.size, pids)
@@ -108,9 +116,9 @@ class AsyncEPGroup:
             raise self.lost_error(None, dead)
 
     def start_watchdog(self, interval_s: float = 1.0) -> None:
-        """Check the peers every interval from a thread; a loss is logged at once and raised by
-        the scheduler's next step (`raise_if_lost`), so an idle worker of a broken group stops
-        the way SGLang stops on a scheduler failure and leaves the router's rotation."""
+        """Check the peers every interval from a thread; on a loss, log it and end this
+        scheduler (`exit_on_lost_peer`), so an idle worker of a broken group stops too and leaves
+        the router's rotation."""
 
         def watch() -> None:
             while self.lost is None:
@@ -118,13 +126,9 @@ class AsyncEPGroup:
                 dead = self.dead_peers()
                 if dead:
                     self.lost = self.lost_error(None, dead)
-                    logger.error("%s", self.lost)
+                    exit_on_lost_peer(self.lost)
 
         threading.Thread(target=watch, name="moep-asyncep-watchdog", daemon=True).start()
-
-    def raise_if_lost(self) -> None:
-        if self.lost is not None:
-            raise self.lost
 
     def lost_error(self, cause: BaseException | None, dead: list[int] | None = None
                    ) -> AsyncEPPeerLost:
@@ -152,3 +156,13 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True  # no /proc: existence is all we know
+
+
+def exit_on_lost_peer(error: AsyncEPPeerLost) -> None:
+    """Log the loss and end this scheduler process at once. SGLang's launcher sees its scheduler
+    exit and shuts the server down within seconds; raising instead left the scheduler alive in
+    SGLang's crash handler, and the launcher then waited 60 s for "CUDA coredumps" (seen on CPU)."""
+    logger.error("%s", error)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(70)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from moep_sglang.asyncep import batcher, runtime
+from moep_sglang.asyncep.group import AsyncEPPeerLost, exit_on_lost_peer
 
 
 def shard_create_weights(original, method, *args, **kwargs):
@@ -28,10 +29,14 @@ def setup_after_load(original, model_runner, *args, **kwargs):
 def begin_step(original, model_runner, forward_batch, *args, **kwargs):
     """AROUND ModelRunner.forward: start the ring's first K gathers before layer 0 computes."""
     eng = runtime.engine()
-    if eng is not None:
-        tokens, flops = _batch_work(forward_batch)
+    if eng is None:
+        return original(model_runner, forward_batch, *args, **kwargs)
+    tokens, flops = _batch_work(forward_batch)
+    try:
         eng.begin_step(flops, tokens)
-    return original(model_runner, forward_batch, *args, **kwargs)
+        return original(model_runner, forward_batch, *args, **kwargs)
+    except AsyncEPPeerLost as exc:  # a gather or the peer check failed mid-forward
+        exit_on_lost_peer(exc)
 
 
 def moe_with_gathered_experts(original, layer, *args, **kwargs):
@@ -47,20 +52,21 @@ def moe_with_gathered_experts(original, layer, *args, **kwargs):
 
 
 def lockstep(original, scheduler, *args, **kwargs):
-    """AROUND Scheduler.get_next_batch_to_run: stop on a lost peer; with the collective backend
-    every rank agrees, once per step, whether anyone has work (idle ranks gather only)."""
+    """AROUND Scheduler.get_next_batch_to_run: with the collective backend every rank agrees,
+    once per step, whether anyone has work; a rank without work runs a gather-only step."""
     plan = original(scheduler, *args, **kwargs)
     eng = runtime.engine()
-    if eng is None:
-        return plan
-    eng.group.raise_if_lost()  # the watchdog saw a peer exit: fail this scheduler clearly
-    if not eng.backend.lockstep:
+    if eng is None or not eng.backend.lockstep:
         return plan
     mine = plan.batch_to_run is not None
-    if eng.group.agree_any(mine):
-        _idle.sleep_s = _IDLE_SLEEP_S[0]
-        if not mine:
+    try:
+        anyone = eng.group.agree_any(mine)
+        if anyone and not mine:
             eng.gather_only_step()
+    except AsyncEPPeerLost as exc:
+        exit_on_lost_peer(exc)
+    if anyone:
+        _idle.sleep_s = _IDLE_SLEEP_S[0]
     else:  # the whole group is idle: back off instead of spinning the agreement
         time.sleep(_idle.sleep_s)
         _idle.sleep_s = min(_idle.sleep_s * 2, _IDLE_SLEEP_S[1])

@@ -71,7 +71,7 @@ HOOKS: tuple[HookSpec, ...] = (
     ),
     HookSpec(
         f"{_SCHED}.get_next_batch_to_run", asyncep_hooks.lockstep, "AROUND",
-        "AsyncEP: stop on a lost peer; collective: agree each step whether anyone has work",
+        "AsyncEP collective: agree each step whether anyone has work; idle ranks gather only",
         "asyncep",
     ),
     HookSpec(

@@ -68,6 +68,11 @@ class WorkerProcess:
             time.sleep(0.5)
         raise WorkerStartError(self._failure(f"not ready after {timeout_s:.0f} s"))
 
+    def terminate(self) -> None:
+        """Ask the server to stop (SIGTERM to its process group) without waiting; see stop_all."""
+        if self._proc is not None and self._proc.poll() is None:
+            _signal_group(self._proc.pid, signal.SIGTERM)
+
     def stop(self, timeout_s: float = 15.0) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
@@ -122,6 +127,14 @@ class WorkerProcess:
 
 
 _HANDED_OUT: set[int] = set()  # ports given out by this process, bound or not yet
+
+
+def stop_all(workers: list[WorkerProcess]) -> None:
+    """Stop several servers at once (an AsyncEP group): signal all, then wait for each."""
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        w.stop()
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
                                  reason="needs 2 CUDA GPUs")]
 
-from bench.gpu.common import start_workers  # noqa: E402
+from bench.gpu.common import start_workers, stop_all  # noqa: E402
 from tests.asyncep.conftest import max_abs_diff, scores_of  # noqa: E402
 
 FP32 = ()  # SGLang's CUDA rmsnorm has no float32 path: bf16, the serving dtype
@@ -57,5 +57,4 @@ def test_gpu_group_scores_equal_unsharded(backend, small, log_dir, reference):
                   f"bit-identical {got == reference}")
             assert diff <= 1e-2  # bf16
     finally:
-        for w in group:
-            w.stop()
+        stop_all(group)
