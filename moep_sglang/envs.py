@@ -28,3 +28,14 @@ def asyncep_config_json() -> str | None:
 def batching_config_json() -> str | None:
     """MOEP_BATCHING: the prefill batching config (JSON, written by `moep-sglang launch_server`)."""
     return os.environ.get("MOEP_BATCHING") or None
+
+
+def moe_config_dir() -> Path | None:
+    """MOEP_MOE_CONFIG_DIR: extra folder of tuned fused-MoE configs (triton_<version>/*.json)."""
+    value = os.environ.get("MOEP_MOE_CONFIG_DIR")
+    return Path(value) if value else None
+
+
+def tuned_moe_configs() -> bool:
+    """MOEP_TUNED_MOE_CONFIGS=0: ignore moep's tuned fused-MoE configs (SGLang's own choice)."""
+    return _get("MOEP_TUNED_MOE_CONFIGS", "1") != "0"

@@ -1,4 +1,13 @@
-"""Start SGLang workers on the GPU machine the way the benchmark and the GPU tests need them."""
+"""Start SGLang on the GPU machine the way the benchmarks and the GPU tests need it.
+
+Strategies, each on `num_gpus` GPUs from `gpu_offset`:
+  replicas    one independent full-model worker per GPU (no communication: the bound)
+  peer        AsyncEP group, one worker per GPU, copy-engine gathers (CUDA IPC)
+  collective  AsyncEP group, NCCL all-gather
+  tp          SGLang tensor parallelism: one server, --tp-size N
+  ep_dp       SGLang expert parallelism with DP attention: --tp N --ep N --enable-dp-attention --dp N
+  dwdp        SGLang's distributed weight data parallelism: --tp N --dwdp-size N
+"""
 
 from __future__ import annotations
 
@@ -7,32 +16,50 @@ from pathlib import Path
 
 from moep_sglang.server.worker_process import WorkerConfig, WorkerProcess, free_port, stop_all
 
-# Every configuration: random bf16 weights, SGLang's Triton attention and MoE kernels (the
-# baselines' settings), no CUDA graphs (prefill-only; graphs cost minutes of startup).
-GPU_ARGS = ("--dtype", "bfloat16", "--attention-backend", "triton",
+# Every configuration: random bf16 weights, no CUDA graphs (prefill-only; graphs cost minutes of
+# startup), no radix cache (prompts share nothing). Attention backend: --attention-backend,
+# default SGLang's Triton backend (the baselines' setting in notes/device.md).
+GPU_ARGS = ("--dtype", "bfloat16",
             "--cuda-graph-backend-decode", "disabled", "--cuda-graph-backend-prefill", "disabled",
             "--mem-fraction-static", "0.85", "--disable-radix-cache")
 NVLS_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
             "NVSHMEM_DISABLE_NVLS": "1"}  # the GPU machines' rule: never NVLink multicast
+ASYNCEP = ("peer", "collective")
+SINGLE_SERVER = {  # strategy -> SGLang flags for one server over N GPUs
+    "tp": lambda n: ["--tp-size", str(n)],
+    "ep_dp": lambda n: ["--tp-size", str(n), "--ep-size", str(n), "--enable-dp-attention",
+                        "--dp-size", str(n)],
+    "dwdp": lambda n: ["--tp-size", str(n), "--dwdp-size", str(n)],
+}
+STRATEGIES = ("replicas", *ASYNCEP, *SINGLE_SERVER)
 
 
-def start_workers(model: Path, log_dir: Path, num_gpus: int, *flags: str,
-                  asyncep_backend: str | None = None, dummy: bool = True,
-                  ready_timeout_s: float = 900) -> list[WorkerProcess]:
-    """One worker per GPU; with asyncep_backend, the N workers form one AsyncEP group."""
-    store = f"127.0.0.1:{free_port()}"
-    workers = []
-    for gpu in range(num_gpus):
-        args = [*GPU_ARGS, "--base-gpu-id", str(gpu), *flags]
-        if dummy:
-            args += ["--load-format", "dummy"]
-        if asyncep_backend:
-            args += ["--asyncep-size", str(num_gpus), "--asyncep-rank", str(gpu),
-                     "--asyncep-store", store, "--asyncep-backend", asyncep_backend]
-        name = f"{model.name}-{asyncep_backend or 'replica'}-g{gpu}.log"
-        config = WorkerConfig(model, free_port(), log_dir / name, extra_args=tuple(args),
-                              env={**NVLS_OFF, "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
-        workers.append(WorkerProcess(config).start())
+def start_strategy(strategy: str, model: Path, log_dir: Path, num_gpus: int, *flags: str,
+                   gpu_offset: int = 0, dummy: bool = True, ready_timeout_s: float = 900,
+                   env: dict[str, str] | None = None) -> list[WorkerProcess]:
+    """Start one strategy's servers and wait until every one serves."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    base = [*GPU_ARGS, *(["--load-format", "dummy"] if dummy else [])]
+    if "--attention-backend" not in " ".join(flags):
+        base += ["--attention-backend", "triton"]
+    worker_env = {**NVLS_OFF, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **(env or {})}
+    launches: list[tuple[str, list[str]]] = []  # (log name, argv)
+    if strategy in SINGLE_SERVER:
+        launches.append((f"{model.name}-{strategy}{num_gpus}.log",
+                         [*base, "--base-gpu-id", str(gpu_offset),
+                          *SINGLE_SERVER[strategy](num_gpus), *flags]))
+    else:
+        store = f"127.0.0.1:{free_port()}"
+        for rank in range(num_gpus):
+            args = [*base, "--base-gpu-id", str(gpu_offset + rank), *flags]
+            if strategy in ASYNCEP:
+                args += ["--asyncep-size", str(num_gpus), "--asyncep-rank", str(rank),
+                         "--asyncep-store", store, "--asyncep-backend", strategy]
+            launches.append((f"{model.name}-{strategy}-g{gpu_offset + rank}.log", args))
+    workers = [WorkerProcess(WorkerConfig(model, free_port(), log_dir / name,
+                                          extra_args=tuple(args), env=worker_env)).start()
+               for name, args in launches]
     try:
         for w in workers:
             w.wait_ready(ready_timeout_s)
@@ -40,3 +67,11 @@ def start_workers(model: Path, log_dir: Path, num_gpus: int, *flags: str,
         stop_all(workers)
         raise
     return workers
+
+
+def start_workers(model: Path, log_dir: Path, num_gpus: int, *flags: str,
+                  asyncep_backend: str | None = None, dummy: bool = True,
+                  ready_timeout_s: float = 900) -> list[WorkerProcess]:
+    """One worker per GPU; with asyncep_backend, the N workers form one AsyncEP group."""
+    return start_strategy(asyncep_backend or "replicas", model, log_dir, num_gpus, *flags,
+                          dummy=dummy, ready_timeout_s=ready_timeout_s)

@@ -41,12 +41,20 @@ def make_model(params: MakeModelParams) -> MakeModelResult:
     return MakeModelResult(out, vocab, params.preset.num_params, weight_bytes)
 
 
-def ensure_model(root: Path, preset_name: str) -> Path:
-    """root/preset_name, generated on first use (seed 0) and reused afterwards."""
+def ensure_model(root: Path, preset_name: str, num_layers: int | None = None) -> Path:
+    """root/preset_name (root/preset_name-<L>l with num_layers), generated on first use (seed 0)
+    and reused afterwards."""
+    import dataclasses
+
     from moep_sglang.models.presets import get_preset
 
-    out = root / preset_name
     preset = get_preset(preset_name)
+    out = root / preset_name
+    if num_layers is not None and num_layers != preset.num_layers:
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        preset = dataclasses.replace(preset, num_layers=num_layers)
+        out = root / f"{preset_name}-{num_layers}l"
     has_weights = any(out.glob("*.safetensors")) or not preset.with_weights
     if not (out / "config.json").exists() or not has_weights:
         make_model(MakeModelParams(preset, out))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from moep_sglang.plugin import asyncep_hooks, cpu_fallbacks, logprobs, score
+from moep_sglang.plugin import asyncep_hooks, cpu_fallbacks, logprobs, moe_configs, score
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,11 @@ HOOKS: tuple[HookSpec, ...] = (
     HookSpec(
         f"{_SCORE}._handle_non_streaming_request", score.add_cache_usage, "AROUND",
         "return usage.cached_tokens (and prompt_tokens_details) on /v1/score",
+    ),
+    HookSpec(
+        "sglang.srt.layers.moe.moe_runner.triton_utils.fused_moe_triton_config.get_moe_configs",
+        moe_configs.tuned_first, "AROUND",
+        "fused-MoE Triton configs: moep's tuned files (H100/H200, Triton 3.6) before SGLang's",
     ),
     HookSpec(
         "sglang.srt.layers.quantization.unquant.UnquantizedFusedMoEMethod.create_weights",

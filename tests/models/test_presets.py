@@ -89,3 +89,16 @@ def test_every_preset_has_a_consistent_shape(name):
     assert p.num_heads % p.num_kv_heads == 0
     assert 0 < p.top_k <= p.num_experts
     assert p.num_active_params < p.num_params
+
+
+def test_ensure_model_with_fewer_layers(tmp_path):
+    from moep_sglang.models.checkpoint import ensure_model
+
+    full = ensure_model(tmp_path, "qwen3-235b-a22b")
+    short = ensure_model(tmp_path, "qwen3-235b-a22b", num_layers=12)
+    assert short.name == "qwen3-235b-a22b-12l" and full.name == "qwen3-235b-a22b"
+    assert json.loads((short / "config.json").read_text())["num_hidden_layers"] == 12
+    assert json.loads((full / "config.json").read_text())["num_hidden_layers"] == 94
+    assert ensure_model(tmp_path, "qwen3-235b-a22b", num_layers=94) == full
+    with pytest.raises(ValueError, match="num_layers"):
+        ensure_model(tmp_path, "qwen3-235b-a22b", num_layers=0)

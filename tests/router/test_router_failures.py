@@ -53,7 +53,8 @@ def test_killed_worker_loses_no_accepted_request_and_is_readmitted(tiny_model, l
 
         # The worker comes back on the same ports: re-admitted, with an index rebuilt from zero.
         ws[0].stop()
-        ws[0] = WorkerProcess(ws[0].config).start().wait_ready()
+        # 2-core CI after the AsyncEP modules: one restart once took over 180 s to serve
+        ws[0] = WorkerProcess(ws[0].config).start().wait_ready(420)
         assert _wait(lambda: {w["url"]: w for w in r.get("/workers")[1]["workers"]}
                      [ws[0].config.url]["healthy"])
         assert all(post(f"{r.url}/v1/score", {"query": f"again {i}", "items": [" x"],

@@ -1,12 +1,13 @@
-"""Prefill-only throughput on the GPU machine: AsyncEP groups vs independent full replicas.
+"""Prefill-only throughput on the GPU machine: AsyncEP vs SGLang's own strategies.
 
-Starts each configuration (one worker per GPU), warms it up, then sends the same synthetic
-prompts (random token ids, no sharing) split evenly over the workers, every prompt a prefill-only
-`/generate` (max_new_tokens=0, SGLang's /v1/score path), all in flight at once. Reports
-tokens/s, MFU against the 989.4 TFLOP/s bf16 datasheet peak with the FLOPs of ARCHITECTURE.md
-(moep_router.cost), request latency, AsyncEP's T, gather and stall time, and GPU memory.
-Usage: python bench/gpu/asyncep_bench.py --preset qwen3-30b-a3b --gpus 4 --prompts 384
-       --prompt-len 4096 --configs replicas,peer,collective --out $OUT --git-sha SHA
+Starts each strategy (bench/gpu/common.py) on the same GPUs, warms it up, then sends the same
+synthetic prompts (random token ids, no sharing), every prompt a prefill-only `/generate`
+(max_new_tokens=0, SGLang's /v1/score path), all in flight at once, split evenly over the
+strategy's servers. Reports tokens/s, MFU against the 989.4 TFLOP/s bf16 datasheet peak with the
+FLOPs of ARCHITECTURE.md (moep_router.cost), request latency, AsyncEP's T, gather and stall
+time, GPU memory, and which fused-MoE kernel configs the servers loaded.
+Usage: python bench/gpu/prefill_bench.py --preset qwen3-30b-a3b --gpus 2 --prompts 192
+       --prompt-len 4096 --strategies replicas,peer,tp,ep_dp --out $OUT --git-sha SHA
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -24,12 +26,14 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.gpu.common import start_workers, stop_all  # noqa: E402
+from bench.gpu.common import ASYNCEP, STRATEGIES, start_strategy, stop_all  # noqa: E402
 from moep_router.cost import CostModel  # noqa: E402
 from moep_router.model_spec import ModelSpec  # noqa: E402
 from moep_sglang.models.checkpoint import ensure_model  # noqa: E402
 
 PEAK_FLOPS = 989.4e12  # H100 SXM bf16 dense, datasheet
+KERNEL_LOG = re.compile(r"(Using MoE kernel config from \S+|Using default MoE kernel config"
+                        r"|fused-MoE kernel configs from \S+|Fallback to triton version \S+)")
 
 
 async def _send_all(urls: list[str], prompts: list[list[int]]) -> list[float]:
@@ -56,7 +60,8 @@ def _server_moep(url: str) -> dict:
     import urllib.request
 
     with urllib.request.urlopen(f"{url}/server_info", timeout=60) as resp:
-        return json.loads(resp.read())["internal_states"][0].get("moep") or {}
+        states = json.loads(resp.read()).get("internal_states") or [{}]
+    return states[0].get("moep") or {}
 
 
 def _gpu_memory_mib() -> list[int]:
@@ -65,31 +70,43 @@ def _gpu_memory_mib() -> list[int]:
     return [int(x) for x in out.split()]
 
 
-def run_config(name: str, model: Path, args, cost: CostModel, log_dir: Path) -> dict:
-    backend = None if name == "replicas" else name
+def _kernel_configs(workers) -> list[str]:
+    """The fused-MoE config lines the servers logged (which file, or SGLang's default)."""
+    seen: list[str] = []
+    for w in workers:
+        text = w.config.log_path.read_text(errors="replace")
+        for line in KERNEL_LOG.findall(text):
+            if line not in seen:
+                seen.append(line)
+    return seen
+
+
+def run_strategy(name: str, model: Path, args, cost: CostModel, log_dir: Path) -> dict:
     started = time.monotonic()
-    workers = start_workers(model, log_dir, args.gpus, *args.worker_flag,
-                            asyncep_backend=backend)
+    workers = start_strategy(name, model, log_dir, args.gpus, *args.worker_flag,
+                             gpu_offset=args.gpu_offset, env=dict(args.env))
     startup_s = time.monotonic() - started
     urls = [w.config.url for w in workers]
     try:
         vocab = cost.spec.vocab_size
-        asyncio.run(_send_all(urls, _prompts(args.gpus * 2, args.prompt_len, vocab, 1)))  # warm-up
+        warm = _prompts(args.gpus * 2, args.prompt_len, vocab, 1)
+        asyncio.run(_send_all(urls, warm))  # compiles the kernels for these shapes
         prompts = _prompts(args.prompts, args.prompt_len, vocab, 2)
         t0 = time.perf_counter()
         latencies = sorted(asyncio.run(_send_all(urls, prompts)))
         wall = time.perf_counter() - t0
         tokens = sum(len(p) for p in prompts)
         flops = sum(cost.flops(len(p)) for p in prompts)
-        states = [_server_moep(u) for u in urls]
+        states = [_server_moep(u) for u in urls] if name in ASYNCEP else []
         result = {
-            "config": name, "gpus": args.gpus, "startup_s": round(startup_s, 1),
+            "strategy": name, "gpus": args.gpus, "startup_s": round(startup_s, 1),
             "prompts": len(prompts), "prompt_len": args.prompt_len, "tokens": tokens,
             "wall_s": wall, "tokens_per_s": tokens / wall,
             "mfu": flops / wall / (PEAK_FLOPS * args.gpus),
             "latency_p50_s": latencies[len(latencies) // 2],
-            "latency_p99_s": latencies[int(len(latencies) * 0.99) - 1],
+            "latency_p99_s": latencies[max(0, int(len(latencies) * 0.99) - 1)],
             "gpu_memory_mib": _gpu_memory_mib(),
+            "moe_kernel_configs": _kernel_configs(workers),
             "workers": [{k: (s.get("asyncep") or {}).get(k) for k in (
                 "threshold_flops", "startup_threshold_flops", "t_gather_s", "online_t_gather_s",
                 "dense_flops_per_s", "steps", "gather_only_steps", "stall_seconds",
@@ -100,42 +117,50 @@ def run_config(name: str, model: Path, args, cost: CostModel, log_dir: Path) -> 
         }
     finally:
         stop_all(workers)
-    print(f"{name:>10}: {result['tokens_per_s']:,.0f} tok/s, MFU {result['mfu']:.1%}, "
-          f"wall {wall:.1f} s, startup {startup_s:.0f} s", flush=True)
+    print(f"{args.label or name:>14} {name:>10}: {result['tokens_per_s']:,.0f} tok/s, "
+          f"MFU {result['mfu']:.1%}, wall {wall:.1f} s, startup {startup_s:.0f} s", flush=True)
     return result
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--preset", default="qwen3-30b-a3b")
-    p.add_argument("--num-layers", type=int, default=None)
+    p.add_argument("--num-layers", type=int, default=None,
+                   help="override the preset's depth (e.g. 12 or 24 for the 235B shape)")
     p.add_argument("--gpus", type=int, default=4)
+    p.add_argument("--gpu-offset", type=int, default=0, help="first GPU to use")
     p.add_argument("--prompts", type=int, default=384)
     p.add_argument("--prompt-len", type=int, default=4096)
-    p.add_argument("--configs", default="replicas,peer,collective")
+    p.add_argument("--strategies", default="replicas,peer,collective",
+                   help=f"comma-separated, from: {', '.join(STRATEGIES)}")
     p.add_argument("--worker-flag", action="append", default=[],
-                   help="extra SGLang/launcher flag for every worker (repeat; use = for values)")
+                   help="extra SGLang/launcher flag for every server (repeat; use = for values)")
+    p.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
+                   help="KEY=VALUE for every server's environment (repeat)")
+    p.add_argument("--label", default="", help="what this run varies (kept in the JSON)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--git-sha", default="unknown")
     p.add_argument("--name", default=None)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    model = ensure_model(Path("/tmp/moep-models"), args.preset)
+    model = ensure_model(Path("/tmp/moep-models"), args.preset, args.num_layers)
     cost = CostModel.from_spec(ModelSpec.from_model_dir(model))
     results = []
-    for name in args.configs.split(","):
+    for name in args.strategies.split(","):
         try:
-            results.append(run_config(name, model, args, cost, args.out))
-        except Exception as exc:  # record the failure, go on with the next configuration
-            print(f"{name:>10}: FAILED {exc}", flush=True)
-            results.append({"config": name, "error": str(exc)[-2000:]})
+            results.append(run_strategy(name, model, args, cost, args.out))
+        except Exception as exc:  # record the failure, go on with the next strategy
+            print(f"{name:>10}: FAILED {str(exc)[-1500:]}", flush=True)
+            results.append({"strategy": name, "error": str(exc)[-3000:]})
     import torch
 
-    doc = {"benchmark": args.name or f"asyncep_{args.preset}_{args.prompt_len}",
-           "git_sha": args.git_sha, "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "hardware": {"gpu": torch.cuda.get_device_name(0), "num_gpus": torch.cuda.device_count()},
+    doc = {"benchmark": args.name or f"prefill_{model.name}_{args.prompt_len}",
+           "git_sha": args.git_sha, "label": args.label,
+           "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "hardware": {"gpu": torch.cuda.get_device_name(0), "num_gpus": torch.cuda.device_count(),
+                        "gpus_used": list(range(args.gpu_offset, args.gpu_offset + args.gpus))},
            "model": args.preset, "num_layers": cost.spec.num_layers, "peak_flops": PEAK_FLOPS,
-           "worker_flags": args.worker_flag, "results": results}
+           "worker_flags": args.worker_flag, "env": dict(args.env), "results": results}
     path = args.out / f"{doc['benchmark']}.json"
     path.write_text(json.dumps(doc, indent=2))
     print(f"wrote {path}")

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The GPU benchmark suite, one step per device call (the machine stays warm 30 s between calls,
+# so the steps run back to back). Run in the repo root on the GPU machine; SHA=<git sha>.
+#   stage c1 | stage c2       copy a carry of wheels to /tmp (bench/gpu/stage.py made them)
+#   install                   last carry: install, byte-compile, restore the kernel cache
+#   tune                      tune the fused-MoE Triton kernel (tune_moe.py), one GPU per shape set
+#   main4k | s32k | b235 | pairs | extra    benchmark groups (below); results -> $OUT/<step>.tgz
+#   save                      kernel cache -> $OUT (keep in .gpu-stage/kcache/ for the next machine)
+# Every benchmark step uses the tuned configs of `tune` (MOEP_MOE_CONFIG_DIR) for every strategy,
+# SGLang's baselines included, unless it says otherwise.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+STEP=${1:?step}
+SHA=${SHA:-unknown}
+NGPU=$(nvidia-smi -L | wc -l)
+BENCH="python3 bench/gpu/prefill_bench.py --git-sha $SHA"
+CHUNK=(--worker-flag=--chunked-prefill-size=32768 --worker-flag=--max-prefill-tokens=32768)
+TUNED=/tmp/moep-tuned
+[ "$STEP" = stage ] || [ "$STEP" = install ] || source bench/gpu/env.sh
+[ -d $TUNED/configs ] && export MOEP_MOE_CONFIG_DIR=$TUNED/configs
+R=$OUT/$STEP
+mkdir -p "$R"
+
+pack() { tar czf "$OUT/$STEP.tgz" -C "$OUT" "$STEP" && rm -rf "$R"; }
+pair() {  # pair NAME "args on GPU 0" "args on GPU 1": two 1-GPU runs at once, one per GPU
+  local name=$1
+  $BENCH --gpus 1 --gpu-offset 0 --out "$R" --name "${name}_g0" $2 &
+  $BENCH --gpus 1 --gpu-offset 1 --out "$R" --name "${name}_g1" $3 &
+  wait
+}
+
+case "$STEP" in
+  stage) bench/gpu/install.sh "$2" ;;
+  install)
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+    echo "PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}"
+    INSTALL=1 bench/gpu/install.sh "$2" ;;
+  tune)
+    python3 -c "from pathlib import Path; from moep_sglang.models.checkpoint import ensure_model as e; e(Path('/tmp/moep-models'), 'qwen3-30b-a3b')"
+    # GPU 0: Qwen3-30B-A3B whole experts (replicas, AsyncEP) and TP2's half; GPU 1: the
+    # 235B shape's whole experts (AsyncEP) and EP2's 64 local experts of the 30B model.
+    CUDA_VISIBLE_DEVICES=0 python3 bench/gpu/tune_moe.py --out "$R" --git-sha "$SHA" \
+      --shape 128,768,2048,8 --shape 128,384,2048,8 > "$R/tune_g0.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=$((NGPU - 1)) python3 bench/gpu/tune_moe.py --out "$R" --git-sha "$SHA" \
+      --shape 128,1536,4096,8 --shape 64,768,2048,8 > "$R/tune_g1.log" 2>&1 &
+    wait
+    grep -h "E=\|tuned\|Error\|error" "$R"/tune_g*.log | grep -v "^compile" | tail -40
+    mkdir -p $TUNED && cp -r "$R/configs" $TUNED/ && ls $TUNED/configs/*
+    pack ;;
+  main4k)  # Qwen3-30B-A3B, 4K prompts, every strategy on all GPUs
+    $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --prompts $((64 * NGPU)) --prompt-len 4096 \
+      --strategies "${STRATS:-replicas,peer,tp,ep_dp}" "${CHUNK[@]}" --out "$R" \
+      --name "gpu${NGPU}_30b_4k" --label "tuned MoE configs, triton attention" 2>&1 | grep -v "^\s*$"
+    pack ;;
+  s32k)  # Qwen3-30B-A3B, 32K prompts
+    $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --prompts $((8 * NGPU)) --prompt-len 32768 \
+      --strategies "${STRATS:-peer,tp,ep_dp}" "${CHUNK[@]}" --out "$R" \
+      --name "gpu${NGPU}_30b_32k" --label "tuned MoE configs, triton attention"
+    pack ;;
+  b235)  # the 235B shape, LAYERS deep (12 on 2 GPUs: the per-GPU weight share of 24 on 4)
+    $BENCH --preset qwen3-235b-a22b --num-layers "${LAYERS:-12}" --gpus "$NGPU" \
+      --prompts $((48 * NGPU)) --prompt-len 4096 --strategies "${STRATS:-tp,peer}" "${CHUNK[@]}" \
+      --out "$R" --name "gpu${NGPU}_235b${LAYERS:-12}l_4k" --label "tuned MoE configs, triton attention"
+    pack ;;
+  pairs)  # 1-GPU A/B runs side by side: tuned vs SGLang's MoE configs; FlashInfer vs Triton attention
+    A="--preset qwen3-30b-a3b --prompts 64 --prompt-len 4096 --strategies replicas ${CHUNK[*]}"
+    pair moe_configs "$A --label tuned" "$A --env MOEP_TUNED_MOE_CONFIGS=0 --label sglang-configs"
+    pair attention "$A --label triton" "$A --worker-flag=--attention-backend=flashinfer --label flashinfer"
+    pack ;;
+  extra)  # whatever STRATS names on the 30B model at 4K (dwdp, collective)
+    $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --prompts $((64 * NGPU)) --prompt-len 4096 \
+      --strategies "${STRATS:-dwdp,collective}" "${CHUNK[@]}" --out "$R" \
+      --name "gpu${NGPU}_30b_4k_extra" --label "tuned MoE configs, triton attention"
+    pack ;;
+  save) bench/gpu/kcache.sh save ;;
+  *) echo "unknown step $STEP" >&2; exit 2 ;;
+esac
