@@ -25,11 +25,15 @@ GPU_ARGS = ("--dtype", "bfloat16",
 NVLS_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
             "NVSHMEM_DISABLE_NVLS": "1"}  # the GPU machines' rule: never NVLink multicast
 ASYNCEP = ("peer", "collective")
+# FlashInfer's all-reduce fusion (auto-enabled on SM90 once FlashInfer is installed) sat for over
+# 4 minutes at startup (its kernels JIT-compile with nvcc); the baselines in notes/device.md ran
+# without FlashInfer, so without the fusion.
+NO_AR_FUSION = ["--enforce-disable-flashinfer-allreduce-fusion"]
 SINGLE_SERVER = {  # strategy -> SGLang flags for one server over N GPUs
-    "tp": lambda n: ["--tp-size", str(n)],
+    "tp": lambda n: ["--tp-size", str(n), *NO_AR_FUSION],
     "ep_dp": lambda n: ["--tp-size", str(n), "--ep-size", str(n), "--enable-dp-attention",
-                        "--dp-size", str(n)],
-    "dwdp": lambda n: ["--tp-size", str(n), "--dwdp-size", str(n)],
+                        "--dp-size", str(n), *NO_AR_FUSION],
+    "dwdp": lambda n: ["--tp-size", str(n), "--dwdp-size", str(n), *NO_AR_FUSION],
 }
 STRATEGIES = ("replicas", *ASYNCEP, *SINGLE_SERVER)
 

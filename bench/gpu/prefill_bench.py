@@ -145,15 +145,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model = ensure_model(Path("/tmp/moep-models"), args.preset, args.num_layers)
     cost = CostModel.from_spec(ModelSpec.from_model_dir(model))
-    results = []
-    for name in args.strategies.split(","):
-        try:
-            results.append(run_strategy(name, model, args, cost, args.out))
-        except Exception as exc:  # record the failure, go on with the next strategy
-            print(f"{name:>10}: FAILED {str(exc)[-1500:]}", flush=True)
-            results.append({"strategy": name, "error": str(exc)[-3000:]})
     import torch
 
+    results = []
     doc = {"benchmark": args.name or f"prefill_{model.name}_{args.prompt_len}",
            "git_sha": args.git_sha, "label": args.label,
            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -162,7 +156,13 @@ def main() -> None:
            "model": args.preset, "num_layers": cost.spec.num_layers, "peak_flops": PEAK_FLOPS,
            "worker_flags": args.worker_flag, "env": dict(args.env), "results": results}
     path = args.out / f"{doc['benchmark']}.json"
-    path.write_text(json.dumps(doc, indent=2))
+    for name in args.strategies.split(","):
+        try:
+            results.append(run_strategy(name, model, args, cost, args.out))
+        except Exception as exc:  # record the failure, go on with the next strategy
+            print(f"{name:>10}: FAILED {str(exc)[-1500:]}", flush=True)
+            results.append({"strategy": name, "error": str(exc)[-3000:]})
+        path.write_text(json.dumps(doc, indent=2))  # after each: a timed-out call keeps the rest
     print(f"wrote {path}")
 
 

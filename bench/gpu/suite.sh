@@ -50,7 +50,7 @@ case "$STEP" in
   main4k)  # Qwen3-30B-A3B, 4K prompts, every strategy on all GPUs
     $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --prompts $((64 * NGPU)) --prompt-len 4096 \
       --strategies "${STRATS:-replicas,peer,tp,ep_dp}" "${CHUNK[@]}" --out "$R" \
-      --name "gpu${NGPU}_30b_4k" --label "tuned MoE configs, triton attention" 2>&1 | grep -v "^\s*$"
+      --name "gpu${NGPU}_30b_4k" --label "tuned MoE configs, triton attention"
     pack ;;
   s32k)  # Qwen3-30B-A3B, 32K prompts
     $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --prompts $((8 * NGPU)) --prompt-len 32768 \
