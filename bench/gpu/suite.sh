@@ -20,6 +20,12 @@ TUNED=/tmp/moep-tuned
 [ -d $TUNED/configs ] && export MOEP_MOE_CONFIG_DIR=$TUNED/configs
 R=$OUT/$STEP
 mkdir -p "$R"
+# Servers start in their own sessions, so a call that timed out leaves them running, holding
+# GPU memory: end whatever still computes on the GPUs before a benchmark step.
+if [ "$STEP" != stage ] && [ "$STEP" != install ]; then
+  nvidia-smi --query-compute-apps=pid --format=csv,noheader | xargs -r kill -9 2>/dev/null
+  sleep 2
+fi
 
 pack() { tar czf "$OUT/$STEP.tgz" -C "$OUT" "$STEP" && rm -rf "$R"; }
 pair() {  # pair NAME "args on GPU 0" "args on GPU 1": two 1-GPU runs at once, one per GPU
