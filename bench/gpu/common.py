@@ -38,29 +38,35 @@ SINGLE_SERVER = {  # strategy -> SGLang flags for one server over N GPUs
 STRATEGIES = ("replicas", *ASYNCEP, *SINGLE_SERVER)
 
 
-def start_strategy(strategy: str, model: Path, log_dir: Path, num_gpus: int, *flags: str,
-                   gpu_offset: int = 0, dummy: bool = True, ready_timeout_s: float = 900,
-                   env: dict[str, str] | None = None) -> list[WorkerProcess]:
-    """Start one strategy's servers and wait until every one serves."""
+def plan_launches(strategy: str, model: Path, num_gpus: int, *flags: str, gpu_offset: int = 0,
+                  dummy: bool = True, store: str = "") -> list[tuple[str, list[str]]]:
+    """(log file name, launcher argv) for each server of one strategy."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     base = [*GPU_ARGS, *(["--load-format", "dummy"] if dummy else [])]
     if "--attention-backend" not in " ".join(flags):
         base += ["--attention-backend", "triton"]
-    worker_env = {**NVLS_OFF, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **(env or {})}
-    launches: list[tuple[str, list[str]]] = []  # (log name, argv)
     if strategy in SINGLE_SERVER:
-        launches.append((f"{model.name}-{strategy}{num_gpus}.log",
-                         [*base, "--base-gpu-id", str(gpu_offset),
-                          *SINGLE_SERVER[strategy](num_gpus), *flags]))
-    else:
-        store = f"127.0.0.1:{free_port()}"
-        for rank in range(num_gpus):
-            args = [*base, "--base-gpu-id", str(gpu_offset + rank), *flags]
-            if strategy in ASYNCEP:
-                args += ["--asyncep-size", str(num_gpus), "--asyncep-rank", str(rank),
-                         "--asyncep-store", store, "--asyncep-backend", strategy]
-            launches.append((f"{model.name}-{strategy}-g{gpu_offset + rank}.log", args))
+        return [(f"{model.name}-{strategy}{num_gpus}.log",
+                 [*base, "--base-gpu-id", str(gpu_offset), *SINGLE_SERVER[strategy](num_gpus),
+                  *flags])]
+    launches = []
+    for rank in range(num_gpus):
+        args = [*base, "--base-gpu-id", str(gpu_offset + rank), *flags]
+        if strategy in ASYNCEP:
+            args += ["--asyncep-size", str(num_gpus), "--asyncep-rank", str(rank),
+                     "--asyncep-store", store, "--asyncep-backend", strategy]
+        launches.append((f"{model.name}-{strategy}-g{gpu_offset + rank}.log", args))
+    return launches
+
+
+def start_strategy(strategy: str, model: Path, log_dir: Path, num_gpus: int, *flags: str,
+                   gpu_offset: int = 0, dummy: bool = True, ready_timeout_s: float = 900,
+                   env: dict[str, str] | None = None) -> list[WorkerProcess]:
+    """Start one strategy's servers and wait until every one serves."""
+    launches = plan_launches(strategy, model, num_gpus, *flags, gpu_offset=gpu_offset,
+                             dummy=dummy, store=f"127.0.0.1:{free_port()}")
+    worker_env = {**NVLS_OFF, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **(env or {})}
     workers = [WorkerProcess(WorkerConfig(model, free_port(), log_dir / name,
                                           extra_args=tuple(args), env=worker_env)).start()
                for name, args in launches]

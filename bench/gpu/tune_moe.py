@@ -63,11 +63,21 @@ def search_space() -> list[dict]:
     return space
 
 
-def merge_table(tuned: dict[int, dict], sglang_table: dict[int, dict] | None) -> dict[str, dict]:
-    """Our entries for the tuned M, SGLang's own below the smallest tuned M."""
+SMALL_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # decode-sized batches, not tuned here
+TRITON_DEFAULTS = {"num_warps": 4, "num_stages": 3}  # what Triton runs where a config omits them
+
+
+def merge_table(tuned: dict[int, dict], sglang_table: dict[int, dict] | None,
+                default_for=None) -> dict[str, dict]:
+    """Our entries for the tuned M; below the smallest tuned M, SGLang's own file's entries or,
+    without a file, SGLang's generic default for each M of SMALL_M (`default_for(m)`), so a
+    decode-sized batch keeps the tile SGLang would have given it."""
     table = {}
     low = min(tuned)
-    for m, cfg in sorted((sglang_table or {}).items()):
+    below = dict(sglang_table or {})
+    if not below and default_for is not None:
+        below = {m: {**TRITON_DEFAULTS, **default_for(m)} for m in SMALL_M}
+    for m, cfg in sorted(below.items()):
         if m < low:
             table[str(m)] = cfg
     for m, cfg in sorted(tuned.items()):
@@ -172,8 +182,7 @@ def tune(shape: Shape, batch_sizes: list[int]) -> tuple[dict, list[dict]]:
         rel = (torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref)).item()
         if not rel < 2e-2:
             raise SystemExit(f"{shape} M={m}: tuned output differs from SGLang's by {rel:.2e}")
-        # Triton's own defaults where SGLang's generic config leaves them unset
-        tuned[m] = {"num_warps": 4, "num_stages": 3, **best_cfg}
+        tuned[m] = {**TRITON_DEFAULTS, **best_cfg}
         rows.append({"M": m, "sglang_config": base_cfg, "sglang_source": source,
                      "sglang_ms": base_ms, "sglang_tflops": shape.flops(m) / base_ms / 1e9,
                      "tuned_config": best_cfg, "tuned_ms": best_ms,
@@ -184,7 +193,8 @@ def tune(shape: Shape, batch_sizes: list[int]) -> tuple[dict, list[dict]]:
               f"{best_ms:7.3f} ms {rows[-1]['tuned_tflops']:5.0f} TFLOP/s "
               f"({rows[-1]['speedup']:.2f}x)", flush=True)
     existing = cfgmod.get_moe_configs(shape.experts, shape.inter, None)
-    return merge_table(tuned, existing), rows
+    return merge_table(tuned, existing, lambda m: cfgmod.get_default_config(
+        m, shape.experts, shape.inter, shape.hidden, shape.top_k, None, False, None)), rows
 
 
 def main() -> None:
