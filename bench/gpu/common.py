@@ -25,9 +25,9 @@ GPU_ARGS = ("--dtype", "bfloat16",
 NVLS_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
             "NVSHMEM_DISABLE_NVLS": "1"}  # the GPU machines' rule: never NVLink multicast
 ASYNCEP = ("peer", "collective")
-# FlashInfer's all-reduce fusion (auto-enabled on SM90 once FlashInfer is installed) sat for over
-# 4 minutes at startup (its kernels JIT-compile with nvcc); the baselines in notes/device.md ran
-# without FlashInfer, so without the fusion.
+# FlashInfer's all-reduce fusion (auto-enabled on SM90 once FlashInfer is installed): a TP2 server
+# sat silent for over 4 minutes right after setting up its symmetric memory (cause not found; the
+# call ran out of time). The baselines in notes/device.md ran without FlashInfer, so without it.
 NO_AR_FUSION = ["--enforce-disable-flashinfer-allreduce-fusion"]
 SINGLE_SERVER = {  # strategy -> SGLang flags for one server over N GPUs
     "tp": lambda n: ["--tp-size", str(n), *NO_AR_FUSION],
