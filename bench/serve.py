@@ -33,6 +33,8 @@ class ServeConfig:
     concurrency: int  # requests in flight
     label: str  # name of this system in the results
     api: str = "score"  # "score": /v1/score; "generate": the same work as one /generate
+    length_scale: float = 0.25  # table2: context lengths x this (1.0: the paper's lengths)
+    max_len: int = 3500  # table2: longest context in tokens
 
 
 def run_serve(config: ServeConfig) -> dict:
@@ -103,8 +105,10 @@ def _summarise(config: ServeConfig, reqs: list[BenchRequest], lat, makespan: flo
 
 def _workload(config: ServeConfig) -> list[BenchRequest]:
     fn = WORKLOADS[config.workload]
-    return fn(seed=config.seed, scale=config.scale) if config.workload == "table2" else fn(
-        seed=config.seed)
+    if config.workload == "table2":
+        return fn(seed=config.seed, scale=config.scale, length_scale=config.length_scale,
+                  max_len=config.max_len)
+    return fn(seed=config.seed)
 
 
 COLUMNS = [("system", "system", "s"), ("tokens_per_s", "tokens/s", ",.0f"),

@@ -14,14 +14,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from moep_sglang.server.worker_process import WorkerConfig, WorkerProcess, free_port, stop_all
+from moep_sglang.server.worker_process import (
+    WorkerConfig,
+    WorkerProcess,
+    free_port,
+    free_port_pair,
+    stop_all,
+)
 
 # Every configuration: random bf16 weights, no CUDA graphs (prefill-only; graphs cost minutes of
-# startup), no radix cache (prompts share nothing). Attention backend: --attention-backend,
-# default SGLang's Triton backend (the baselines' setting in notes/device.md).
+# startup), no radix cache unless the workload shares prefixes. Attention backend:
+# --attention-backend, default SGLang's Triton backend (the baselines' setting in notes/device.md).
 GPU_ARGS = ("--dtype", "bfloat16",
             "--cuda-graph-backend-decode", "disabled", "--cuda-graph-backend-prefill", "disabled",
-            "--mem-fraction-static", "0.85", "--disable-radix-cache")
+            "--mem-fraction-static", "0.85")
+NO_RADIX = ("--disable-radix-cache",)
 NVLS_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
             "NVSHMEM_DISABLE_NVLS": "1"}  # the GPU machines' rule: never NVLink multicast
 ASYNCEP = ("peer", "collective")
@@ -39,11 +46,13 @@ STRATEGIES = ("replicas", *ASYNCEP, *SINGLE_SERVER)
 
 
 def plan_launches(strategy: str, model: Path, num_gpus: int, *flags: str, gpu_offset: int = 0,
-                  dummy: bool = True, store: str = "") -> list[tuple[str, list[str]]]:
+                  dummy: bool = True, store: str = "",
+                  radix_cache: bool = False) -> list[tuple[str, list[str]]]:
     """(log file name, launcher argv) for each server of one strategy."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-    base = [*GPU_ARGS, *(["--load-format", "dummy"] if dummy else [])]
+    base = [*GPU_ARGS, *(() if radix_cache else NO_RADIX),
+            *(["--load-format", "dummy"] if dummy else [])]
     if "--attention-backend" not in " ".join(flags):
         base += ["--attention-backend", "triton"]
     if strategy in SINGLE_SERVER:
@@ -62,14 +71,18 @@ def plan_launches(strategy: str, model: Path, num_gpus: int, *flags: str, gpu_of
 
 def start_strategy(strategy: str, model: Path, log_dir: Path, num_gpus: int, *flags: str,
                    gpu_offset: int = 0, dummy: bool = True, ready_timeout_s: float = 900,
-                   env: dict[str, str] | None = None) -> list[WorkerProcess]:
-    """Start one strategy's servers and wait until every one serves."""
+                   env: dict[str, str] | None = None,
+                   radix_cache: bool = False) -> list[WorkerProcess]:
+    """Start one strategy's servers and wait until every one serves. With radix_cache, each
+    server keeps its prefix cache and publishes KV events (config.kv_events_port) for a router."""
     launches = plan_launches(strategy, model, num_gpus, *flags, gpu_offset=gpu_offset,
-                             dummy=dummy, store=f"127.0.0.1:{free_port()}")
+                             dummy=dummy, store=f"127.0.0.1:{free_port()}",
+                             radix_cache=radix_cache)
     worker_env = {**NVLS_OFF, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **(env or {})}
-    workers = [WorkerProcess(WorkerConfig(model, free_port(), log_dir / name,
-                                          extra_args=tuple(args), env=worker_env)).start()
-               for name, args in launches]
+    workers = [WorkerProcess(WorkerConfig(
+        model, free_port(), log_dir / name, extra_args=tuple(args), env=worker_env,
+        kv_events_port=free_port_pair() if radix_cache else None)).start()
+        for name, args in launches]
     try:
         for w in workers:
             w.wait_ready(ready_timeout_s)

@@ -22,8 +22,10 @@ def rows() -> list[dict]:
                 continue
             layers = f"-{doc['num_layers']}L" if doc["model"].startswith("qwen3-235b") else ""
             gpus = r["gpus"]
+            shape = "table-2 mix" if doc.get("workload") == "table2" else (
+                f"{r['prompts']}x{r['prompt_len']}")
             out.append({"machine": f"{gpus}x {doc['hardware']['gpu']}",
-                        "workload": f"{doc['model']}{layers}\n{r['prompts']}x{r['prompt_len']}",
+                        "workload": f"{doc['model']}{layers}\n{shape}",
                         "strategy": r.get("strategy") or r["config"],
                         "tokens_per_s": r["tokens_per_s"], "mfu": r["mfu"]})
     return out

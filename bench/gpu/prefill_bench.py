@@ -65,8 +65,11 @@ def _server_moep(url: str) -> dict:
 
 
 def _gpu_memory_mib() -> list[int]:
-    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True).stdout
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True).stdout
+    except FileNotFoundError:  # a CPU smoke run of the driver
+        return []
     return [int(x) for x in out.split()]
 
 
@@ -122,6 +125,44 @@ def run_strategy(name: str, model: Path, args, cost: CostModel, log_dir: Path) -
     return result
 
 
+def run_mix(name: str, model: Path, args, cost: CostModel, log_dir: Path) -> dict:
+    """The Table-2-shaped mix (shared prefixes) through moep-router (true_flops) in front of a
+    strategy's servers; a one-server strategy (SGLang's TP, EP + DP attention) gets it directly.
+    Servers keep their radix caches and publish KV events, so the router knows their caches."""
+    from bench.serve import ServeConfig, run_serve
+    from moep_sglang.server.router_process import RouterProcess, worker_spec
+
+    started = time.monotonic()
+    workers = start_strategy(name, model, log_dir, args.gpus, *args.worker_flag,
+                             gpu_offset=args.gpu_offset, env=dict(args.env), radix_cache=True)
+    startup_s = time.monotonic() - started
+    router = None
+    try:
+        urls = [w.config.url for w in workers]
+        asyncio.run(_send_all(urls, _prompts(len(urls) * 2, 1024, cost.spec.vocab_size, 1)))
+        url = urls[0]
+        if len(workers) > 1:
+            specs = [worker_spec(w.config.url, w.config.kv_events_port) for w in workers]
+            router = RouterProcess(model, specs, log_dir / f"router-{name}.log", "--policy",
+                                   "true_flops").start(wait_healthy=True)
+            url = router.url
+        row = run_serve(ServeConfig(url, model, "table2", args.mix_scale, 0, args.concurrency,
+                                    name, "score", length_scale=1.0, max_len=args.mix_max_len))
+        row.update({
+            "strategy": name, "gpus": args.gpus, "startup_s": round(startup_s, 1),
+            "router": "moep-router true_flops" if router else None,
+            "mfu": row["flops_computed"] / row["makespan_s"] / (PEAK_FLOPS * args.gpus),
+            "gpu_memory_mib": _gpu_memory_mib(), "moe_kernel_configs": _kernel_configs(workers)})
+    finally:
+        if router is not None:
+            router.stop()
+        stop_all(workers)
+    print(f"{args.label or name:>14} {name:>10}: mix {row['tokens_per_s']:,.0f} tok/s "
+          f"({row['cached_ratio']:.1%} cached), MFU {row['mfu']:.1%} of computed FLOPs, "
+          f"p99 {row['p99_latency_s']:.2f} s, startup {startup_s:.0f} s", flush=True)
+    return row
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--preset", default="qwen3-30b-a3b")
@@ -137,6 +178,12 @@ def main() -> None:
                    help="extra SGLang/launcher flag for every server (repeat; use = for values)")
     p.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
                    help="KEY=VALUE for every server's environment (repeat)")
+    p.add_argument("--workload", default="synthetic", choices=["synthetic", "table2"],
+                   help="synthetic: --prompts x --prompt-len random ids, no sharing; table2: the "
+                        "Table-2-shaped mix at the paper's lengths through moep-router")
+    p.add_argument("--mix-scale", type=float, default=1.0, help="table2: request count scale")
+    p.add_argument("--mix-max-len", type=int, default=32768, help="table2: longest context")
+    p.add_argument("--concurrency", type=int, default=256, help="table2: requests in flight")
     p.add_argument("--label", default="", help="what this run varies (kept in the JSON)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--git-sha", default="unknown")
@@ -148,17 +195,21 @@ def main() -> None:
     import torch
 
     results = []
-    doc = {"benchmark": args.name or f"prefill_{model.name}_{args.prompt_len}",
-           "git_sha": args.git_sha, "label": args.label,
+    mix = args.workload == "table2"
+    workload = "table2" if mix else args.prompt_len
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU smoke run)"
+    doc = {"benchmark": args.name or f"prefill_{model.name}_{workload}",
+           "git_sha": args.git_sha, "label": args.label, "workload": args.workload,
            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "hardware": {"gpu": torch.cuda.get_device_name(0), "num_gpus": torch.cuda.device_count(),
+           "hardware": {"gpu": gpu, "num_gpus": torch.cuda.device_count(),
                         "gpus_used": list(range(args.gpu_offset, args.gpu_offset + args.gpus))},
            "model": args.preset, "num_layers": cost.spec.num_layers, "peak_flops": PEAK_FLOPS,
            "worker_flags": args.worker_flag, "env": dict(args.env), "results": results}
     path = args.out / f"{doc['benchmark']}.json"
     for name in args.strategies.split(","):
         try:
-            results.append(run_strategy(name, model, args, cost, args.out))
+            run = run_mix if mix else run_strategy
+            results.append(run(name, model, args, cost, args.out))
         except Exception as exc:  # record the failure, go on with the next strategy
             print(f"{name:>10}: FAILED {str(exc)[-1500:]}", flush=True)
             results.append({"strategy": name, "error": str(exc)[-3000:]})

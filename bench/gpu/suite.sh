@@ -4,7 +4,7 @@
 #   stage c1 | stage c2       copy a carry of wheels to /tmp (bench/gpu/stage.py made them)
 #   install                   last carry: install, byte-compile, restore the kernel cache
 #   tune                      tune the fused-MoE Triton kernel (tune_moe.py), one GPU per shape set
-#   main4k | s32k | b235 | pairs | extra    benchmark groups (below); results -> $OUT/<step>.tgz
+#   main4k | s32k | b235 | mix | pairs | extra   benchmark groups (below); -> $OUT/<step>.tgz
 #   save                      kernel cache -> $OUT (keep in .gpu-stage/kcache/ for the next machine)
 # Every benchmark step uses the tuned configs of `tune` (MOEP_MOE_CONFIG_DIR) for every strategy,
 # SGLang's baselines included, unless it says otherwise.
@@ -72,6 +72,12 @@ case "$STEP" in
     A="--preset qwen3-30b-a3b --prompts 64 --prompt-len 4096 --strategies replicas ${CHUNK[*]}"
     pair moe_configs "$A --label tuned" "$A --env MOEP_TUNED_MOE_CONFIGS=0 --label sglang-configs"
     pair attention "$A --label triton" "$A --worker-flag=--attention-backend=flashinfer --label flashinfer"
+    pack ;;
+  mix)  # the Table-2-shaped mix at the paper's lengths (capped at 32K), prefix caches on:
+        # AsyncEP and replicas behind moep-router (true_flops), SGLang's strategies directly
+    $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --workload table2 --mix-scale "${SCALE:-1}" \
+      --strategies "${STRATS:-peer,ep_dp,tp}" "${CHUNK[@]}" --out "$R" \
+      --name "gpu${NGPU}_30b_table2" --label "tuned MoE configs, triton attention, radix cache"
     pack ;;
   extra)  # whatever STRATS names on the 30B model at 4K (dwdp, collective)
     $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --prompts $((64 * NGPU)) --prompt-len 4096 \

@@ -37,6 +37,12 @@ def test_sglang_strategies_are_one_server_over_all_gpus(strategy, expect):
     assert _flag(argv, "--attention-backend") == "triton" and "--asyncep-size" not in argv
 
 
+def test_radix_cache_only_for_the_mix():
+    [(_, plain)] = plan_launches("tp", MODEL, 2)
+    [(_, mix)] = plan_launches("tp", MODEL, 2, radix_cache=True)
+    assert "--disable-radix-cache" in plain and "--disable-radix-cache" not in mix
+
+
 def test_attention_backend_flag_and_unknown_strategy():
     [(_, argv)] = plan_launches("tp", MODEL, 2, "--attention-backend=flashinfer")
     assert "triton" not in argv and argv[-1] == "--attention-backend=flashinfer"
