@@ -44,9 +44,15 @@ def test_demo_prints_results_and_leaves_no_processes(tiny_model, tmp_path):
     assert len(seen) >= 2 and not _alive(seen)
 
 
+def _sigint_default() -> None:
+    # A terminal's Ctrl-C reaches a process whose SIGINT is not ignored; a test run started as a
+    # background job of a non-interactive shell inherits SIGINT ignored, so reset it for the demo.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_every_worker(tiny_model, tmp_path):
     proc = subprocess.Popen([*DEMO, "--log-dir", str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=_sigint_default)
     seen: set[int] = set()
     # Interrupt once the SGLang servers have started their own children (scheduler etc.).
     _worker_descendants(proc, seen, until=lambda: len(seen) >= 4)
