@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -56,6 +57,14 @@ class RouterProcess(_RouterProcess):
     def __init__(self, model: Path, workers: list[str], log_path: Path, *flags: str) -> None:
         super().__init__(model, workers, log_path, "--health-interval-s", "0.5", *flags)
         self.start()
+
+    def wait_healthy(self, timeout_s: float = 60) -> RouterProcess:
+        """Until /health answers 200: a worker healthy and every cache index replayed (the
+        replay is asynchronous; on a loaded 2-core machine it can trail the first requests)."""
+        deadline = time.monotonic() + timeout_s
+        while self.get("/health")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self
 
     def get(self, path: str) -> tuple[int, dict | str]:
         try:
