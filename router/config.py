@@ -62,6 +62,11 @@ class RouterConfig:
         "help": "requests in flight per worker beyond which it takes no more (bounds memory)"})
     max_queue: int = field(default=4096, metadata={
         "help": "requests held centrally while every worker is saturated; beyond: 429"})
+    max_items_per_request: int = field(default=4096, metadata={
+        "help": "prompts one request may carry (/v1/score items, /v1/classify inputs or labels "
+                "with multi_label, /v1/rerank documents, a /generate batch); beyond: 413"})
+    max_body_bytes: int = field(default=64 * 2**20, metadata={
+        "help": "largest request body in bytes; beyond: 413"})
     max_retries: int = field(default=2, metadata={
         "help": "other workers tried when a worker fails mid-request"})
     request_timeout_s: float = field(default=600.0, metadata={
@@ -87,6 +92,10 @@ class RouterConfig:
             raise ValueError("--max-queue and --max-retries must be >= 0")
         if self.max_inflight_per_worker < 1:
             raise ValueError("--max-inflight-per-worker must be >= 1")
+        if self.max_items_per_request < 1:
+            raise ValueError("--max-items-per-request must be >= 1")
+        if self.max_body_bytes < 1024:
+            raise ValueError("--max-body-bytes must be >= 1024")
         if self.request_overhead_flops < 0:
             raise ValueError("--request-overhead-flops must be >= 0")
         if self.threshold_flops <= 0:

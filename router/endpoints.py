@@ -26,6 +26,7 @@ class EndpointContext:
     spec: ModelSpec  # for the context limit
     model_name: str  # the name clients may send as `model`
     rerank_template: str  # prompt of /v1/rerank
+    max_items: int = 4096  # prompts one request may carry (--max-items-per-request)
 
 
 # Parsing ------------------------------------------------------------------------------------
@@ -40,6 +41,7 @@ def parse_score(body: dict, ctx: EndpointContext) -> Job:
         items = [items]
     if not isinstance(items, list) or not items:
         raise BadRequest("`items` must be a non-empty list of strings or token-id lists")
+    _check_count(len(items), "`items`", ctx)
     item_ids = [_text_or_ids(it, f"items[{i}]", ctx, special=False) for i, it in enumerate(items)]
     if any(not ids for ids in item_ids):
         raise BadRequest("`items` contains an empty item")
@@ -56,9 +58,12 @@ def parse_classify(body: dict, ctx: EndpointContext) -> Job:
         inputs = [inputs]
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("`input` is required: a string, a list of strings or of token-id lists")
+    _check_count(len(inputs), "`input`", ctx)
     labels = body.get("labels")
     if not isinstance(labels, list) or not labels or not all(isinstance(l, str) for l in labels):
         raise BadRequest("`labels` is required: a non-empty list of label strings")
+    if body.get("multi_label"):
+        _check_count(len(labels), "`labels` (one sibling prompt each with multi_label)", ctx)
     ids = [_text_or_ids(x, f"input[{i}]", ctx, special=True) for i, x in enumerate(inputs)]
     if _bool(body, "multi_label", False):
         if len(ids) != 1:
@@ -78,6 +83,7 @@ def parse_rerank(body: dict, ctx: EndpointContext) -> Job:
         raise BadRequest("`query` is required: a non-empty string")
     if not isinstance(docs, list) or not docs:
         raise BadRequest("`documents` is required: a non-empty list of strings")
+    _check_count(len(docs), "`documents`", ctx)
     texts = [d.get("text") if isinstance(d, dict) else d for d in docs]
     if not all(isinstance(t, str) for t in texts):
         raise BadRequest("each document must be a string or an object with a `text` string")
@@ -99,6 +105,7 @@ def parse_generate(body: dict, ctx: EndpointContext) -> Job:
         ids if batched else [ids])
     if not values:
         raise BadRequest("`text`/`input_ids` is an empty batch")
+    _check_count(len(values), "the `text`/`input_ids` batch", ctx)
     prompts = [_text_or_ids(v, "input", ctx, special=True) for v in values]
     rest = {k: v for k, v in body.items() if k not in ("text", "input_ids")}
     rest.setdefault("sampling_params", {"max_new_tokens": 0})
@@ -171,6 +178,14 @@ def _common_prefix_len(prompts: tuple[tuple[int, ...], ...]) -> int:
             k += 1
         n = k
     return n
+
+
+def _check_count(num_prompts: int, name: str, ctx: EndpointContext) -> None:
+    """413 before any tokenizing: a request of too many prompts costs the router nothing."""
+    if num_prompts > ctx.max_items:
+        raise BadRequest(f"{name} has {num_prompts} entries; this router takes at most "
+                         f"{ctx.max_items} per request (--max-items-per-request): split it "
+                         "into several requests", status=413)
 
 
 def _check_fields(body: dict, allowed: set[str], ctx: EndpointContext) -> None:

@@ -19,7 +19,7 @@ OPEN_PATHS = {"/health", "/metrics"}  # no API key needed
 
 def build_app(router) -> web.Application:
     app = web.Application(middlewares=[_errors, _auth(router.config.api_key)],
-                          client_max_size=256 * 2**20)
+                          client_max_size=router.config.max_body_bytes)
     for path in PARSERS:
         app.router.add_post(path, _prefill_handler(router, path))
     app.router.add_get("/health", lambda r: _health(router))
@@ -55,7 +55,11 @@ def _prefill_handler(router, path: str):
 
 
 async def _body(request: web.Request) -> dict:
-    raw = await request.read()
+    try:
+        raw = await request.read()  # aiohttp stops reading past client_max_size
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise BadRequest(f"{exc.text} (--max-body-bytes): split it into several requests",
+                         status=413) from exc
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

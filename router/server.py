@@ -39,7 +39,7 @@ class Router:
         self.cost = CostModel.from_spec(self.spec)
         self.endpoint_context = EndpointContext(
             RouterTokenizer(config.model_path), self.spec, config.model_name,
-            config.rerank_template)
+            config.rerank_template, config.max_items_per_request)
         self.metrics = RouterMetrics()
         self.registry = WorkerRegistry(config.threshold_flops)
         self.dispatcher = Dispatcher(config, self.registry, make_policy(config.policy),

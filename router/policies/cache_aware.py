@@ -7,7 +7,11 @@ each worker (bounded, LRU-evicted), and load is in-flight requests:
                  and max_load > balance_rel_threshold (1.5) * min_load
     imbalanced                      -> least-loaded worker
     best match rate > 0.3           -> worker with the longest approximate match
-    otherwise                       -> worker with the smallest tree (most free cache)
+    otherwise                       -> argmin_w (in_flight_w, tree_tokens_w)
+
+SMG 1.x semantics ("pick min load instead of min tenant size"): on a weak match the worker
+with the fewest requests in flight wins; among equally loaded workers the smallest tree (the
+most free cache, sgl-router 0.3's whole rule) breaks the tie.
 """
 
 from __future__ import annotations
@@ -63,8 +67,9 @@ class CacheAwarePolicy:
         best = max(ws, key=lambda w: (matches[w.worker_id], -w.num_inflight, w.worker_id))
         if params.tokens and matches[best.worker_id] / len(params.tokens) > self.cache_threshold:
             return RouteResult(best.worker_id)
-        smallest = min(ws, key=lambda w: (self._tree(w.worker_id).num_tokens, w.worker_id))
-        return RouteResult(smallest.worker_id)
+        least = min(ws, key=lambda w: (w.num_inflight, self._tree(w.worker_id).num_tokens,
+                                       w.worker_id))
+        return RouteResult(least.worker_id)
 
     def on_routed(self, worker_id, tokens) -> None:
         self._tree(worker_id).insert(tuple(tokens))

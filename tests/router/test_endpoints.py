@@ -97,3 +97,23 @@ def test_label_scores_match_sglang_conversion():
     assert raw[0] == pytest.approx(0.6065306597) and raw[2] == 0.0
     soft = label_scores(meta, (7, 9), apply_softmax=True)
     assert soft[0] == pytest.approx(1 / (1 + 2.718281828 ** -1.5)) and sum(soft) == pytest.approx(1)
+
+
+TOO_MANY = {
+    "score": (parse_score, {"query": "x", "items": ["y"] * 5, "label_token_ids": [1]}, "`items`"),
+    "classify": (parse_classify, {"input": ["a"] * 5, "labels": ["yes", "no"]}, "`input`"),
+    "multi_label": (parse_classify, {"input": "a", "labels": ["yes"] * 5, "multi_label": True},
+                    "`labels`"),
+    "rerank": (parse_rerank, {"query": "q", "documents": ["d"] * 5}, "`documents`"),
+    "generate": (parse_generate, {"input_ids": [[1]] * 5}, "batch"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOO_MANY))
+def test_too_many_prompts_is_413_naming_the_flag(ctx, name):
+    parse, body, what = TOO_MANY[name]
+    small = EndpointContext(ctx.tok, ctx.spec, ctx.model_name, ctx.rerank_template, max_items=4)
+    with pytest.raises(BadRequest, match="--max-items-per-request") as info:
+        parse(body, small)
+    assert info.value.status == 413 and what in str(info.value) and "5 entries" in str(info.value)
+    parse(body, ctx)  # within the default bound it parses

@@ -78,7 +78,18 @@ def test_cache_aware_follows_its_own_history_not_the_cache():
     p.on_routed(first, (1, 2, 3, 4))
     assert route(p, *ws, tokens=(1, 2, 3, 9)) == first  # 3/4 > 0.3 match rate
     other = "b" if first == "a" else "a"
-    assert route(p, *ws, tokens=(7, 7, 7, 7)) == other  # no match: the smaller tree
+    assert route(p, *ws, tokens=(7, 7, 7, 7)) == other  # no match, equal load: smaller tree
+
+
+def test_cache_aware_weak_match_falls_back_to_fewest_inflight_not_smallest_tree():
+    # SMG 1.x: "pick min load instead of min tenant size". b's tree is larger but b is less busy.
+    p = make_policy("cache_aware")
+    p.on_routed("b", (5, 6, 7, 8, 9, 10))
+    ws = (w("a", inflight=3), w("b", inflight=1))
+    assert route(p, *ws, tokens=(7, 7, 7, 7)) == "b"
+    # a match above the 0.3 rate still wins over a lighter worker
+    p.on_routed("a", (7, 7, 7, 1))
+    assert route(p, *ws, tokens=(7, 7, 7, 7)) == "a"
 
 
 def test_cache_aware_rebalances_when_imbalanced():

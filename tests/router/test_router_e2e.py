@@ -91,6 +91,14 @@ def test_bad_input_gets_4xx_with_message(router, raw, status, message):
     assert got == status and message in body["message"]
 
 
+def test_oversized_requests_get_413_and_the_router_keeps_serving(router):
+    body = {"query": "x", "items": ["y"] * 100_000, "label_token_ids": [661]}
+    status, reply = post(f"{router.url}/v1/score", body)
+    assert status == 413 and "--max-items-per-request" in reply["message"]
+    ok = post(f"{router.url}/v1/score", {"query": "x", "items": ["y"], "label_token_ids": [661]})
+    assert ok[0] == 200 and len(ok[1]["scores"]) == 1
+
+
 def test_health_reports_workers_and_kv_sync(router):
     status, body = router.get("/health")
     assert status == 200 and body["kv_synced"] is True and body["healthy_workers"] == 2
