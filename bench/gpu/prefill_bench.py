@@ -31,7 +31,7 @@ from moep_router.cost import CostModel  # noqa: E402
 from moep_router.model_spec import ModelSpec  # noqa: E402
 from moep_sglang.models.checkpoint import ensure_model  # noqa: E402
 
-PEAK_FLOPS = 989.4e12  # H100 SXM bf16 dense, datasheet
+PEAK_FLOPS = 989.4e12  # H100/H200 SXM bf16 dense, datasheet
 KERNEL_LOG = re.compile(r"(Using MoE kernel config from \S+|Using default MoE kernel config"
                         r"|fused-MoE kernel configs from \S+|Fallback to triton version \S+)")
 
@@ -84,45 +84,81 @@ def _kernel_configs(workers) -> list[str]:
     return seen
 
 
-def run_strategy(name: str, model: Path, args, cost: CostModel, log_dir: Path) -> dict:
+def _lengths(args) -> list[tuple[int, int]]:
+    """(prompt length, prompt count) per workload: the first length gets --prompts, every other
+    the same total tokens (at least one prompt)."""
+    lens = [int(x) for x in str(args.prompt_len).split(",")]
+    return [(n, max(1, args.prompts * lens[0] // n)) for n in lens]
+
+
+def _timed(urls: list[str], prompts: list[list[int]]) -> tuple[float, list[float]]:
+    t0 = time.perf_counter()
+    latencies = sorted(asyncio.run(_send_all(urls, prompts)))
+    return time.perf_counter() - t0, latencies
+
+
+def run_strategy(name: str, model: Path, args, cost: CostModel, log_dir: Path) -> list[dict]:
+    """One server start, then each prompt length: a cold run (the first requests of that shape:
+    kernel compilation and autotuning included), then the timed warm run."""
     started = time.monotonic()
     workers = start_strategy(name, model, log_dir, args.gpus, *args.worker_flag,
                              gpu_offset=args.gpu_offset, env=dict(args.env))
-    startup_s = time.monotonic() - started
+    startup_s = time.monotonic() - started  # until a first prefill-only request was answered
     urls = [w.config.url for w in workers]
+    rows = []
     try:
         vocab = cost.spec.vocab_size
-        warm = _prompts(args.gpus * 2, args.prompt_len, vocab, 1)
-        asyncio.run(_send_all(urls, warm))  # compiles the kernels for these shapes
-        prompts = _prompts(args.prompts, args.prompt_len, vocab, 2)
-        t0 = time.perf_counter()
-        latencies = sorted(asyncio.run(_send_all(urls, prompts)))
-        wall = time.perf_counter() - t0
-        tokens = sum(len(p) for p in prompts)
-        flops = sum(cost.flops(len(p)) for p in prompts)
-        states = [_server_moep(u) for u in urls] if name in ASYNCEP else []
-        result = {
-            "strategy": name, "gpus": args.gpus, "startup_s": round(startup_s, 1),
-            "prompts": len(prompts), "prompt_len": args.prompt_len, "tokens": tokens,
-            "wall_s": wall, "tokens_per_s": tokens / wall,
-            "mfu": flops / wall / (PEAK_FLOPS * args.gpus),
-            "latency_p50_s": latencies[len(latencies) // 2],
-            "latency_p99_s": latencies[max(0, int(len(latencies) * 0.99) - 1)],
-            "gpu_memory_mib": _gpu_memory_mib(),
-            "moe_kernel_configs": _kernel_configs(workers),
-            "workers": [{k: (s.get("asyncep") or {}).get(k) for k in (
-                "threshold_flops", "startup_threshold_flops", "t_gather_s", "online_t_gather_s",
-                "dense_flops_per_s", "steps", "gather_only_steps", "stall_seconds",
-                "stalled_layers", "gather_seconds", "gathers", "shard_bytes", "ring_bytes")}
-                | {"memory": s.get("memory"),
-                   "batches": (s.get("batching") or {}).get("recent_batches", [])[-8:]}
-                for s in states],
-        }
+        for length, count in _lengths(args):
+            cold_wall, _ = _timed(urls, _prompts(args.gpus * 2, length, vocab, 1))
+            prompts = _prompts(count, length, vocab, 2)
+            wall, latencies = _timed(urls, prompts)
+            tokens = sum(len(p) for p in prompts)
+            flops = sum(cost.flops(len(p)) for p in prompts)
+            states = [_server_moep(u) for u in urls] if name in ASYNCEP else []
+            rows.append({
+                "strategy": name, "gpus": args.gpus, "startup_s": round(startup_s, 1),
+                "prompts": len(prompts), "prompt_len": length, "tokens": tokens,
+                "cold_first_run": {"prompts": args.gpus * 2, "wall_s": round(cold_wall, 2),
+                                   "tokens_per_s": args.gpus * 2 * length / cold_wall},
+                "wall_s": wall, "tokens_per_s": tokens / wall,
+                "mfu": flops / wall / (PEAK_FLOPS * args.gpus),
+                "latency_p50_s": latencies[len(latencies) // 2],
+                "latency_p99_s": latencies[max(0, int(len(latencies) * 0.99) - 1)],
+                "gpu_memory_mib": _gpu_memory_mib(),
+                "moe_kernel_configs": _kernel_configs(workers),
+                "server_args": _server_args(urls[0]),
+                "workers": [{k: (s.get("asyncep") or {}).get(k) for k in (
+                    "threshold_flops", "startup_threshold_flops", "t_gather_s",
+                    "online_t_gather_s", "dense_flops_per_s", "steps", "gather_only_steps",
+                    "stall_seconds", "stalled_layers", "gather_seconds", "gathers",
+                    "shard_bytes", "ring_bytes")}
+                    | {"memory": s.get("memory"),
+                       "batches": (s.get("batching") or {}).get("recent_batches", [])[-8:]}
+                    for s in states],
+            })
+            r = rows[-1]
+            print(f"{args.label or name:>14} {name:>14} {length:>6}: "
+                  f"{r['tokens_per_s']:,.0f} tok/s, MFU {r['mfu']:.1%}, wall {wall:.1f} s, "
+                  f"cold {r['cold_first_run']['tokens_per_s']:,.0f} tok/s, "
+                  f"startup {startup_s:.0f} s", flush=True)
     finally:
         stop_all(workers)
-    print(f"{args.label or name:>14} {name:>10}: {result['tokens_per_s']:,.0f} tok/s, "
-          f"MFU {result['mfu']:.1%}, wall {wall:.1f} s, startup {startup_s:.0f} s", flush=True)
-    return result
+    return rows
+
+
+def _server_args(url: str) -> dict:
+    """What the server ran with (attention backend, graphs, chunk): the row says, not the flags."""
+    import urllib.request
+
+    keys = ("attention_backend", "prefill_attention_backend", "chunked_prefill_size",
+            "max_prefill_tokens", "disable_cuda_graph", "cuda_graph_backend_prefill",
+            "cuda_graph_backend_decode", "disable_radix_cache", "mem_fraction_static", "dtype")
+    try:
+        with urllib.request.urlopen(f"{url}/server_info", timeout=60) as resp:
+            info = json.loads(resp.read())
+    except OSError:
+        return {}
+    return {k: info.get(k) for k in keys if k in info}
 
 
 def run_mix(name: str, model: Path, args, cost: CostModel, log_dir: Path) -> dict:
@@ -171,7 +207,9 @@ def main() -> None:
     p.add_argument("--gpus", type=int, default=4)
     p.add_argument("--gpu-offset", type=int, default=0, help="first GPU to use")
     p.add_argument("--prompts", type=int, default=384)
-    p.add_argument("--prompt-len", type=int, default=4096)
+    p.add_argument("--prompt-len", default="4096",
+                   help="prompt length, or several (4096,32768): one server start runs each, "
+                        "with the total tokens of --prompts at the first length")
     p.add_argument("--strategies", default="replicas,peer,collective",
                    help=f"comma-separated, from: {', '.join(STRATEGIES)}")
     p.add_argument("--worker-flag", action="append", default=[],
@@ -196,7 +234,7 @@ def main() -> None:
 
     results = []
     mix = args.workload == "table2"
-    workload = "table2" if mix else args.prompt_len
+    workload = "table2" if mix else args.prompt_len.replace(",", "_")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU smoke run)"
     doc = {"benchmark": args.name or f"prefill_{model.name}_{workload}",
            "git_sha": args.git_sha, "label": args.label, "workload": args.workload,
@@ -208,13 +246,22 @@ def main() -> None:
     path = args.out / f"{doc['benchmark']}.json"
     for name in args.strategies.split(","):
         try:
-            run = run_mix if mix else run_strategy
-            results.append(run(name, model, args, cost, args.out))
+            if mix:
+                results.append(run_mix(name, model, args, cost, args.out))
+            else:
+                results.extend(run_strategy(name, model, args, cost, args.out))
         except Exception as exc:  # record the failure, go on with the next strategy
             print(f"{name:>10}: FAILED {str(exc)[-1500:]}", flush=True)
             results.append({"strategy": name, "error": str(exc)[-3000:]})
         path.write_text(json.dumps(doc, indent=2))  # after each: a timed-out call keeps the rest
     print(f"wrote {path}")
+    for r in results:  # the short table
+        if "error" in r:
+            print(f"{r['strategy']:>14}: FAILED")
+        elif "prompt_len" in r:
+            print(f"{r['strategy']:>14} {r['prompt_len']:>6}: {r['tokens_per_s']:>9,.0f} tok/s "
+                  f"MFU {r['mfu']:6.1%}  startup {r['startup_s']:>5.0f} s  "
+                  f"cold {r['cold_first_run']['tokens_per_s']:>9,.0f} tok/s")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ most of its dependencies, and cannot download. This script, run here (CPU machin
      closure as we run it), drops what the image already has (torch, triton, CUDA libraries,
      numpy, ...) and adds the GPU-only packages (sglang-kernel, flashinfer-python);
   2. downloads each as a cp312 manylinux wheel (--no-deps: the set is already closed);
-  3. cuts sglang-kernel to its sm_90 files (the full wheel is ~1 GB of other architectures);
+  3. cuts sglang-kernel to its sm_90 files (the full wheel is ~1 GB of other architectures) and
+     its FlashAttention-3 library (SGLang's Hopper attention default, 1.07 GB) to the head-dim
+     128 bf16 kernels (bench/gpu/trim_fa3.py), xz-compressed into its own carry .gpu-stage/fa3;
   4. builds our own wheel;
   5. packs the wheels into carry folders .gpu-stage/c1, c2, ... of at most 60 MiB each.
 On the device, bench/gpu/install.sh copies each carry to /tmp and installs them all.
@@ -23,6 +25,8 @@ import time
 import zipfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 ROOT = Path(__file__).resolve().parents[2]
 STAGE = ROOT / ".gpu-stage"
 CARRY_LIMIT = 60 << 20
@@ -33,13 +37,17 @@ IN_IMAGE = re.compile(
     r"jinja2|markupsafe|filelock|fsspec|setuptools|typing.extensions|pytest|pluggy|iniconfig|"
     r"scipy|pillow|huggingface.hub|hf.xet|matplotlib|fonttools|kiwisolver|contourpy|cycler|"
     r"pyparsing|pycountry|airportsdata|jedi|parso|moep|pip|sglang.router)\b", re.IGNORECASE)
-# Not in the CPU environment. Attention runs on SGLang's Triton backend (the baselines' choice);
-# FlashInfer (issue: FlashInfer attention) is staged too when it fits.
+# Not in the CPU environment. Attention runs on fa3 (SGLang's Hopper default, staged below);
+# FlashInfer is staged too (JIT: it compiles its kernels at first use).
 GPU_ONLY = ["sglang==0.5.17", "sglang-kernel==0.4.5", "flashinfer-python==0.6.15.post1",
             "tabulate", "click"]
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (39, 38, 37, 36, 35, 34, 31, 28, 27, 24, 17)] + [
     "manylinux2014_x86_64", "manylinux1_x86_64"]
+FA3_LIB = "flash_ops.abi3.so"
 SM90_KEEP = re.compile(r"(^|/)(sm90|sm_90)(/|_)|\.py$|\.dist-info/|\.pyi$|\.typed$")
+
+
+from bench.gpu.trim_fa3 import trim  # noqa: E402
 
 
 def requirements() -> list[str]:
@@ -70,6 +78,19 @@ def cut_to_sm90(wheel: Path) -> None:
             if SM90_KEEP.search(item.filename) and "flash_ops" not in item.filename:
                 dst.writestr(item, src.read(item.filename))
     tmp.replace(wheel)
+
+
+def stage_fa3(kernel_wheel: Path) -> Path:
+    """sgl_kernel/flash_ops.abi3.so of the full wheel, trimmed, as .gpu-stage/fa3/*.so.xz."""
+    out = STAGE / "fa3" / f"{FA3_LIB}.xz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw, trimmed = out.parent / "full.so", out.parent / FA3_LIB
+    with zipfile.ZipFile(kernel_wheel) as z:
+        raw.write_bytes(z.read(f"sgl_kernel/{FA3_LIB}"))
+    print(f"  fa3: {trim(raw, trimmed, {128}, {'bf16'})}")
+    raw.unlink()
+    subprocess.run(["xz", "-T0", "-6", "-f", str(trimmed)], check=True)
+    return out
 
 
 def pack(wheels: list[Path]) -> list[Path]:
@@ -103,7 +124,12 @@ def main() -> None:
     download([r for r in reqs if re.split("[=<>]", r)[0].lower().replace("_", "-") not in have],
              wheels_dir)
     for kernel in wheels_dir.glob("sglang_kernel-*.whl"):
-        cut_to_sm90(kernel)
+        with zipfile.ZipFile(kernel) as z:
+            full = f"sgl_kernel/{FA3_LIB}" in z.namelist()
+        if full:  # a fresh download, not yet cut
+            fa3 = stage_fa3(kernel)
+            print(f"  {fa3.relative_to(ROOT)}: {fa3.stat().st_size / 2**20:.1f} MiB")
+            cut_to_sm90(kernel)
     for old in wheels_dir.glob("moep_sglang-*.whl"):
         old.unlink()
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",

@@ -4,6 +4,10 @@
 #   stage c1 | stage c2       copy a carry of wheels to /tmp (bench/gpu/stage.py made them)
 #   install                   last carry: install, byte-compile, restore the kernel cache
 #   tune                      tune the fused-MoE Triton kernel (tune_moe.py), one GPU per shape set
+#   fa3check                  FlashAttention-3 (staged, trimmed) against torch SDPA
+#   one30b | one235b          one GPU: ours vs sglang_default (SGLang as users run it), same call
+#   profile                   one GPU: time breakdown of a forward (profile_forward.py)
+#   gputest                   pytest -m gpu (one GPU: two AsyncEP peers share it)
 #   main4k | s32k | b235 | mix | pairs | extra   benchmark groups (below); -> $OUT/<step>.tgz
 #   save                      kernel cache -> $OUT (keep in .gpu-stage/kcache/ for the next machine)
 # Every benchmark step uses the tuned configs of `tune` (MOEP_MOE_CONFIG_DIR) for every strategy,
@@ -84,6 +88,25 @@ case "$STEP" in
       --strategies "${STRATS:-dwdp,collective}" "${CHUNK[@]}" --out "$R" \
       --name "gpu${NGPU}_30b_4k_extra" --label "tuned MoE configs, triton attention"
     pack ;;
+  fa3check) python3 bench/gpu/fa3_check.py ;;
+  one30b)  # Qwen3-30B-A3B at 4K and 32K on one GPU: plain SGLang first, then ours
+    $BENCH --preset qwen3-30b-a3b --gpus 1 --prompts 64 --prompt-len 4096,32768 \
+      --strategies "${STRATS:-sglang_default,replicas}" --out "$R" --name h200_30b_one_gpu \
+      --label "one H200, launcher defaults (fa3) vs SGLang defaults"
+    cp "$R"/*.json "$OUT"/; pack ;;
+  one235b)  # the 235B shape, 12 layers (what one GPU holds with room for KV), at 4K
+    $BENCH --preset qwen3-235b-a22b --num-layers 12 --gpus 1 --prompts 48 --prompt-len 4096 \
+      --strategies "${STRATS:-sglang_default,replicas}" --out "$R" --name h200_235b12l_one_gpu \
+      --label "one H200, launcher defaults (fa3) vs SGLang defaults"
+    cp "$R"/*.json "$OUT"/; pack ;;
+  profile)
+    python3 bench/gpu/profile_forward.py --preset qwen3-30b-a3b --prompt-len 4096,32768 \
+      --out "$R" --git-sha "$SHA" --name h200_profile_30b
+    python3 bench/gpu/profile_forward.py --preset qwen3-235b-a22b --num-layers 12 \
+      --prompt-len 4096 --out "$R" --git-sha "$SHA" --name h200_profile_235b12l
+    cp "$R"/*.json "$OUT"/; pack ;;
+  gputest)
+    python3 -m pytest -m gpu tests/gpu -x -q -s -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" ;;
   save) bench/gpu/kcache.sh save ;;
   *) echo "unknown step $STEP" >&2; exit 2 ;;
 esac

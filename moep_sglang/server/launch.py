@@ -37,18 +37,30 @@ class LaunchConfig:
     asyncep: AsyncEPConfig | None = None  # --asyncep-*: this worker's AsyncEP group
     batching: BatchingConfig | None = None  # --min-batch-flops / --max-batch-wait-ms
     kv_cache_free: bool = False  # --kv-cache-free: no prefix cache, KV pool sized to one batch
+    gpu_major: int | None = None  # compute capability major of the GPU (9: Hopper); None on CPU
 
 
-# With AsyncEP on GPU a forward must carry T FLOPs per layer: large prefill chunks (SGLang's
-# default is 2K-8K tokens). Added unless the user passes the flag. (Not on CPU, where SGLang
-# sizes its memory reserve from the chunk and refuses 32K; T is small there anyway.)
-ASYNCEP_DEFAULTS: tuple[tuple[str, str | None], ...] = (
+# Prefill-only serving on GPU, each added unless the user passes the flag (issue 11; measured on
+# one H200, shared/notes/device.md and bench/results/gpu/h200_*.json):
+GPU_DEFAULTS: tuple[tuple[str, str | None], ...] = (
+    # Nothing is decoded: decode CUDA graphs only cost start-up time (capture of every batch size).
+    ("--cuda-graph-backend-decode", "disabled"),
+    # Prefill batches of up to 32K tokens. SGLang caps a batch at --max-prefill-tokens (16,384 by
+    # default): on 4xH200 every 30B AsyncEP batch stopped there, below the measured T of ~20-30K
+    # tokens, and the gathers stalled ~12% of the time
+    # (bench/results/gpu/asyncep_30b_4k_peer_replicas.json).
     ("--chunked-prefill-size", "32768"),
-    # SGLang caps a prefill batch at --max-prefill-tokens (16384 by default): on 4xH200 every
-    # 30B batch stopped at 16,384 tokens, below the measured T of ~20-30K tokens, and the
-    # gathers stalled ~12% of the time (bench/results/gpu/asyncep_30b_4k_peer_replicas.json).
     ("--max-prefill-tokens", "32768"),
-    ("--cuda-graph-backend-decode", "disabled"),  # graphs capture forwards at startup: no gathers
+)
+# On Hopper (compute capability 9.x): FlashAttention-3, SGLang's own Hopper default, ahead-of-time
+# compiled (FlashInfer measured the same speed, 63.5K vs 62.4-63.6K tok/s on Qwen3-30B-A3B at 4K,
+# but JIT-compiles at first use: 179 s to a first answer on a bare machine). Named explicitly so
+# the choice does not depend on SGLang's model-by-model rules.
+HOPPER_DEFAULTS: tuple[tuple[str, str | None], ...] = (("--attention-backend", "fa3"),)
+
+# With AsyncEP on GPU (on top of GPU_DEFAULTS):
+ASYNCEP_DEFAULTS: tuple[tuple[str, str | None], ...] = (
+    # A captured graph replays its forward without the ring's gathers between layers.
     ("--cuda-graph-backend-prefill", "disabled"),
 )
 # KV pool of --kv-cache-free: one batch at the AsyncEP chunk size and nothing retained; a prompt
@@ -56,7 +68,8 @@ ASYNCEP_DEFAULTS: tuple[tuple[str, str | None], ...] = (
 KV_CACHE_FREE_TOKENS = 32768
 
 
-def parse_launch_args(argv: list[str], on_cpu: bool) -> LaunchConfig:
+def parse_launch_args(argv: list[str], on_cpu: bool,
+                      gpu_major: int | None = None) -> LaunchConfig:
     parser = argparse.ArgumentParser(
         prog="moep-sglang launch_server",
         description="Start `python -m sglang.launch_server` with the moep plugin. Flags not "
@@ -78,7 +91,7 @@ def parse_launch_args(argv: list[str], on_cpu: bool) -> LaunchConfig:
     except AsyncEPConfigError as exc:
         parser.error(str(exc))
     return LaunchConfig(tuple(rest), ours.kv_events_port, ours.cpu_threads, on_cpu, asyncep,
-                        batching, ours.kv_cache_free)
+                        batching, ours.kv_cache_free, None if on_cpu else gpu_major)
 
 
 def _add_asyncep_args(parser: argparse.ArgumentParser) -> None:
@@ -135,18 +148,19 @@ def build_command(config: LaunchConfig) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     if config.on_cpu:
         env["SGLANG_USE_CPU_ENGINE"] = "1"
-        for flag, value in CPU_DEFAULTS:
-            if not _has_flag(args, flag):
-                args += [flag] if value is None else [flag, value]
+        args = _add_defaults(args, CPU_DEFAULTS)
+    else:
+        args = _add_defaults(args, GPU_DEFAULTS)
+        if config.gpu_major == 9:
+            args = _add_defaults(args, HOPPER_DEFAULTS)
     if config.cpu_threads:
         env["OMP_NUM_THREADS"] = str(config.cpu_threads)
     if config.kv_events_port is not None:
         args += ["--kv-events-config", kv_events_config(config.kv_events_port)]
     if config.asyncep is not None:
         env["MOEP_ASYNCEP"] = config.asyncep.to_json()
-        for flag, value in () if config.on_cpu else ASYNCEP_DEFAULTS:
-            if not _has_flag(args, flag):
-                args += [flag] if value is None else [flag, value]
+        if not config.on_cpu:
+            args = _add_defaults(args, ASYNCEP_DEFAULTS)
     if config.batching is not None:
         env["MOEP_BATCHING"] = config.batching.to_json()
     if config.kv_cache_free:
@@ -162,6 +176,15 @@ def kv_events_config(port: int) -> str:
                        "replay_endpoint": f"tcp://*:{port + 1}", "topic": "kv"})
 
 
+def gpu_major() -> int | None:
+    """Compute capability major of GPU 0, or None where no GPU serves (CPU defaults apply)."""
+    if not gpu_available():
+        return None
+    import torch
+
+    return torch.cuda.get_device_capability(0)[0]
+
+
 def gpu_available() -> bool:
     from moep_sglang import envs
 
@@ -174,7 +197,8 @@ def gpu_available() -> bool:
 
 def run_launch_server(argv: list[str]) -> None:
     """Replace this process with the SGLang server (same PID: signals reach SGLang directly)."""
-    config = parse_launch_args(argv, on_cpu=not gpu_available())
+    major = gpu_major()
+    config = parse_launch_args(argv, on_cpu=major is None, gpu_major=major)
     cmd, env = build_command(config)
     os.execvpe(cmd[0], cmd, env)
 
@@ -193,6 +217,15 @@ def _set_flag(args: list[str], flag: str, value: str) -> list[str]:
             continue
         out.append(a)
     return out + [flag, value]
+
+
+def _add_defaults(args: list[str], defaults: tuple[tuple[str, str | None], ...]) -> list[str]:
+    """args plus each default flag the user did not pass (a user's own flag always wins)."""
+    out = list(args)
+    for flag, value in defaults:
+        if not _has_flag(out, flag):
+            out += [flag] if value is None else [flag, value]
+    return out
 
 
 def _has_flag(args: list[str], flag: str) -> bool:

@@ -28,6 +28,9 @@ class WorkerConfig:
     cpu_threads: int | None = None  # torch threads on CPU
     extra_args: tuple[str, ...] = ()  # more SGLang flags
     plain_sglang: bool = False  # start `python -m sglang.launch_server` (plugin via entry point)
+    # SGLang as its users run it (the benchmarks' baseline): `python -m sglang.launch_server`
+    # with the given flags only, the moep plugin not loaded, none of our defaults added.
+    baseline: bool = False
     env: dict[str, str] = field(default_factory=dict)  # extra environment variables
 
     @property
@@ -100,12 +103,18 @@ class WorkerProcess:
 
     # Internals ----------------------------------------------------------------------------
     def _command(self) -> tuple[list[str], dict[str, str]]:
-        from moep_sglang.server.launch import build_command, gpu_available, parse_launch_args
+        from moep_sglang.server.launch import (
+            build_command,
+            gpu_major,
+            kv_events_config,
+            parse_launch_args,
+        )
 
         c = self.config
         argv = ["--model-path", str(c.model_path), "--port", str(c.port), "--host", "127.0.0.1"]
         if c.kv_events_port is not None:
-            argv += ["--kv-events-port", str(c.kv_events_port)]
+            argv += (["--kv-events-config", kv_events_config(c.kv_events_port)] if c.baseline
+                     else ["--kv-events-port", str(c.kv_events_port)])
         if c.cpu_threads:
             argv += ["--cpu-threads", str(c.cpu_threads)]
         argv += list(c.extra_args)
@@ -113,8 +122,14 @@ class WorkerProcess:
             # SGLang picks its torch.distributed port at random; workers started together
             # collided on it (EADDRINUSE). Ours come from free_port, never handed out twice.
             argv += ["--nccl-port", str(free_port())]
-        if c.plain_sglang:
-            cmd, env = build_command(parse_launch_args(argv, on_cpu=not gpu_available()))
+        if c.baseline:
+            cmd = [sys.executable, "-m", "sglang.launch_server", *argv]
+            # SGLang loads only the plugins this list names: none of ours.
+            env = {**os.environ, "SGLANG_PLUGINS": "none"}
+        elif c.plain_sglang:
+            major = gpu_major()
+            cmd, env = build_command(parse_launch_args(argv, on_cpu=major is None,
+                                                       gpu_major=major))
         else:
             cmd = [sys.executable, "-m", "moep_sglang.cli", "launch_server", *argv]
             env = dict(os.environ)

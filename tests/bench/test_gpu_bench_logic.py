@@ -34,7 +34,25 @@ def test_sglang_strategies_are_one_server_over_all_gpus(strategy, expect):
     assert name == f"qwen3-30b-a3b-{strategy}4.log"
     assert {k: _flag(argv, k) for k in expect} == expect
     assert "--enforce-disable-flashinfer-allreduce-fusion" in argv
-    assert _flag(argv, "--attention-backend") == "triton" and "--asyncep-size" not in argv
+    # the attention backend is the launcher's Hopper default now, not Triton
+    assert "--attention-backend" not in argv and "--asyncep-size" not in argv
+
+
+def test_sglang_default_is_plain_sglang_with_only_the_workload_flags():
+    plan = plan_launches("sglang_default", MODEL, 2, "--context-length=40000", gpu_offset=1)
+    assert [a for _, a in plan] == [
+        ["--load-format", "dummy", "--base-gpu-id", str(g), "--context-length=40000"]
+        for g in (1, 2)]
+
+
+def test_asyncep_peers_share_one_gpu_with_a_memory_share_each():
+    plan = plan_launches("peer", MODEL, 2, "--mem-fraction-static=0.4", store="h:1",
+                         share_gpu=True)
+    assert [_flag(a, "--base-gpu-id") for _, a in plan] == ["0", "0"]
+    assert [_flag(a, "--asyncep-rank") for _, a in plan] == ["0", "1"]
+    assert all(" ".join(a).count("--mem-fraction-static") == 1 for _, a in plan)
+    [_, (_, other)] = plan_launches("peer", MODEL, 2, store="h:1")
+    assert _flag(other, "--base-gpu-id") == "1" and _flag(other, "--mem-fraction-static") == "0.85"
 
 
 def test_radix_cache_only_for_the_mix():
@@ -73,3 +91,23 @@ def test_merge_without_sglang_file_uses_its_default_for_small_batches():
 
 def test_shape_flops():
     assert Shape.parse("128,768,2048,8").flops(1) == 2 * 8 * 3 * 2048 * 768
+
+
+def test_profile_breakdown_buckets_kernels_and_counts_idle_gaps():
+    from bench.gpu.profile_forward import breakdown
+
+    def k(name, ts, dur, cat="kernel"):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur}
+
+    events = [k("fused_moe_kernel", 0, 400), k("flash::FlashAttnFwdSm90<...>", 300, 200),
+              k("moe_align_block_size_kernel", 500, 50), k("nvjet_tst_128x256", 600, 100),
+              k("Memcpy DtoD", 700, 100, "gpu_memcpy"), k("cpu_op", 0, 5000) | {"cat": "cpu_op"},
+              k("rmsnorm_kernel", 1000, 100)]
+    r = breakdown(events, steps=2)
+    ms = r["ms_per_step"]
+    assert r["span_ms_per_step"] == 0.55  # 0..1100 us over 2 steps
+    assert (ms["moe_gemm"], ms["attention"], ms["moe_routing"]) == (0.2, 0.1, 0.025)
+    assert (ms["dense_gemm"], ms["memcpy"], ms["norm_rope_act"]) == (0.05, 0.05, 0.05)
+    assert ms["gpu_idle"] == 0.125  # 550..600 and 800..1000 us uncovered; 300..400 overlaps
+    with pytest.raises(ValueError, match="no GPU kernels"):
+        breakdown([events[5]], steps=1)

@@ -1,8 +1,10 @@
 """AsyncEP on GPUs (run on the GPU machines: pytest -m gpu tests/gpu). A real random-weight
 checkpoint of Qwen3-30B-A3B's layer shape with 2 layers (generated here; the `small` preset's
-head size hits SGLang's fallback rotary embedding, which the GPU path rejects), bf16, two GPUs:
-every rank's scores equal an unsharded worker's, each rank answering while the other idles (for
-the collective backend: lockstep with an idle rank, no deadlock)."""
+head size hits SGLang's fallback rotary embedding, which the GPU path rejects), bf16, with the
+launcher's GPU defaults (fa3 attention on Hopper): every rank's scores equal an unsharded
+worker's, each rank answering while the other idles (for the collective backend: lockstep with an
+idle rank, no deadlock). Two GPUs: one rank per GPU, both backends. One GPU: two `peer` ranks share
+it (CUDA IPC within one device); `collective` needs two GPUs (NCCL refuses two ranks on one)."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
-                                 reason="needs 2 CUDA GPUs")]
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+ONE_GPU = torch.cuda.is_available() and torch.cuda.device_count() < 2
+SHARED = ("--mem-fraction-static", "0.4")  # two servers on one GPU: a share each
 
 from bench.gpu.common import start_workers, stop_all  # noqa: E402
 from tests.asyncep.conftest import max_abs_diff, scores_of  # noqa: E402
@@ -48,7 +51,11 @@ def reference(small, log_dir):
 
 @pytest.mark.parametrize("backend", ["collective", "peer"])
 def test_gpu_group_scores_equal_unsharded(backend, small, log_dir, reference):
-    group = start_workers(small, log_dir, 2, *FP32, asyncep_backend=backend, dummy=False)
+    if ONE_GPU and backend == "collective":
+        pytest.skip("collective needs 2 GPUs: NCCL refuses two ranks on one device")
+    flags = (*FP32, *(SHARED if ONE_GPU else ()))
+    group = start_workers(small, log_dir, 2, *flags, asyncep_backend=backend, dummy=False,
+                          share_gpu=ONE_GPU)
     try:
         for w in group:  # each rank answers while the other idles (collective: lockstep)
             got = scores_of(w.config.url)

@@ -2,11 +2,16 @@ import json
 
 import pytest
 
-from moep_sglang.server.launch import CPU_DEFAULTS, build_command, parse_launch_args
+from moep_sglang.server.launch import (
+    CPU_DEFAULTS,
+    GPU_DEFAULTS,
+    build_command,
+    parse_launch_args,
+)
 
 
-def _cmd(argv, on_cpu=True):
-    return build_command(parse_launch_args(argv, on_cpu=on_cpu))
+def _cmd(argv, on_cpu=True, gpu_major=None):
+    return build_command(parse_launch_args(argv, on_cpu=on_cpu, gpu_major=gpu_major))
 
 
 def test_cpu_defaults_added_and_env_set():
@@ -25,8 +30,26 @@ def test_user_flags_win_over_cpu_defaults():
 
 def test_gpu_gets_no_cpu_defaults():
     cmd, env = _cmd(["--model-path", "m", "--tp", "4"], on_cpu=False)
-    assert cmd[3:] == ["--model-path", "m", "--tp", "4"]
+    assert cmd[3:7] == ["--model-path", "m", "--tp", "4"]
+    assert not {flag for flag, _ in CPU_DEFAULTS} - {flag for flag, _ in GPU_DEFAULTS} & set(cmd)
     assert "SGLANG_USE_CPU_ENGINE" not in env or env["SGLANG_USE_CPU_ENGINE"] != "1"
+
+
+def test_gpu_prefill_defaults_and_fa3_only_on_hopper():
+    cmd, _ = _cmd(["--model-path", "m"], on_cpu=False, gpu_major=9)
+    assert cmd[cmd.index("--chunked-prefill-size") + 1] == "32768"
+    assert cmd[cmd.index("--max-prefill-tokens") + 1] == "32768"
+    assert cmd[cmd.index("--cuda-graph-backend-decode") + 1] == "disabled"
+    assert cmd[cmd.index("--attention-backend") + 1] == "fa3"
+    ampere, _ = _cmd(["--model-path", "m"], on_cpu=False, gpu_major=8)
+    assert "--attention-backend" not in ampere  # SGLang's own choice elsewhere
+
+
+def test_user_flags_win_over_gpu_defaults():
+    cmd, _ = _cmd(["--model-path", "m", "--attention-backend=flashinfer",
+                   "--chunked-prefill-size", "8192"], on_cpu=False, gpu_major=9)
+    assert "--attention-backend" not in cmd and "--attention-backend=flashinfer" in cmd
+    assert cmd.count("--chunked-prefill-size") == 1 and "8192" in cmd
 
 
 def test_kv_events_port_and_threads():

@@ -1,0 +1,164 @@
+"""Where one prefill-only forward spends its time on the GPU (issue 11, "profile, then speed up").
+
+Starts a strategy's server (bench/gpu/common.py; default: ours, one replica), warms it up, then has
+SGLang's own profiler (`POST /start_profile`, torch profiler with CUDA activity) record `--steps`
+forward steps of full batches (`--batch-tokens` of prompts of `--prompt-len` each, all in flight).
+The kernel timeline is bucketed by kernel name:
+
+  attention        FlashAttention-3 / FlashInfer / Triton attention kernels
+  moe_gemm         the fused-MoE grouped GEMMs (SGLang's Triton fused_moe_kernel, both GEMMs)
+  moe_routing      top-k gating, align/sort/count of tokens per expert, the weighted sum
+  dense_gemm       cuBLAS / CUTLASS GEMMs: QKV and output projections, router gate, LM head
+  norm_rope_act    RMSNorm, rotary embedding, SiLU-and-mul
+  kv_write         writes of K/V into the paged cache and request-to-token bookkeeping
+  memcpy           device copies and memsets
+  other            everything else (elementwise, index, reductions)
+  gpu_idle         wall span of the recorded steps not covered by any kernel: the CPU gaps
+                   (scheduling, batch preparation, Python between kernels)
+
+Times are per forward step (recorded span / steps). The profiler's own overhead lengthens the CPU
+side, so gpu_idle is an upper bound of the unprofiled gaps.
+Usage: python bench/gpu/profile_forward.py --preset qwen3-30b-a3b --prompt-len 4096 --out $OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import re
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.gpu.common import STRATEGIES, start_strategy, stop_all  # noqa: E402
+from bench.gpu.prefill_bench import _prompts, _send_all  # noqa: E402
+from moep_router.cost import CostModel  # noqa: E402
+from moep_router.model_spec import ModelSpec  # noqa: E402
+from moep_sglang.models.checkpoint import ensure_model  # noqa: E402
+
+# First match wins: attention kernels are CUTLASS kernels too, and MoE kernels contain "moe".
+CATEGORIES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(rx, re.IGNORECASE)) for
+                                                      name, rx in (
+    ("moe_gemm", r"fused_moe_kernel"),
+    ("attention", r"flash|fmha|attn|attention|BatchPrefill|decode_kernel|extend_kernel"),
+    ("moe_routing", r"topk|moe_align|moe_sum|count_and_sort|sort|gating|moe"),
+    ("kv_write", r"store_kv|set_kv|kv_buffer|copy_kv|kvcache|req_to_token|write_req"),
+    ("norm_rope_act", r"norm|rotary|rope|silu|act_and_mul|gelu|swiglu"),
+    ("dense_gemm", r"nvjet|gemm|cutlass|xmma|cublas|sm90_|splitK"),
+))
+ORDER = ("attention", "moe_gemm", "moe_routing", "dense_gemm", "norm_rope_act", "kv_write",
+         "memcpy", "other", "gpu_idle")
+
+
+def categorize(name: str, cat: str) -> str:
+    if cat in ("gpu_memcpy", "gpu_memset"):
+        return "memcpy"
+    for label, rx in CATEGORIES:
+        if rx.search(name):
+            return label
+    return "other"
+
+
+def breakdown(events: list[dict], steps: int) -> dict:
+    """Per-step milliseconds by category from a Chrome trace's GPU events (ts/dur in us)."""
+    gpu = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") in
+                  ("kernel", "gpu_memcpy", "gpu_memset")), key=lambda e: e["ts"])
+    if not gpu:
+        raise ValueError("the trace holds no GPU kernels")
+    by_cat: dict[str, float] = defaultdict(float)
+    by_kernel: dict[str, float] = defaultdict(float)
+    busy, cover_end = 0.0, gpu[0]["ts"]
+    for e in gpu:
+        start, end = e["ts"], e["ts"] + e["dur"]
+        by_cat[categorize(e["name"], e["cat"])] += e["dur"]
+        by_kernel[e["name"][:120]] += e["dur"]
+        busy += max(0.0, end - max(start, cover_end))  # union of intervals, in time order
+        cover_end = max(cover_end, end)
+    span = cover_end - gpu[0]["ts"]
+    by_cat["gpu_idle"] = span - busy
+    ms = {k: round(by_cat.get(k, 0.0) / 1e3 / steps, 3) for k in ORDER}
+    return {"steps": steps, "span_ms_per_step": round(span / 1e3 / steps, 3), "ms_per_step": ms,
+            "share": {k: round(by_cat.get(k, 0.0) / span, 4) for k in ORDER},
+            "top_kernels_ms_per_step": {k: round(v / 1e3 / steps, 3) for k, v in sorted(
+                by_kernel.items(), key=lambda kv: -kv[1])[:15]}}
+
+
+def _post(url: str, body: dict) -> str:
+    req = urllib.request.Request(url, json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return resp.read().decode()
+
+
+def profile(url: str, vocab: int, length: int, batch_tokens: int, steps: int,
+            out: Path, tag: str) -> dict:
+    per_step = max(1, batch_tokens // length)
+    asyncio.run(_send_all([url], _prompts(per_step, length, vocab, 1)))  # warm this shape
+    trace_dir = out / f"trace-{tag}"
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    _post(f"{url}/start_profile", {"output_dir": str(trace_dir), "num_steps": steps,
+                                   "activities": ["GPU"], "profile_id": tag})
+    t0 = time.perf_counter()
+    asyncio.run(_send_all([url], _prompts(per_step * steps, length, vocab, 3)))
+    wall = time.perf_counter() - t0
+    deadline = time.monotonic() + 180
+    while not list(trace_dir.glob("*.trace.json.gz")) and time.monotonic() < deadline:
+        time.sleep(1)
+    [trace] = list(trace_dir.glob("*.trace.json.gz"))
+    time.sleep(2)  # the exporter may still be writing
+    with gzip.open(trace) as f:
+        events = json.load(f)["traceEvents"]
+    result = breakdown(events, steps)
+    result.update({"prompt_len": length, "prompts_per_step": per_step,
+                   "tokens_per_step": per_step * length, "profiled_wall_s": round(wall, 2)})
+    for t in trace_dir.glob("*.trace.json.gz"):  # too large to keep; the table is the result
+        t.unlink()
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--preset", default="qwen3-30b-a3b")
+    p.add_argument("--num-layers", type=int, default=None)
+    p.add_argument("--strategy", default="replicas", choices=STRATEGIES)
+    p.add_argument("--prompt-len", default="4096", help="one or several, comma-separated")
+    p.add_argument("--batch-tokens", type=int, default=32768, help="tokens per forward step")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--worker-flag", action="append", default=[])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--git-sha", default="unknown")
+    p.add_argument("--name", default=None)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = ensure_model(Path("/tmp/moep-models"), args.preset, args.num_layers)
+    cost = CostModel.from_spec(ModelSpec.from_model_dir(model))
+    import torch
+
+    doc = {"benchmark": args.name or f"profile_{model.name}", "git_sha": args.git_sha,
+           "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "hardware": {"gpu": torch.cuda.get_device_name(0)}, "model": args.preset,
+           "num_layers": cost.spec.num_layers, "strategy": args.strategy,
+           "worker_flags": args.worker_flag, "results": []}
+    [worker] = start_strategy(args.strategy, model, args.out, 1, *args.worker_flag)
+    try:
+        for length in (int(x) for x in args.prompt_len.split(",")):
+            tag = f"{model.name}-{length}"
+            r = profile(worker.config.url, cost.spec.vocab_size, length, args.batch_tokens,
+                        args.steps, args.out, tag)
+            doc["results"].append(r)
+            (args.out / f"{doc['benchmark']}.json").write_text(json.dumps(doc, indent=2))
+            print(f"{tag}: {r['span_ms_per_step']:.1f} ms per step of {r['tokens_per_step']} "
+                  "tokens: " + ", ".join(f"{k} {r['ms_per_step'][k]:.1f} "
+                                         f"({r['share'][k]:.0%})" for k in ORDER), flush=True)
+    finally:
+        stop_all([worker])
+
+
+if __name__ == "__main__":
+    main()
