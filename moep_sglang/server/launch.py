@@ -45,6 +45,10 @@ class LaunchConfig:
 GPU_DEFAULTS: tuple[tuple[str, str | None], ...] = (
     # Nothing is decoded: decode CUDA graphs only cost start-up time (capture of every batch size).
     ("--cuda-graph-backend-decode", "disabled"),
+    # SGLang's breakable prefill graphs, captured up to a 32K chunk, took 192 s of a 234 s start
+    # on one H200 for 63.7K tok/s on Qwen3-30B-A3B at 4K; without them the same worker measured
+    # 62.4-63.6K (bench/results/gpu/h200_30b_one_gpu_graphs.json, notes/device.md): not worth it.
+    ("--cuda-graph-backend-prefill", "disabled"),
     # Prefill batches of up to 32K tokens. SGLang caps a batch at --max-prefill-tokens (16,384 by
     # default): on 4xH200 every 30B AsyncEP batch stopped there, below the measured T of ~20-30K
     # tokens, and the gathers stalled ~12% of the time
@@ -58,9 +62,9 @@ GPU_DEFAULTS: tuple[tuple[str, str | None], ...] = (
 # the choice does not depend on SGLang's model-by-model rules.
 HOPPER_DEFAULTS: tuple[tuple[str, str | None], ...] = (("--attention-backend", "fa3"),)
 
-# With AsyncEP on GPU (on top of GPU_DEFAULTS):
+# With AsyncEP on GPU (on top of GPU_DEFAULTS): a captured graph would replay its forward without
+# the ring's gathers between layers, so prefill graphs stay off there whatever GPU_DEFAULTS says.
 ASYNCEP_DEFAULTS: tuple[tuple[str, str | None], ...] = (
-    # A captured graph replays its forward without the ring's gathers between layers.
     ("--cuda-graph-backend-prefill", "disabled"),
 )
 # KV pool of --kv-cache-free: one batch at the AsyncEP chunk size and nothing retained; a prompt

@@ -40,6 +40,7 @@ def test_gpu_prefill_defaults_and_fa3_only_on_hopper():
     assert cmd[cmd.index("--chunked-prefill-size") + 1] == "32768"
     assert cmd[cmd.index("--max-prefill-tokens") + 1] == "32768"
     assert cmd[cmd.index("--cuda-graph-backend-decode") + 1] == "disabled"
+    assert cmd[cmd.index("--cuda-graph-backend-prefill") + 1] == "disabled"
     assert cmd[cmd.index("--attention-backend") + 1] == "fa3"
     ampere, _ = _cmd(["--model-path", "m"], on_cpu=False, gpu_major=8)
     assert "--attention-backend" not in ampere  # SGLang's own choice elsewhere
