@@ -49,19 +49,21 @@ STRATEGIES = (BASELINE, "replicas", *ASYNCEP, *SINGLE_SERVER)
 
 def plan_launches(strategy: str, model: Path, num_gpus: int, *flags: str, gpu_offset: int = 0,
                   dummy: bool = True, store: str = "", radix_cache: bool = False,
-                  share_gpu: bool = False) -> list[tuple[str, list[str]]]:
+                  share_gpu: bool = False, tag: str = "") -> list[tuple[str, list[str]]]:
     """(log file name, launcher argv) for each server of one strategy. With share_gpu, every
-    server of a multi-server strategy runs on GPU gpu_offset (AsyncEP `peer` on one GPU)."""
+    server of a multi-server strategy runs on GPU gpu_offset (AsyncEP `peer` on one GPU); a tag
+    (a benchmark variant's label) goes into the log names."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     load = ["--load-format", "dummy"] if dummy else []
+    strategy_tag = f"{strategy}.{tag}" if tag else strategy
     if strategy == BASELINE:  # only what the workload needs
-        return [(f"{model.name}-{strategy}-g{gpu_offset + rank}.log",
+        return [(f"{model.name}-{strategy_tag}-g{gpu_offset + rank}.log",
                  [*load, "--base-gpu-id", str(gpu_offset + rank), *flags])
                 for rank in range(num_gpus)]
     base = [*(() if radix_cache else NO_RADIX), *load]
     if strategy in SINGLE_SERVER:
-        return [(f"{model.name}-{strategy}{num_gpus}.log",
+        return [(f"{model.name}-{strategy_tag}{num_gpus}.log",
                  [*base, "--base-gpu-id", str(gpu_offset), *SINGLE_SERVER[strategy](num_gpus),
                   *flags])]
     launches = []
@@ -73,19 +75,19 @@ def plan_launches(strategy: str, model: Path, num_gpus: int, *flags: str, gpu_of
                      "--asyncep-store", store, "--asyncep-backend", strategy]
             if "--mem-fraction-static" not in " ".join(flags):
                 args += list(ASYNCEP_MEM)
-        launches.append((f"{model.name}-{strategy}-r{rank}-g{gpu}.log", args))
+        launches.append((f"{model.name}-{strategy_tag}-r{rank}-g{gpu}.log", args))
     return launches
 
 
 def start_strategy(strategy: str, model: Path, log_dir: Path, num_gpus: int, *flags: str,
                    gpu_offset: int = 0, dummy: bool = True, ready_timeout_s: float = 900,
                    env: dict[str, str] | None = None, radix_cache: bool = False,
-                   share_gpu: bool = False) -> list[WorkerProcess]:
+                   share_gpu: bool = False, tag: str = "") -> list[WorkerProcess]:
     """Start one strategy's servers and wait until every one serves. With radix_cache, each
     server keeps its prefix cache and publishes KV events (config.kv_events_port) for a router."""
     launches = plan_launches(strategy, model, num_gpus, *flags, gpu_offset=gpu_offset,
                              dummy=dummy, store=f"127.0.0.1:{free_port()}",
-                             radix_cache=radix_cache, share_gpu=share_gpu)
+                             radix_cache=radix_cache, share_gpu=share_gpu, tag=tag)
     worker_env = {**NVLS_OFF, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **(env or {})}
     workers = [WorkerProcess(WorkerConfig(
         model, free_port(), log_dir / name, extra_args=tuple(args), env=worker_env,

@@ -97,36 +97,72 @@ def _timed(urls: list[str], prompts: list[list[int]]) -> tuple[float, list[float
     return time.perf_counter() - t0, latencies
 
 
-def run_strategy(name: str, model: Path, args, cost: CostModel, log_dir: Path) -> list[dict]:
-    """One server start, then each prompt length: a cold run (the first requests of that shape:
-    kernel compilation and autotuning included), then the timed warm run."""
+def parse_variants(specs: list[str]) -> dict[str, tuple[str, ...]]:
+    """`--variant b64k=--max-prefill-tokens=65536,--chunked-prefill-size=65536` -> {label: flags}:
+    a strategy entry `replicas/b64k` runs `replicas` with those flags added (after the common
+    ones, so they win)."""
+    variants = {}
+    for spec in specs:
+        label, sep, flags = spec.partition("=")
+        if not sep or not label or not flags:
+            raise ValueError(f"--variant {spec!r}: expected LABEL=--flag[=value][,--flag...]")
+        variants[label] = tuple(f for f in flags.split(",") if f)
+    return variants
+
+
+def split_entry(entry: str, variants: dict[str, tuple[str, ...]]) -> tuple[str, str, tuple[str, ...]]:
+    """`replicas/b64k` -> ("replicas", "b64k", its flags); `replicas` -> ("replicas", "", ())."""
+    name, _, label = entry.partition("/")
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    if label and label not in variants:
+        raise ValueError(f"strategy {entry!r}: no --variant {label}=... given")
+    return name, label, variants.get(label, ())
+
+
+def warmup_count(max_prefill_tokens: int | None, length: int, gpus: int) -> int:
+    """Prompts of the cold run: one full prefill batch per server (at least 2 prompts), so that the
+    timed run meets no shape whose kernels still compile (a 2-prompt warm-up left the first full
+    32K-token batch compiling inside the timed run: 42K instead of 65K tok/s, 2026-12-03)."""
+    per_server = max(2, (max_prefill_tokens or 0) // length)
+    return gpus * per_server
+
+
+def run_strategy(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> list[dict]:
+    """One server start, then each prompt length: a cold run of one full batch per server (the
+    first requests of that shape: kernel compilation and autotuning included), then the timed
+    warm run."""
+    name, variant, extra = split_entry(entry, args.variants)
     started = time.monotonic()
-    workers = start_strategy(name, model, log_dir, args.gpus, *args.worker_flag,
-                             gpu_offset=args.gpu_offset, env=dict(args.env))
+    workers = start_strategy(name, model, log_dir, args.gpus, *args.worker_flag, *extra,
+                             gpu_offset=args.gpu_offset, env=dict(args.env), tag=variant)
     startup_s = time.monotonic() - started  # until a first prefill-only request was answered
     urls = [w.config.url for w in workers]
     rows = []
     try:
         vocab = cost.spec.vocab_size
+        server_args = _server_args(urls[0])
         for length, count in _lengths(args):
-            cold_wall, _ = _timed(urls, _prompts(args.gpus * 2, length, vocab, 1))
+            warm_n = warmup_count(server_args.get("max_prefill_tokens"), length, args.gpus)
+            cold_wall, _ = _timed(urls, _prompts(warm_n, length, vocab, 1))
             prompts = _prompts(count, length, vocab, 2)
             wall, latencies = _timed(urls, prompts)
             tokens = sum(len(p) for p in prompts)
             flops = sum(cost.flops(len(p)) for p in prompts)
             states = [_server_moep(u) for u in urls] if name in ASYNCEP else []
             rows.append({
-                "strategy": name, "gpus": args.gpus, "startup_s": round(startup_s, 1),
+                "strategy": name, "variant": variant, "variant_flags": list(extra),
+                "gpus": args.gpus, "startup_s": round(startup_s, 1),
                 "prompts": len(prompts), "prompt_len": length, "tokens": tokens,
-                "cold_first_run": {"prompts": args.gpus * 2, "wall_s": round(cold_wall, 2),
-                                   "tokens_per_s": args.gpus * 2 * length / cold_wall},
+                "cold_first_run": {"prompts": warm_n, "wall_s": round(cold_wall, 2),
+                                   "tokens_per_s": warm_n * length / cold_wall},
                 "wall_s": wall, "tokens_per_s": tokens / wall,
                 "mfu": flops / wall / (PEAK_FLOPS * args.gpus),
                 "latency_p50_s": latencies[len(latencies) // 2],
                 "latency_p99_s": latencies[max(0, int(len(latencies) * 0.99) - 1)],
                 "gpu_memory_mib": _gpu_memory_mib(),
                 "moe_kernel_configs": _kernel_configs(workers),
-                "server_args": _server_args(urls[0]),
+                "server_args": server_args,
                 "workers": [{k: (s.get("asyncep") or {}).get(k) for k in (
                     "threshold_flops", "startup_threshold_flops", "t_gather_s",
                     "online_t_gather_s", "dense_flops_per_s", "steps", "gather_only_steps",
@@ -137,7 +173,7 @@ def run_strategy(name: str, model: Path, args, cost: CostModel, log_dir: Path) -
                     for s in states],
             })
             r = rows[-1]
-            print(f"{args.label or name:>14} {name:>14} {length:>6}: "
+            print(f"{args.label or name:>14} {entry:>14} {length:>6}: "
                   f"{r['tokens_per_s']:,.0f} tok/s, MFU {r['mfu']:.1%}, wall {wall:.1f} s, "
                   f"cold {r['cold_first_run']['tokens_per_s']:,.0f} tok/s, "
                   f"startup {startup_s:.0f} s", flush=True)
@@ -214,6 +250,8 @@ def main() -> None:
                    help=f"comma-separated, from: {', '.join(STRATEGIES)}")
     p.add_argument("--worker-flag", action="append", default=[],
                    help="extra SGLang/launcher flag for every server (repeat; use = for values)")
+    p.add_argument("--variant", action="append", default=[],
+                   help="LABEL=--flag=v,--flag2=v: strategy entries STRATEGY/LABEL add these flags")
     p.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
                    help="KEY=VALUE for every server's environment (repeat)")
     p.add_argument("--workload", default="synthetic", choices=["synthetic", "table2"],
@@ -227,6 +265,9 @@ def main() -> None:
     p.add_argument("--git-sha", default="unknown")
     p.add_argument("--name", default=None)
     args = p.parse_args()
+    args.variants = parse_variants(args.variant)
+    for entry in args.strategies.split(","):
+        split_entry(entry, args.variants)  # a typo fails now, not after an hour of GPU time
     args.out.mkdir(parents=True, exist_ok=True)
     model = ensure_model(Path("/tmp/moep-models"), args.preset, args.num_layers)
     cost = CostModel.from_spec(ModelSpec.from_model_dir(model))
@@ -242,24 +283,30 @@ def main() -> None:
            "hardware": {"gpu": gpu, "num_gpus": torch.cuda.device_count(),
                         "gpus_used": list(range(args.gpu_offset, args.gpu_offset + args.gpus))},
            "model": args.preset, "num_layers": cost.spec.num_layers, "peak_flops": PEAK_FLOPS,
-           "worker_flags": args.worker_flag, "env": dict(args.env), "results": results}
+           "worker_flags": args.worker_flag, "variants": {k: list(v) for k, v in
+                                                          args.variants.items()},
+           "env": dict(args.env), "results": results}
     path = args.out / f"{doc['benchmark']}.json"
-    for name in args.strategies.split(","):
+    for entry in args.strategies.split(","):
         try:
             if mix:
-                results.append(run_mix(name, model, args, cost, args.out))
+                if "/" in entry:
+                    raise ValueError("the table2 mix runs plain strategies, not variants")
+                results.append(run_mix(entry, model, args, cost, args.out))
             else:
-                results.extend(run_strategy(name, model, args, cost, args.out))
+                results.extend(run_strategy(entry, model, args, cost, args.out))
         except Exception as exc:  # record the failure, go on with the next strategy
-            print(f"{name:>10}: FAILED {str(exc)[-1500:]}", flush=True)
-            results.append({"strategy": name, "error": str(exc)[-3000:]})
+            print(f"{entry:>10}: FAILED {str(exc)[-1500:]}", flush=True)
+            name, _, variant = entry.partition("/")
+            results.append({"strategy": name, "variant": variant, "error": str(exc)[-3000:]})
         path.write_text(json.dumps(doc, indent=2))  # after each: a timed-out call keeps the rest
     print(f"wrote {path}")
     for r in results:  # the short table
         if "error" in r:
-            print(f"{r['strategy']:>14}: FAILED")
+            print(f"{r['strategy']:>20}: FAILED")
         elif "prompt_len" in r:
-            print(f"{r['strategy']:>14} {r['prompt_len']:>6}: {r['tokens_per_s']:>9,.0f} tok/s "
+            entry = r["strategy"] + (f"/{r['variant']}" if r.get("variant") else "")
+            print(f"{entry:>20} {r['prompt_len']:>6}: {r['tokens_per_s']:>9,.0f} tok/s "
                   f"MFU {r['mfu']:6.1%}  startup {r['startup_s']:>5.0f} s  "
                   f"cold {r['cold_first_run']['tokens_per_s']:>9,.0f} tok/s")
 

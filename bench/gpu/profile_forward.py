@@ -52,6 +52,7 @@ CATEGORIES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(rx, re.
     ("norm_rope_act", r"norm|rotary|rope|silu|act_and_mul|gelu|swiglu"),
     ("dense_gemm", r"nvjet|gemm|cutlass|xmma|cublas|sm90_|splitK"),
 ))
+GAP_US = 200.0  # idle stretches shorter than this are launch latency, not a wait
 ORDER = ("attention", "moe_gemm", "moe_routing", "dense_gemm", "norm_rope_act", "kv_write",
          "memcpy", "other", "gpu_idle")
 
@@ -74,19 +75,49 @@ def breakdown(events: list[dict], steps: int) -> dict:
     by_cat: dict[str, float] = defaultdict(float)
     by_kernel: dict[str, float] = defaultdict(float)
     busy, cover_end = 0.0, gpu[0]["ts"]
+    gaps: list[tuple[float, str, str]] = []  # (idle us, kernel before, kernel after)
+    last_name = ""
     for e in gpu:
         start, end = e["ts"], e["ts"] + e["dur"]
+        if start - cover_end > GAP_US:
+            gaps.append((start - cover_end, last_name, e["name"]))
         by_cat[categorize(e["name"], e["cat"])] += e["dur"]
         by_kernel[e["name"][:120]] += e["dur"]
         busy += max(0.0, end - max(start, cover_end))  # union of intervals, in time order
+        if end >= cover_end:
+            last_name = e["name"]
         cover_end = max(cover_end, end)
     span = cover_end - gpu[0]["ts"]
     by_cat["gpu_idle"] = span - busy
     ms = {k: round(by_cat.get(k, 0.0) / 1e3 / steps, 3) for k in ORDER}
+    by_pair: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for us, before, after in gaps:
+        pair = by_pair[f"{before[:50]} -> {after[:50]}"]
+        pair[0] += us
+        pair[1] += 1
     return {"steps": steps, "span_ms_per_step": round(span / 1e3 / steps, 3), "ms_per_step": ms,
             "share": {k: round(by_cat.get(k, 0.0) / span, 4) for k in ORDER},
             "top_kernels_ms_per_step": {k: round(v / 1e3 / steps, 3) for k, v in sorted(
-                by_kernel.items(), key=lambda kv: -kv[1])[:15]}}
+                by_kernel.items(), key=lambda kv: -kv[1])[:15]},
+            # where the GPU waits: idle stretches over GAP_US, summed by the kernels around them
+            "idle_gaps_over_us": GAP_US,
+            "idle_gaps_ms_per_step": round(sum(g[0] for g in gaps) / 1e3 / steps, 3),
+            "largest_idle_gaps_ms": [round(g[0] / 1e3, 2) for g in sorted(gaps, reverse=True)[:12]],
+            "idle_by_kernel_pair": [
+                {"between": k, "ms_per_step": round(v[0] / 1e3 / steps, 3), "count": v[1]}
+                for k, v in sorted(by_pair.items(), key=lambda kv: -kv[1][0])[:10]],
+            "host_calls_ms_per_step": host_calls(events, steps)}
+
+
+def host_calls(events: list[dict], steps: int) -> dict[str, float]:
+    """With CPU activity recorded: the CUDA runtime/driver calls the host spent longest in
+    (synchronizations and blocking copies show here), per step."""
+    total: dict[str, float] = defaultdict(float)
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") in ("cuda_runtime", "cuda_driver"):
+            total[e["name"]] += e.get("dur", 0.0)
+    return {k: round(v / 1e3 / steps, 3) for k, v in sorted(total.items(),
+                                                            key=lambda kv: -kv[1])[:10]}
 
 
 def _post(url: str, body: dict) -> str:
@@ -97,15 +128,19 @@ def _post(url: str, body: dict) -> str:
 
 
 def profile(url: str, vocab: int, length: int, batch_tokens: int, steps: int,
-            out: Path, tag: str) -> dict:
+            out: Path, tag: str, in_flight: int = 0, cpu: bool = False) -> dict:
+    """Records `steps` forward steps while max(steps full batches, in_flight) prompts are sent at
+    once (in_flight: the benchmark's load, a queue of waiting requests behind every batch)."""
     per_step = max(1, batch_tokens // length)
     asyncio.run(_send_all([url], _prompts(per_step, length, vocab, 1)))  # warm this shape
     trace_dir = out / f"trace-{tag}"
     trace_dir.mkdir(parents=True, exist_ok=True)
     _post(f"{url}/start_profile", {"output_dir": str(trace_dir), "num_steps": steps,
-                                   "activities": ["GPU"], "profile_id": tag})
+                                   "activities": ["CPU", "GPU"] if cpu else ["GPU"],
+                                   "profile_id": tag})
+    sent = max(per_step * steps, in_flight)
     t0 = time.perf_counter()
-    asyncio.run(_send_all([url], _prompts(per_step * steps, length, vocab, 3)))
+    asyncio.run(_send_all([url], _prompts(sent, length, vocab, 3)))
     wall = time.perf_counter() - t0
     deadline = time.monotonic() + 180
     while not list(trace_dir.glob("*.trace.json.gz")) and time.monotonic() < deadline:
@@ -116,7 +151,11 @@ def profile(url: str, vocab: int, length: int, batch_tokens: int, steps: int,
         events = json.load(f)["traceEvents"]
     result = breakdown(events, steps)
     result.update({"prompt_len": length, "prompts_per_step": per_step,
-                   "tokens_per_step": per_step * length, "profiled_wall_s": round(wall, 2)})
+                   "tokens_per_step": per_step * length, "prompts_in_flight": sent,
+                   "cpu_activity": cpu, "wall_s_all_prompts": round(wall, 2),
+                   "tokens_per_s_all_prompts": round(sent * length / wall, 1),
+                   "tokens_per_s_of_span": round(per_step * length * 1e3 /
+                                                 result["span_ms_per_step"], 1)})
     for t in trace_dir.glob("*.trace.json.gz"):  # too large to keep; the table is the result
         t.unlink()
     return result
@@ -130,10 +169,15 @@ def main() -> None:
     p.add_argument("--prompt-len", default="4096", help="one or several, comma-separated")
     p.add_argument("--batch-tokens", type=int, default=32768, help="tokens per forward step")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--in-flight-tokens", type=int, default=0,
+                   help="tokens of prompts sent at once (the benchmark: 262144); default: "
+                        "--steps full batches")
+    p.add_argument("--cpu", action="store_true", help="also record CPU activity (host calls)")
     p.add_argument("--worker-flag", action="append", default=[])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--git-sha", default="unknown")
     p.add_argument("--name", default=None)
+    p.add_argument("--tag", default="", help="label of this configuration (log names, JSON)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     model = ensure_model(Path("/tmp/moep-models"), args.preset, args.num_layers)
@@ -144,18 +188,24 @@ def main() -> None:
            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "hardware": {"gpu": torch.cuda.get_device_name(0)}, "model": args.preset,
            "num_layers": cost.spec.num_layers, "strategy": args.strategy,
-           "worker_flags": args.worker_flag, "results": []}
-    [worker] = start_strategy(args.strategy, model, args.out, 1, *args.worker_flag)
+           "worker_flags": args.worker_flag, "tag": args.tag, "results": []}
+    [worker] = start_strategy(args.strategy, model, args.out, 1, *args.worker_flag,
+                              tag=args.tag)
     try:
         for length in (int(x) for x in args.prompt_len.split(",")):
-            tag = f"{model.name}-{length}"
+            tag = f"{model.name}-{length}" + (f"-{args.tag}" if args.tag else "")
             r = profile(worker.config.url, cost.spec.vocab_size, length, args.batch_tokens,
-                        args.steps, args.out, tag)
+                        args.steps, args.out, tag, args.in_flight_tokens // length, args.cpu)
             doc["results"].append(r)
             (args.out / f"{doc['benchmark']}.json").write_text(json.dumps(doc, indent=2))
             print(f"{tag}: {r['span_ms_per_step']:.1f} ms per step of {r['tokens_per_step']} "
                   "tokens: " + ", ".join(f"{k} {r['ms_per_step'][k]:.1f} "
                                          f"({r['share'][k]:.0%})" for k in ORDER), flush=True)
+            print(f"  span {r['tokens_per_s_of_span']:,.0f} tok/s, all prompts "
+                  f"{r['tokens_per_s_all_prompts']:,.0f} tok/s; idle gaps "
+                  f"{r['idle_gaps_ms_per_step']} ms/step, largest {r['largest_idle_gaps_ms'][:6]}; "
+                  f"top pairs {[(p['between'][:70], p['ms_per_step']) for p in r['idle_by_kernel_pair'][:3]]}; "
+                  f"host {list(r['host_calls_ms_per_step'].items())[:4]}", flush=True)
     finally:
         stop_all([worker])
 

@@ -7,6 +7,8 @@
 #   fa3check                  FlashAttention-3 (staged, trimmed) against torch SDPA
 #   one30b | one235b          one GPU: ours vs sglang_default (SGLang as users run it), same call
 #   profile                   one GPU: time breakdown of a forward (profile_forward.py)
+#   diag                      one GPU: that breakdown under the benchmark's load, host calls, caches
+#   barestart                 one GPU: first start from emptied JIT caches + the carried kernel cache
 #   gputest                   pytest -m gpu (one GPU: two AsyncEP peers share it)
 #   main4k | s32k | b235 | mix | pairs | extra   benchmark groups (below); -> $OUT/<step>.tgz
 #   save                      kernel cache -> $OUT (keep in .gpu-stage/kcache/ for the next machine)
@@ -31,6 +33,10 @@ if [ "$STEP" != stage ] && [ "$STEP" != install ]; then
   sleep 2
 fi
 
+caches() {  # every JIT cache on the machine: size, then the newest files with their times
+  du -sh "$MOEP_KCACHE"/* ~/.cache/* ~/.triton /tmp/torchinductor_* 2>/dev/null
+  find "$MOEP_KCACHE" ~/.cache ~/.triton -type f -printf "%TT %8s %p\n" 2>/dev/null | sort | tail -80
+}
 pack() { tar czf "$OUT/$STEP.tgz" -C "$OUT" "$STEP" && rm -rf "$R"; }
 pair() {  # pair NAME "args on GPU 0" "args on GPU 1": two 1-GPU runs at once, one per GPU
   local name=$1
@@ -89,15 +95,35 @@ case "$STEP" in
       --name "gpu${NGPU}_30b_4k_extra" --label "tuned MoE configs, triton attention"
     pack ;;
   fa3check) python3 bench/gpu/fa3_check.py ;;
-  one30b)  # Qwen3-30B-A3B at 4K and 32K on one GPU: plain SGLang first, then ours
+  one30b)  # Qwen3-30B-A3B at 4K and 32K on one GPU: plain SGLang first, then ours (the launcher's
+           # defaults, and the variants below: 64K-token prefill batches, prefill CUDA graphs)
     $BENCH --preset qwen3-30b-a3b --gpus 1 --prompts 64 --prompt-len 4096,32768 \
-      --strategies "${STRATS:-sglang_default,replicas}" --out "$R" --name h200_30b_one_gpu \
-      --label "one H200, launcher defaults (fa3) vs SGLang defaults"
+      --variant b64k=--max-prefill-tokens=65536,--chunked-prefill-size=65536 \
+      --variant graphs=--cuda-graph-backend-prefill=breakable \
+      --strategies "${STRATS:-sglang_default,replicas,replicas/b64k}" --out "$R" \
+      --name h200_30b_one_gpu --label "one H200, launcher defaults (fa3) vs SGLang defaults"
     cp "$R"/*.json "$OUT"/; pack ;;
   one235b)  # the 235B shape, 12 layers (what one GPU holds with room for KV), at 4K
     $BENCH --preset qwen3-235b-a22b --num-layers 12 --gpus 1 --prompts 48 --prompt-len 4096 \
       --strategies "${STRATS:-sglang_default,replicas}" --out "$R" --name h200_235b12l_one_gpu \
       --label "one H200, launcher defaults (fa3) vs SGLang defaults"
+    cp "$R"/*.json "$OUT"/; pack ;;
+  diag)  # ours, 30B: the forward under the benchmark's load (262,144 tokens in flight), host
+          # calls too; then what the JIT caches hold (which kernels compiled, when) and where
+    python3 bench/gpu/profile_forward.py --preset qwen3-30b-a3b --prompt-len 4096,32768 \
+      --steps 6 --in-flight-tokens 262144 --cpu --out "$R" --git-sha "$SHA" \
+      --name h200_profile_30b_load
+    cp "$R"/*.json "$OUT"/
+    caches > "$OUT/caches.txt"; tail -5 "$OUT/caches.txt"
+    pack ;;
+  barestart)  # a bare machine's first start with the carried kernel cache: empty every JIT cache,
+              # restore the saved one ($OUT parts of `save`, or .gpu-stage/kcache), time a start
+    rm -rf "$MOEP_KCACHE" ~/.cache ~/.triton /tmp/torchinductor_*
+    mkdir -p "$MOEP_KCACHE"
+    cat "${KC_PARTS:-.gpu-stage/kcache}"/kcache.tgz.part-* | tar xzf - -C "$MOEP_KCACHE"
+    $BENCH --preset qwen3-30b-a3b --gpus 1 --prompts 64 --prompt-len 4096 \
+      --strategies replicas --out "$R" --name h200_30b_bare_start \
+      --label "bare JIT caches, carried kernel cache restored"
     cp "$R"/*.json "$OUT"/; pack ;;
   profile)
     python3 bench/gpu/profile_forward.py --preset qwen3-30b-a3b --prompt-len 4096,32768 \
@@ -107,6 +133,6 @@ case "$STEP" in
     cp "$R"/*.json "$OUT"/; pack ;;
   gputest)
     python3 -m pytest -m gpu tests/gpu -x -q -s -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" ;;
-  save) bench/gpu/kcache.sh save ;;
+  save) caches > "$OUT/caches.txt"; bench/gpu/kcache.sh save ;;
   *) echo "unknown step $STEP" >&2; exit 2 ;;
 esac

@@ -111,3 +111,48 @@ def test_profile_breakdown_buckets_kernels_and_counts_idle_gaps():
     assert ms["gpu_idle"] == 0.125  # 550..600 and 800..1000 us uncovered; 300..400 overlaps
     with pytest.raises(ValueError, match="no GPU kernels"):
         breakdown([events[5]], steps=1)
+
+
+def test_profile_names_the_kernels_around_each_idle_gap_and_the_host_calls():
+    from bench.gpu.profile_forward import breakdown
+
+    def k(name, ts, dur, cat="kernel"):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur}
+
+    events = [k("fused_moe_kernel", 0, 1000), k("sampling", 1000, 10),
+              k("rmsnorm", 2010, 10),  # 1000 us idle after sampling: a wait between steps
+              k("fused_moe_kernel", 2100, 1000),  # 80 us: launch latency, under the threshold
+              k("sampling", 3100, 10), k("rmsnorm", 4110, 10),
+              k("cudaStreamSynchronize", 1010, 990, "cuda_runtime"),
+              k("cudaLaunchKernel", 2020, 5, "cuda_runtime")]
+    r = breakdown(events, steps=2)
+    assert r["idle_gaps_ms_per_step"] == 1.0 and r["largest_idle_gaps_ms"] == [1.0, 1.0]
+    [pair] = r["idle_by_kernel_pair"]
+    assert pair == {"between": "sampling -> rmsnorm", "ms_per_step": 1.0, "count": 2}
+    assert list(r["host_calls_ms_per_step"]) == ["cudaStreamSynchronize", "cudaLaunchKernel"]
+    assert r["host_calls_ms_per_step"]["cudaStreamSynchronize"] == 0.495
+
+
+def test_benchmark_variants_add_flags_to_a_strategy_and_typos_fail_early():
+    from bench.gpu.prefill_bench import parse_variants, split_entry
+
+    variants = parse_variants(["b64k=--max-prefill-tokens=65536,--chunked-prefill-size=65536"])
+    assert split_entry("replicas/b64k", variants) == (
+        "replicas", "b64k", ("--max-prefill-tokens=65536", "--chunked-prefill-size=65536"))
+    assert split_entry("sglang_default", variants) == ("sglang_default", "", ())
+    with pytest.raises(ValueError, match="no --variant b32k"):
+        split_entry("replicas/b32k", variants)
+    with pytest.raises(ValueError, match="unknown strategy 'replica'"):
+        split_entry("replica", variants)
+    with pytest.raises(ValueError, match="expected LABEL="):
+        parse_variants(["b64k"])
+    [(log, _)] = plan_launches("replicas", MODEL, 1, tag="b64k")
+    assert log == "qwen3-30b-a3b-replicas.b64k-r0-g0.log"
+
+
+def test_warm_up_is_one_full_prefill_batch_per_server():
+    from bench.gpu.prefill_bench import warmup_count
+
+    assert warmup_count(32768, 4096, 1) == 8  # the timed run's batch shape compiles here
+    assert warmup_count(65536, 4096, 2) == 32
+    assert warmup_count(32768, 32768, 1) == 2 and warmup_count(None, 4096, 1) == 2
