@@ -1,5 +1,5 @@
-"""One figure from the GPU result files: tokens/s and MFU by strategy and workload, one row per
-machine. Usage: python bench/gpu/plot.py  (reads bench/results/gpu/*.json with "results")"""
+"""One figure from the GPU result files: tokens/s and MFU by strategy (and variant) and workload,
+one row per machine, the newest file's figure for each. Usage: python bench/gpu/plot.py  (reads bench/results/gpu/*.json with "results")"""
 
 from __future__ import annotations
 
@@ -7,28 +7,40 @@ import json
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "gpu"
-ORDER = ["replicas", "peer", "collective", "tp", "ep_dp", "dwdp"]
-LABELS = {"replicas": "full replicas (bound)", "peer": "AsyncEP peer",
-          "collective": "AsyncEP collective", "tp": "SGLang TP", "ep_dp": "SGLang EP + DP attn",
-          "dwdp": "SGLang DWDP"}
+ORDER = ["sglang_default", "replicas", "peer", "collective", "tp", "ep_dp", "dwdp"]
+LABELS = {"sglang_default": "plain SGLang, its defaults", "replicas": "ours, full replicas",
+          "peer": "AsyncEP peer", "collective": "AsyncEP collective", "tp": "SGLang TP",
+          "ep_dp": "SGLang EP + DP attn", "dwdp": "SGLang DWDP"}
+SKIP = ("bare_start", "bare_machine")  # start-up measurements, not a throughput comparison
 
 
 def rows() -> list[dict]:
-    out = []
+    """One bar per (machine, workload, strategy/variant): the newest file's figure."""
+    newest: dict[tuple, dict] = {}
     for path in sorted(RESULTS.glob("*.json")):
         doc = json.loads(path.read_text())
+        if any(s in doc.get("benchmark", "") for s in SKIP):
+            continue
         for r in doc.get("results", []):
             if "tokens_per_s" not in r:
                 continue
             layers = f"-{doc['num_layers']}L" if doc["model"].startswith("qwen3-235b") else ""
-            gpus = r["gpus"]
             shape = "table-2 mix" if doc.get("workload") == "table2" else (
                 f"{r['prompts']}x{r['prompt_len']}")
-            out.append({"machine": f"{gpus}x {doc['hardware']['gpu']}",
-                        "workload": f"{doc['model']}{layers}\n{shape}",
-                        "strategy": r.get("strategy") or r["config"],
-                        "tokens_per_s": r["tokens_per_s"], "mfu": r["mfu"]})
-    return out
+            strategy = r.get("strategy") or r["config"]
+            row = {"machine": f"{r['gpus']}x {doc['hardware']['gpu']}",
+                   "workload": f"{doc['model']}{layers}\n{shape}", "strategy": strategy,
+                   "variant": r.get("variant") or "", "time": doc.get("time_utc", ""),
+                   "tokens_per_s": r["tokens_per_s"], "mfu": r["mfu"]}
+            key = (row["machine"], row["workload"], strategy, row["variant"])
+            if key not in newest or newest[key]["time"] <= row["time"]:
+                newest[key] = row
+    return list(newest.values())
+
+
+def _series(data: list[dict]) -> list[tuple[str, str]]:
+    keys = {(r["strategy"], r["variant"]) for r in data}
+    return sorted(keys, key=lambda k: (ORDER.index(k[0]) if k[0] in ORDER else 99, k[1]))
 
 
 def main() -> None:
@@ -43,24 +55,26 @@ def main() -> None:
     for row, machine in enumerate(machines):
         mine = [r for r in data if r["machine"] == machine]
         workloads = sorted({r["workload"] for r in mine})
-        strategies = [s for s in ORDER if any(r["strategy"] == s for r in mine)]
-        width = 0.8 / len(strategies)
-        for i, strategy in enumerate(strategies):
+        series = _series(mine)
+        width = 0.8 / len(series)
+        for i, (strategy, variant) in enumerate(series):
+            label = LABELS.get(strategy, strategy) + (f" ({variant})" if variant else "")
             for ax, key, scale in ((axes[row][0], "tokens_per_s", 1e3), (axes[row][1], "mfu", 0.01)):
                 xs, ys = [], []
                 for j, w in enumerate(workloads):
-                    hit = [r[key] for r in mine if r["workload"] == w and r["strategy"] == strategy]
+                    hit = [r[key] for r in mine if r["workload"] == w and
+                           (r["strategy"], r["variant"]) == (strategy, variant)]
                     if hit:
-                        xs.append(j + (i - (len(strategies) - 1) / 2) * width)
+                        xs.append(j + (i - (len(series) - 1) / 2) * width)
                         ys.append(hit[0] / scale)
-                ax.bar(xs, ys, width, label=LABELS[strategy])
+                ax.bar(xs, ys, width, label=label)
         for ax, label in ((axes[row][0], f"tokens/s (thousands), {machine}"),
                           (axes[row][1], f"MFU (%), {machine}")):
             ax.set_xticks(range(len(workloads)), workloads, fontsize=8)
             ax.set_ylabel(label, fontsize=9)
         axes[row][0].legend(fontsize=7)
-    fig.suptitle("Prefill-only throughput, bf16, SGLang 0.5.17 (Triton attention), "
-                 "MFU vs 989.4 TFLOP/s per GPU")
+    fig.suptitle("Prefill-only throughput, bf16, SGLang 0.5.17, MFU vs 989.4 TFLOP/s per GPU "
+                 "(1 GPU: fa3 attention, 2026-12-03; 2 and 4 GPUs: Triton attention, 2026-11-28)")
     fig.tight_layout()
     out = RESULTS / "prefill_gpu.png"
     fig.savefig(out, dpi=110)
