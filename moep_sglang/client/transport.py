@@ -1,7 +1,7 @@
 """Two transports behind one interface: `await send(kind, body) -> (status, json, retry_after)`.
 
 HTTP (aiohttp) works with the router and with a bare SGLang worker; the ZMQ fast path talks to
-the router's ROUTER socket with binary framing (router/messages.py): token ids as raw int32
+the router's ROUTER socket with binary framing (moep_router/messages.py): token ids as raw int32
 frames, never pickle. Requests the fast path cannot carry (text) go over HTTP.
 """
 

@@ -71,7 +71,7 @@ def test_decode_ignores_unknown_event_kinds():
 
 
 def test_recorded_stream_from_a_real_worker():
-    """Recorded from a tiny CPU worker (tests/router/data/README.md): prompts A and B sharing a
+    """Recorded from a tiny CPU worker (tests/moep_router/data/README.md): prompts A and B sharing a
     prefix, then /flush_cache."""
     frames = msgspec.msgpack.decode(RECORDED.read_bytes())
     meta = frames["prompts"]

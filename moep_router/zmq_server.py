@@ -10,7 +10,7 @@ import zmq
 import zmq.asyncio
 
 from moep_router.dispatcher import Overloaded
-from moep_router.endpoints import parse_generate, parse_score
+from moep_router.endpoints import parse_generate, parse_score, shape_response
 from moep_router.jobs import BadRequest
 from moep_router.messages import (
     FAST_PATH_KINDS, KIND_GENERATE, KIND_REPLY, KIND_SCORE, frame_to_tokens,
@@ -66,8 +66,8 @@ class ZmqFrontEnd:
             request_id = header.pop("request_id", None)
             body = body_from_frames(msg[0], header, msg[2:])
             parse = parse_score if msg[0] == KIND_SCORE else parse_generate
-            result = await self.router.dispatcher.run(parse(body, self.router.endpoint_context))
-            reply = {"status": 200, "body": result.body}
+            result = await self.router.dispatcher.run(await self.router.parse(parse, body))
+            reply = {"status": 200, "body": shape_response(result)}
         except (BadRequest, Overloaded) as exc:
             reply = {"status": exc.status, "body": {"object": "error", "message": str(exc)}}
         except (orjson.JSONDecodeError, ValueError) as exc:

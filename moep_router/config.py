@@ -67,6 +67,9 @@ class RouterConfig:
                 "with multi_label, /v1/rerank documents, a /generate batch); beyond: 413"})
     max_body_bytes: int = field(default=64 * 2**20, metadata={
         "help": "largest request body in bytes; beyond: 413"})
+    tokenizer_threads: int = field(default=2, metadata={
+        "help": "threads that parse and tokenize request bodies holding text, off the event loop "
+                "(HF tokenizers releases the GIL); 0: on the loop"})
     max_retries: int = field(default=2, metadata={
         "help": "other workers tried when a worker fails mid-request"})
     request_timeout_s: float = field(default=600.0, metadata={
@@ -94,6 +97,8 @@ class RouterConfig:
             raise ValueError("--max-inflight-per-worker must be >= 1")
         if self.max_items_per_request < 1:
             raise ValueError("--max-items-per-request must be >= 1")
+        if self.tokenizer_threads < 0:
+            raise ValueError("--tokenizer-threads must be >= 0")
         if self.max_body_bytes < 1024:
             raise ValueError("--max-body-bytes must be >= 1024")
         if self.request_overhead_flops < 0:

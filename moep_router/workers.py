@@ -47,6 +47,59 @@ class WorkerState:
         self.index.clear()
         self.last_seq = -1
 
+    # Transitions: the only writers of healthy / lost / the counters below --------------------
+    #   healthy --request failed--> out, lost (index reset now)
+    #   healthy --unreachable check--> out, lost;  --MAX failed checks in a row--> out (index kept)
+    #   out --passing check--> healthy (a lost worker restarted empty: its index reset again)
+    def reserve(self, prompt: PromptKeys, predicted_flops: float) -> None:
+        """A request was routed here: its prefix counts as cached, its FLOPs as outstanding."""
+        self.pending.add(prompt)
+        self.outstanding_flops += predicted_flops
+        self.num_inflight += 1
+
+    def release(self, prompt: PromptKeys, predicted_flops: float) -> None:
+        self.pending.remove(prompt)
+        self.outstanding_flops = max(0.0, self.outstanding_flops - predicted_flops)
+        self.num_inflight -= 1
+
+    def request_failed(self) -> None:
+        """A request failed here (connection lost, 5xx, timeout): out of routing until a health
+        check passes; its process is presumed gone, so the index is reset."""
+        self.num_failures += 1
+        self.healthy = False
+        self.lost = True
+        self.reset_index()
+
+    def request_answered(self) -> None:
+        self.num_requests += 1
+
+    def check_passed(self) -> bool:
+        """A health check passed. True if this re-admits the worker."""
+        self.num_checks += 1
+        self.health_failures = 0
+        if self.healthy:
+            return False
+        if self.lost:
+            self.reset_index()
+        self.healthy, self.lost = True, False
+        return True
+
+    def check_failed(self, unreachable: bool, max_failures: int) -> bool:
+        """A health check failed (unreachable: connection refused). True if this takes the
+        worker out: at once when unreachable, else after max_failures failures in a row."""
+        self.health_failures += 1
+        self.lost = self.lost or unreachable
+        if self.healthy and (unreachable or self.health_failures >= max_failures):
+            self.healthy = False
+            return True
+        return False
+
+    def threshold_reported(self, threshold_flops: float) -> bool:
+        """The worker reported its T (per request). True if it changed."""
+        changed = threshold_flops != self.threshold_flops
+        self.threshold_flops, self.threshold_source = threshold_flops, "worker"
+        return changed
+
 
 class WorkerRegistry:
     """Public API: add / remove / get / healthy / all."""

@@ -9,7 +9,13 @@ from aiohttp import web
 
 from moep_router.config import WorkerSpec
 from moep_router.dispatcher import Overloaded
-from moep_router.endpoints import parse_classify, parse_generate, parse_rerank, parse_score
+from moep_router.endpoints import (
+    parse_classify,
+    parse_generate,
+    parse_rerank,
+    parse_score,
+    shape_response,
+)
 from moep_router.jobs import BadRequest
 
 PARSERS = {"/v1/score": parse_score, "/v1/classify": parse_classify,
@@ -37,10 +43,10 @@ def _prefill_handler(router, path: str):
         t0 = time.perf_counter()
         status = 500
         try:
-            job = parse(await _body(request), router.endpoint_context)
+            job = await router.parse(parse, await _body(request))
             result = await router.dispatcher.run(job)
             status = 200
-            return _json(result.body)
+            return _json(shape_response(result))
         except BadRequest as exc:
             status = exc.status
             raise

@@ -17,7 +17,6 @@ import orjson
 
 from moep_router.config import RouterConfig
 from moep_router.cost import CostModel
-from moep_router.endpoints import shape_response
 from moep_router.jobs import BadRequest, Job
 from moep_router.metrics import RouterMetrics
 from moep_router.policies.base import Policy, RouteParams
@@ -37,8 +36,16 @@ class WorkerFailure(Exception):
 
 @dataclass(frozen=True)
 class DispatchResult:
-    body: dict | list  # the client response
+    """What the worker answered, with the usage the router counted; each front end shapes it
+    into its endpoint's response (endpoints.shape_response)."""
+    job: Job
+    raw: list[dict]  # the worker's reply per prompt (SGLang's /generate objects)
+    usage: dict  # prompt_tokens, cached_tokens, flops, ... (the `usage` of every response)
     worker_id: str  # who answered
+
+    @property
+    def metas(self) -> list[dict]:
+        return [r.get("meta_info", {}) for r in self.raw]
 
 
 class Dispatcher:
@@ -82,8 +89,8 @@ class Dispatcher:
                 continue
             finally:
                 await self._release(worker, job, predicted)
-            worker.num_requests += 1
-            return DispatchResult(self._finish(job, raw), worker.worker_id)
+            worker.request_answered()
+            return DispatchResult(job, raw, self._usage(job, raw), worker.worker_id)
 
     @property
     def num_waiting(self) -> int:
@@ -153,22 +160,15 @@ class Dispatcher:
                                lambda p: max(worker.index.match_len(p), job.prefix_len))
 
     def _reserve(self, worker: WorkerState, job: Job, predicted: float) -> None:
-        worker.pending.add(job.routing_key)
-        worker.outstanding_flops += predicted
-        worker.num_inflight += 1
+        worker.reserve(job.routing_key, predicted)
         self.policy.on_routed(worker.worker_id, job.routing_key.tokens)
 
     async def _release(self, worker: WorkerState, job: Job, predicted: float) -> None:
-        worker.pending.remove(job.routing_key)
-        worker.outstanding_flops = max(0.0, worker.outstanding_flops - predicted)
-        worker.num_inflight -= 1
+        worker.release(job.routing_key, predicted)
         await self.wake()
 
     def _fail(self, worker: WorkerState, exc: Exception) -> None:
-        worker.num_failures += 1
-        worker.healthy = False
-        worker.lost = True
-        worker.reset_index()
+        worker.request_failed()
 
     # Forwarding -----------------------------------------------------------------------------
     async def _forward(self, worker: WorkerState, job: Job) -> list[dict]:
@@ -186,20 +186,21 @@ class Dispatcher:
             raise BadRequest(_worker_message(body), status=status)
         return body if isinstance(body, list) else [body]
 
-    def _finish(self, job: Job, raw: list[dict]) -> dict | list:
-        metas = [r.get("meta_info", {}) for r in raw]
+    def _usage(self, job: Job, raw: list[dict]) -> dict:
+        """Tokens, cached tokens and FLOPs as computed (cache-discounted), counted in metrics;
+        each prompt's own FLOPs go into its reply's meta_info.flops."""
         prompt = cached = flops = 0
-        for p, r, m in zip(job.prompts, raw, metas):
-            c = int(m.get("cached_tokens", 0) or 0)
+        for p, r in zip(job.prompts, raw):
+            meta = r.setdefault("meta_info", {})
+            c = int(meta.get("cached_tokens", 0) or 0)
             f = self.cost.flops(len(p), c)
-            r["_moep_flops"] = f
+            meta["flops"] = f
             prompt, cached, flops = prompt + len(p), cached + c, flops + f
         self.metrics.prompt_tokens.inc(prompt)
         self.metrics.cached_tokens.inc(cached)
         self.metrics.flops.inc(flops)
-        usage = {"prompt_tokens": prompt, "total_tokens": prompt, "cached_tokens": cached,
-                 "prompt_tokens_details": {"cached_tokens": cached}, "flops": flops}
-        return shape_response(job, metas, raw, usage)
+        return {"prompt_tokens": prompt, "total_tokens": prompt, "cached_tokens": cached,
+                "prompt_tokens_details": {"cached_tokens": cached}, "flops": flops}
 
 
 def _worker_message(body) -> str:

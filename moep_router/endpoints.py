@@ -113,9 +113,24 @@ def parse_generate(body: dict, ctx: EndpointContext) -> Job:
     return dataclasses.replace(job, worker_body=rest)
 
 
+def holds_text(body) -> bool:
+    """True if parsing `body` tokenizes (a string anywhere in its top-level values, or in a
+    list of them): worth a thread. Token-id bodies are validated on the caller's thread."""
+    if not isinstance(body, dict):
+        return False
+    for value in body.values():
+        if isinstance(value, str):
+            return True
+        if isinstance(value, list) and any(isinstance(v, (str, dict)) for v in value):
+            return True
+    return False
+
+
 # Responses ----------------------------------------------------------------------------------
-def shape_response(job: Job, metas: list[dict], raw: list[dict], usage: dict) -> dict:
-    return _SHAPERS[job.kind](job, metas, raw, usage)
+def shape_response(result) -> dict | list:
+    """The endpoint's response for a dispatcher.DispatchResult (its job says which endpoint)."""
+    job = result.job
+    return _SHAPERS[job.kind](job, result.metas, result.raw, result.usage)
 
 
 def _score_response(job, metas, raw, usage):
@@ -147,10 +162,7 @@ def _rerank_response(job, metas, raw, usage):
 
 
 def _generate_response(job, metas, raw, usage):
-    for r in raw:
-        r.setdefault("meta_info", {})["flops"] = r.get("_moep_flops", 0)
-        r.pop("_moep_flops", None)
-    return raw if job.extra["batched"] else raw[0]
+    return raw if job.extra["batched"] else raw[0]  # meta_info.flops: set by the dispatcher
 
 
 _SHAPERS = {"score": _score_response, "classify": _classify_response,
