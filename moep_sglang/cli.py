@@ -2,7 +2,8 @@
 
   moep-sglang make-model --preset NAME --out DIR   write a Hugging Face MoE checkpoint
   moep-sglang launch_server [SGLang args...]        SGLang server with the moep plugin
-  moep-sglang demo                                  CPU workers + router, a scored workload
+  moep-sglang serve --model-path DIR                a node: its workers + moep-router, supervised
+  moep-sglang demo                                  a CPU node (serve) + a scored workload
   moep-sglang score --file requests.jsonl           a batch job through the router
 """
 
@@ -44,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("launch_server", help="start SGLang's launch_server with the moep plugin "
                    "(all further arguments are SGLang's; see `moep-sglang launch_server -h`)")
 
+    serve = sub.add_parser("serve", help="one command for a node: a worker per GPU (or N CPU "
+                           "workers), moep-router in front, restarts of failed groups",
+                           description=_node_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    from moep_sglang.server.node import add_serve_args
+
+    add_serve_args(serve)
+
     score = sub.add_parser("score", help="send a JSONL file of requests to the router, "
                            "with a progress bar; results as JSONL")
     from moep_sglang.client.batch_cli import add_score_args
@@ -56,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
 
     add_demo_args(demo)
     return parser
+
+
+def _node_doc() -> str:
+    from moep_sglang.server import node
+
+    return node.__doc__
 
 
 def _make_model(args: argparse.Namespace) -> None:

@@ -48,40 +48,30 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
 
 def run_demo(config: DemoConfig) -> None:
     from moep_sglang.models.checkpoint import ensure_model
-    from moep_sglang.server.router_process import RouterProcess, worker_spec
-    from moep_sglang.server.worker_process import (
-        WorkerConfig, WorkerProcess, free_port, free_port_pair,
-    )
+    from moep_sglang.server.node import Node, NodeConfig, free_base_port
+    from moep_sglang.server.worker_process import free_port
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop workers on SIGTERM too
     print(f"model: {config.preset} (generated into {envs.model_cache_dir()} on first use)")
     model = ensure_model(envs.model_cache_dir(), config.preset)
-    workers = [
-        WorkerProcess(WorkerConfig(model, free_port(), config.log_dir / f"worker{i}.log",
-                                   kv_events_port=free_port_pair(), cpu_threads=1))
-        for i in range(config.num_workers)
-    ]
-    router = RouterProcess(model, [worker_spec(w.config.url, w.config.kv_events_port)
-                                   for w in workers],
-                           config.log_dir / "router.log", "--policy", config.policy)
+    # The node `moep-sglang serve` starts, on CPU, with ports of its own.
+    node_config = NodeConfig(model, config.num_workers, "replicas", "peer", on_gpu=False,
+                             router_port=free_port(), router_host="127.0.0.1",
+                             worker_base_port=free_base_port(config.num_workers), workers_only=False,
+                             log_dir=config.log_dir, ready_timeout_s=600,
+                             router_args=("--policy", config.policy), cpu_threads=1)
+    node = Node(node_config, log=lambda m: print(f"  {m}"))
     try:
-        print(f"starting {len(workers)} SGLang workers on CPU and the router "
-              f"(logs in {config.log_dir}) ...")
         t0 = time.monotonic()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.wait_ready()
-        router.start(wait_healthy=True)
-        print(f"ready in {time.monotonic() - t0:.1f} s; router on {router.url}")
-        _run_workload(config, model, router.url)
+        node.start()
+        url = f"http://127.0.0.1:{node_config.router_port}"
+        print(f"ready in {time.monotonic() - t0:.1f} s; router on {url}")
+        _run_workload(config, model, url)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the workers")
         raise SystemExit(130)
     finally:
-        router.stop()
-        for w in workers:
-            w.stop()
+        node.stop()
         print("workers stopped")
 
 

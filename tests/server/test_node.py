@@ -1,0 +1,71 @@
+"""`moep-sglang serve`'s plan for a node (pure: no processes): ports, groups, worker flags."""
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from moep_sglang.server.node import NodeConfig, WorkerGroup, add_serve_args, parse_node_args
+
+
+def _args(tmp_path: Path, *argv: str) -> argparse.Namespace:
+    (tmp_path / "config.json").write_text("{}")
+    p = argparse.ArgumentParser()
+    add_serve_args(p)
+    return p.parse_args(["--model-path", str(tmp_path), *argv])
+
+
+def test_one_asyncep_group_per_gpu_node_by_default(tmp_path):
+    c = parse_node_args(_args(tmp_path, "--worker-base-port", "40000"), gpus=4)
+    assert (c.num_workers, c.mode, c.on_gpu) == (4, "asyncep", True)
+    assert c.groups() == [(0, 1, 2, 3)]
+    assert c.worker_specs()[1] == "http://127.0.0.1:40001,kv=tcp://127.0.0.1:41002"
+    w = c.worker_config(3)
+    argv = list(w.extra_args)
+    assert (w.port, w.kv_events_port) == (40003, 41006)
+    assert argv[argv.index("--base-gpu-id") + 1] == "3"
+    assert argv[argv.index("--asyncep-rank") + 1] == "3"
+    assert argv[argv.index("--asyncep-store") + 1] == "127.0.0.1:40999"
+    assert argv[argv.index("--asyncep-backend") + 1] == "peer"
+
+
+def test_cpu_node_runs_replicas_each_its_own_failure_domain(tmp_path):
+    c = parse_node_args(_args(tmp_path, "--workers", "3", "--worker-arg=--max-total-tokens=4096"),
+                        gpus=0)
+    assert (c.mode, c.on_gpu, c.groups()) == ("replicas", False, [(0,), (1,), (2,)])
+    argv = c.worker_config(0).extra_args
+    assert argv == ("--max-total-tokens=4096",)  # no GPU id, no AsyncEP flags on CPU replicas
+    assert parse_node_args(_args(tmp_path), gpus=0).num_workers == 1
+    assert parse_node_args(_args(tmp_path, "--mode", "replicas"), gpus=2).groups() == [(0,), (1,)]
+
+
+@pytest.mark.parametrize("argv,gpus,message", [
+    (("--workers", "3"), 2, "this node has 2 GPU"),
+    (("--mode", "asyncep"), 0, "needs 2 or more workers"),
+    (("--workers", "0"), 0, "must be >= 1"),
+    (("--worker-base-port", "65000", "--workers", "2"), 0, "leaves no room"),
+])
+def test_bad_node_plans_are_refused_with_a_reason(tmp_path, argv, gpus, message):
+    with pytest.raises(SystemExit, match=message):
+        parse_node_args(_args(tmp_path, *argv), gpus=gpus)
+
+
+def test_missing_model_is_refused(tmp_path):
+    p = argparse.ArgumentParser()
+    add_serve_args(p)
+    with pytest.raises(SystemExit, match="no config.json"):
+        parse_node_args(p.parse_args(["--model-path", str(tmp_path / "nope")]), gpus=0)
+
+
+def test_failed_starts_back_off_up_to_a_cap():
+    g = WorkerGroup((0,))
+    delays = [g.start_failed(100.0) for _ in range(7)]
+    assert delays == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert g.next_start == 130.0 and g.name == "worker 0"
+
+
+def test_config_is_frozen(tmp_path):
+    c = parse_node_args(_args(tmp_path), gpus=0)
+    assert isinstance(c, NodeConfig)
+    with pytest.raises(AttributeError):
+        c.num_workers = 2
