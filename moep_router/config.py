@@ -75,6 +75,13 @@ class RouterConfig:
     request_timeout_s: float = field(default=600.0, metadata={
         "help": "seconds a worker may take for one request before it is considered failed"})
     health_interval_s: float = field(default=2.0, metadata={"help": "seconds between health checks"})
+    k8s_selector: str | None = field(default=None, metadata={
+        "help": "discover workers from the Kubernetes API: pods matching this label selector "
+                "(ports from their moep.io/* annotations); in a cluster, with its service account"})
+    k8s_namespace: str | None = field(default=None, metadata={
+        "help": "namespace of the worker pods (default: the router's own)"})
+    k8s_api: str | None = field(default=None, metadata={
+        "help": "Kubernetes API URL (default: the in-cluster service)"})
     api_key: str | None = field(default=None, metadata={
         "help": "require `Authorization: Bearer KEY` on every request (except /health, /metrics)"})
     rerank_template: str = field(default=DEFAULT_RERANK_TEMPLATE, metadata={

@@ -53,6 +53,7 @@ class Router:
                                if config.tokenizer_threads else None)
         self._listeners: dict[str, KVListener] = {}
         self._health_task: asyncio.Task | None = None
+        self._discovery_task: asyncio.Task | None = None
         self._zmq: ZmqFrontEnd | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -63,13 +64,21 @@ class Router:
         for spec in self.config.workers:
             await self.add_worker(spec)
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+        if self.config.k8s_selector:
+            from moep_router.discovery import KubeConfig, KubeWatcher
+
+            kube = KubeConfig.in_cluster(self.config.k8s_selector, self.config.k8s_namespace,
+                                         self.config.k8s_api)
+            self._discovery_task = asyncio.get_running_loop().create_task(
+                self._discover(KubeWatcher(kube)))
         if self.config.zmq_port:
             self._zmq = ZmqFrontEnd(self, self.zmq_ctx, self.config.zmq_port)
             self._zmq.start()
 
     async def stop(self) -> None:
-        if self._health_task:
-            self._health_task.cancel()
+        for task in (self._health_task, self._discovery_task):
+            if task:
+                task.cancel()
         for listener in self._listeners.values():
             await listener.stop()
         if self._zmq:
@@ -110,6 +119,18 @@ class Router:
         if listener:
             await listener.stop()
         logger.info("worker %s removed", url)
+
+    async def _discover(self, watcher) -> None:
+        """Apply every change of the discovered worker set (moep_router/discovery.py)."""
+        async for change in watcher.changes():
+            for text in change.removed:
+                spec = _spec_or_none(text)
+                if spec is not None and self.registry.get(spec.url) is not None:
+                    await self.remove_worker(spec.url)
+            for text in change.added:
+                spec = _spec_or_none(text)
+                if spec is not None and self.registry.get(spec.url) is None:
+                    await self.add_worker(spec)
 
     async def _health_loop(self) -> None:
         while True:
@@ -159,6 +180,14 @@ class Router:
         if worker.threshold_reported(t):
             logger.info("worker %s reports T = %.3g FLOPs per layer (%.3g per request)",
                         worker.worker_id, min(reported), t)
+
+
+def _spec_or_none(text: str) -> WorkerSpec | None:
+    try:
+        return WorkerSpec.parse(text)
+    except ValueError as exc:  # a pod's odd annotations must not stop discovery
+        logger.warning("discovered worker %r skipped: %s", text, exc)
+        return None
 
 
 async def _serve(config: RouterConfig) -> None:

@@ -57,6 +57,7 @@ class NodeConfig:
     worker_args: tuple[str, ...] = ()  # more SGLang / launcher flags for every worker
     router_args: tuple[str, ...] = ()  # more moep-router flags
     cpu_threads: int | None = None  # torch threads per CPU worker
+    worker_host: str = "127.0.0.1"  # workers' bind address (0.0.0.0 for a router elsewhere)
 
     def worker_port(self, i: int) -> int:
         return self.worker_base_port + i
@@ -87,7 +88,7 @@ class NodeConfig:
                      "--asyncep-store", self.store(), "--asyncep-backend", self.asyncep_backend]
         return WorkerConfig(self.model_path, self.worker_port(i), self.log_dir / f"worker{i}.log",
                             kv_events_port=self.kv_port(i), cpu_threads=self.cpu_threads,
-                            extra_args=tuple(args))
+                            extra_args=tuple(args), host=self.worker_host)
 
 
 def visible_gpus() -> int:
@@ -144,6 +145,9 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="worker i serves on BASE+i, KV events on BASE+1000+2i")
     p.add_argument("--workers-only", action="store_true",
                    help="start no router; print the --worker SPECs for a router elsewhere")
+    p.add_argument("--worker-host", default="127.0.0.1",
+                   help="the workers' HTTP bind address (0.0.0.0 where a router elsewhere "
+                        "reaches them; their KV events always bind every interface)")
     p.add_argument("--log-dir", type=Path, default=Path("logs/moep-serve"))
     p.add_argument("--ready-timeout-s", type=float, default=900.0,
                    help="seconds a group may take to serve its first request")
@@ -171,7 +175,7 @@ def parse_node_args(a: argparse.Namespace, gpus: int | None = None) -> NodeConfi
         raise SystemExit("moep-sglang serve: --worker-base-port leaves no room for the workers")
     return NodeConfig(a.model_path, n, mode, a.asyncep_backend, gpus > 0, a.port, a.host,
                       a.worker_base_port, a.workers_only, a.log_dir, a.ready_timeout_s,
-                      tuple(a.worker_arg), tuple(a.router_arg), a.cpu_threads)
+                      tuple(a.worker_arg), tuple(a.router_arg), a.cpu_threads, a.worker_host)
 
 
 @dataclass

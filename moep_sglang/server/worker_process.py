@@ -32,6 +32,7 @@ class WorkerConfig:
     # with the given flags only, the moep plugin not loaded, none of our defaults added.
     baseline: bool = False
     env: dict[str, str] = field(default_factory=dict)  # extra environment variables
+    host: str = "127.0.0.1"  # bind address of its HTTP server (0.0.0.0: reachable from others)
 
     @property
     def url(self) -> str:
@@ -111,7 +112,7 @@ class WorkerProcess:
         )
 
         c = self.config
-        argv = ["--model-path", str(c.model_path), "--port", str(c.port), "--host", "127.0.0.1"]
+        argv = ["--model-path", str(c.model_path), "--port", str(c.port), "--host", c.host]
         if c.kv_events_port is not None:
             argv += (["--kv-events-config", kv_events_config(c.kv_events_port)] if c.baseline
                      else ["--kv-events-port", str(c.kv_events_port)])

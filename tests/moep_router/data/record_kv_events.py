@@ -1,6 +1,6 @@
 """Record the KV-event stream of a real tiny CPU worker into kv_events_tiny.msgpack.
 
-    .venv/bin/python -m tests.router.data.record_kv_events
+    .venv/bin/python -m tests.moep_router.data.record_kv_events
 
 Two prompts sharing a prefix are prefilled, then the cache is flushed; every (seq, payload)
 batch is saved as SGLang sent it.
