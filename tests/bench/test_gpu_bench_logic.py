@@ -156,3 +156,11 @@ def test_warm_up_is_one_full_prefill_batch_per_server():
     assert warmup_count(32768, 4096, 1) == 8  # the timed run's batch shape compiles here
     assert warmup_count(65536, 4096, 2) == 32
     assert warmup_count(32768, 32768, 1) == 2 and warmup_count(None, 4096, 1) == 2
+
+
+def test_prompts_of_different_lengths_share_no_prefix():
+    from bench.gpu.prefill_bench import _prompts
+
+    short, long_ = _prompts(8, 4096, 150000, 2), _prompts(1, 32768, 150000, 2)
+    assert all(p[:16] != long_[0][:16] for p in short)  # a radix cache finds nothing to reuse
+    assert _prompts(8, 4096, 150000, 2) == short  # seeded: the same prompts every run
