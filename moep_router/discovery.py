@@ -40,8 +40,13 @@ class KubeConfig:
     label_selector: str  # e.g. app=moep-worker
     namespace: str
     api_url: str  # https://KUBERNETES_SERVICE_HOST:PORT in a cluster
-    token: str | None = None  # the service account's bearer token
-    ca_file: Path | None = None
+    token_file: Path | None = None  # the service account's token, re-read on every request
+    ca_file: Path | None = None          # (projected tokens rotate)
+
+    def headers(self) -> dict[str, str]:
+        if self.token_file is None or not self.token_file.exists():
+            return {}
+        return {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
 
     @classmethod
     def in_cluster(cls, label_selector: str, namespace: str | None = None,
@@ -57,8 +62,7 @@ class KubeConfig:
             api_url = f"https://{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
         token_file, ca = SERVICE_ACCOUNT / "token", SERVICE_ACCOUNT / "ca.crt"
         return cls(label_selector, namespace, api_url.rstrip("/"),
-                   token_file.read_text().strip() if token_file.exists() else None,
-                   ca if ca.exists() else None)
+                   token_file if token_file.exists() else None, ca if ca.exists() else None)
 
 
 def pod_workers(pod: dict) -> tuple[str, ...]:
@@ -67,8 +71,9 @@ def pod_workers(pod: dict) -> tuple[str, ...]:
     ip = status.get("podIP")
     ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                 for c in status.get("conditions") or [])
-    if status.get("phase") != "Running" or not ready or not ip:
-        return ()
+    terminating = (pod.get("metadata") or {}).get("deletionTimestamp")
+    if status.get("phase") != "Running" or not ready or not ip or terminating:
+        return ()  # a terminating pod may still say Ready while its workers shut down
     notes = (pod.get("metadata") or {}).get("annotations") or {}
     try:
         n = int(notes.get(WORKERS_ANNOTATION, 1))
@@ -144,12 +149,10 @@ class KubeWatcher:
         self.num_watches = 0
 
     async def changes(self) -> AsyncIterator[Change]:
-        headers = {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
         ssl_ctx = (ssl.create_default_context(cafile=str(self.config.ca_file))
                    if self.config.ca_file else None)
         backoff = 0.5
-        async with aiohttp.ClientSession(headers=headers,
-                                         connector=aiohttp.TCPConnector(ssl=ssl_ctx)) as http:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_ctx)) as http:
             while True:
                 try:
                     if self.resource_version is None:
@@ -174,7 +177,7 @@ class KubeWatcher:
 
     async def _list(self, http: aiohttp.ClientSession) -> Change:
         self.num_lists += 1
-        async with http.get(self._pods_url(),
+        async with http.get(self._pods_url(), headers=self.config.headers(),
                             params={"labelSelector": self.config.label_selector}) as resp:
             if resp.status != 200:
                 raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
@@ -190,7 +193,8 @@ class KubeWatcher:
                   "allowWatchBookmarks": "true", "timeoutSeconds": str(self.watch_timeout_s),
                   "resourceVersion": self.resource_version or ""}
         timeout = aiohttp.ClientTimeout(total=None, sock_read=self.watch_timeout_s + 30)
-        async with http.get(self._pods_url(), params=params, timeout=timeout) as resp:
+        async with http.get(self._pods_url(), params=params, timeout=timeout,
+                            headers=self.config.headers()) as resp:
             if resp.status == 410:
                 raise Gone()
             if resp.status != 200:
@@ -200,7 +204,9 @@ class KubeWatcher:
                 if not line.strip():
                     continue
                 event = json.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
+                if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+                    raise ValueError(f"watch line is not an event: {line[:200]!r}")
+                kind, obj = event.get("type"), event["object"]
                 if kind == "ERROR":
                     if obj.get("code") == 410:
                         raise Gone()

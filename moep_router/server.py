@@ -79,6 +79,10 @@ class Router:
         for task in (self._health_task, self._discovery_task):
             if task:
                 task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
         for listener in self._listeners.values():
             await listener.stop()
         if self._zmq:
@@ -121,7 +125,20 @@ class Router:
         logger.info("worker %s removed", url)
 
     async def _discover(self, watcher) -> None:
-        """Apply every change of the discovered worker set (moep_router/discovery.py)."""
+        """Apply every change of the discovered worker set (moep_router/discovery.py); an
+        unexpected error is logged and the watch starts over (listing again), never silent."""
+        while True:
+            try:
+                await self._apply_discovered(watcher)
+                return  # the watcher ended (a real one never does)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker discovery failed; starting over in 2 s")
+                watcher.resource_version = None
+                await asyncio.sleep(2)
+
+    async def _apply_discovered(self, watcher) -> None:
         async for change in watcher.changes():
             for text in change.removed:
                 spec = _spec_or_none(text)

@@ -13,7 +13,9 @@ class RouterTokenizer:
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=True).ids
+        # encode_batch, not encode: only the batch call releases the GIL (tokenizers' bindings),
+        # which the router's tokenizer threads need to leave its event loop running.
+        return self._tok.encode_batch([text], add_special_tokens=True)[0].ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=True)]
@@ -23,5 +25,5 @@ class RouterTokenizer:
         return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
     def single_token(self, text: str) -> int | None:
-        ids = self._tok.encode(text, add_special_tokens=False).ids
+        ids = self._tok.encode_batch([text], add_special_tokens=False)[0].ids
         return ids[0] if len(ids) == 1 else None

@@ -46,7 +46,10 @@ from moep_sglang.models.checkpoint import ensure_model  # noqa: E402
 CATEGORIES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(rx, re.IGNORECASE)) for
                                                       name, rx in (
     ("moe_gemm", r"fused_moe_kernel"),
-    ("attention", r"flash|fmha|attn|attention|BatchPrefill|decode_kernel|extend_kernel"),
+    ("other", r"sampling"),  # the next-token sampler (top-k/top-p), not MoE routing
+    # flash:: (FA3), not "flash": FlashInfer's RMSNorm kernels are flashinfer::norm::...
+    ("attention", r"flash::|FlashAttn|fmha|attn|attention|BatchPrefill|decode_kernel|"
+                  r"extend_kernel"),
     ("moe_routing", r"topk|moe_align|moe_sum|count_and_sort|sort|gating|moe"),
     ("kv_write", r"store_kv|set_kv|kv_buffer|copy_kv|kvcache|req_to_token|write_req"),
     ("norm_rope_act", r"norm|rotary|rope|silu|act_and_mul|gelu|swiglu"),

@@ -23,16 +23,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from moep_sglang.server.router_process import RouterProcess, worker_spec
+from moep_sglang.server.router_process import RouterProcess, RouterStartError
 from moep_sglang.server.worker_process import (
     WorkerConfig,
     WorkerProcess,
     WorkerStartError,
+    connect_host,
     stop_all,
 )
 
@@ -68,10 +68,21 @@ class NodeConfig:
     def store(self) -> str:
         return f"127.0.0.1:{self.worker_base_port + STORE_PORT_OFFSET}"
 
-    def worker_specs(self) -> list[str]:
-        """The router's --worker SPEC of each worker."""
-        return [worker_spec(f"http://127.0.0.1:{self.worker_port(i)}", self.kv_port(i))
+    def worker_specs(self, host: str | None = None) -> list[str]:
+        """The router's --worker SPEC of each worker, as reached at `host` (default: from this
+        machine)."""
+        host = host or connect_host(self.worker_host)
+        return [f"http://{host}:{self.worker_port(i)},kv=tcp://{host}:{self.kv_port(i)}"
                 for i in range(self.num_workers)]
+
+    def advertised_host(self) -> str:
+        """How other machines reach the workers: their bind address, or this host's name when
+        they bind every interface."""
+        import socket
+
+        if self.worker_host in ("0.0.0.0", "::"):
+            return socket.getfqdn()
+        return connect_host(self.worker_host)
 
     def groups(self) -> list[tuple[int, ...]]:
         """Worker indexes per failure domain."""
@@ -81,8 +92,8 @@ class NodeConfig:
 
     def worker_config(self, i: int) -> WorkerConfig:
         args = list(self.worker_args)
-        if self.on_gpu and "--base-gpu-id" not in args:
-            args += ["--base-gpu-id", str(i)]
+        if self.on_gpu:
+            args += ["--base-gpu-id", str(i)]  # refused in --worker-arg (parse_node_args)
         if self.mode == "asyncep":
             args += ["--asyncep-size", str(self.num_workers), "--asyncep-rank", str(i),
                      "--asyncep-store", self.store(), "--asyncep-backend", self.asyncep_backend]
@@ -171,6 +182,12 @@ def parse_node_args(a: argparse.Namespace, gpus: int | None = None) -> NodeConfi
     mode = a.mode if a.mode != "auto" else ("asyncep" if gpus >= 2 and n >= 2 else "replicas")
     if mode == "asyncep" and n < 2:
         raise SystemExit("moep-sglang serve: --mode asyncep needs 2 or more workers")
+    owned = [f for f in ("--base-gpu-id", "--port", "--host", "--kv-events-port",
+                         "--model-path") if any(x == f or x.startswith(f + "=")
+                                                for x in a.worker_arg)]
+    if owned:
+        raise SystemExit(f"moep-sglang serve: --worker-arg {owned[0]} is set by serve itself "
+                         "(GPU i per worker, ports from --worker-base-port)")
     if not 1024 <= a.worker_base_port <= 65535 - KV_PORT_OFFSET - 2 * n:
         raise SystemExit("moep-sglang serve: --worker-base-port leaves no room for the workers")
     return NodeConfig(a.model_path, n, mode, a.asyncep_backend, gpus > 0, a.port, a.host,
@@ -194,11 +211,14 @@ class WorkerGroup:
     def start(self, config: NodeConfig) -> None:
         """Start every worker of the group and wait until each serves. Raises WorkerStartError
         (the group is stopped again)."""
-        self.workers = [WorkerProcess(config.worker_config(i)).start() for i in self.indexes]
+        self.workers = []
         try:
+            for i in self.indexes:  # tracked one by one: an interrupt leaves none unstopped
+                self.workers.append(WorkerProcess(config.worker_config(i)))
+                self.workers[-1].start()
             for w in self.workers:
                 w.wait_ready(config.ready_timeout_s)
-        except WorkerStartError:
+        except BaseException:
             self.stop()
             raise
         self.failed_starts = 0
@@ -239,17 +259,23 @@ class Node:
             self._announce(g)
         if not c.workers_only:
             self.router = RouterProcess(c.model_path, c.worker_specs(), c.log_dir / "router.log",
-                                        "--host", c.router_host, *c.router_args,
-                                        port=c.router_port)
+                                        *c.router_args, port=c.router_port, host=c.router_host)
             self.router.start(timeout_s=120, wait_healthy=True)
 
     def ready_message(self) -> str:
         if self.router is None:
-            specs = " ".join(f"--worker {s}" for s in self.config.worker_specs())
+            specs = " ".join(f"--worker {s}" for s in
+                             self.config.worker_specs(self.config.advertised_host()))
             return f"workers ready; for a router elsewhere: moep-router {specs}"
         return f"ready: moep-router on http://{self.config.router_host}:{self.config.router_port}"
 
     def supervise_once(self) -> None:
+        if self.router is not None and not self.router.alive():
+            self._log("moep-router exited; restarting it")
+            try:
+                self.router.start(timeout_s=120)
+            except RouterStartError as exc:
+                self._log(f"moep-router restart failed ({str(exc)[:200]}); retrying")
         now = time.monotonic()
         for g in self.groups:
             if g.workers:
@@ -284,29 +310,32 @@ class Node:
 
 
 def run_node(config: NodeConfig, poll_s: float = 1.0) -> None:
-    """Start, report ready, supervise until SIGTERM / SIGINT, stop everything."""
-    stop = threading.Event()
+    """Start, report ready, supervise until SIGTERM / SIGINT, stop everything. The first signal
+    interrupts whatever runs (a start included); later ones are ignored, so the cleanup runs
+    to its end."""
+    state = {"signalled": False, "ready": False}
 
     def on_signal(*_) -> None:
-        if not started.is_set():  # still starting: break out of the wait, then stop all
+        if not state["signalled"]:
+            state["signalled"] = True
             raise KeyboardInterrupt
-        stop.set()
 
-    started = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     node = Node(config, log=lambda m: print(f"moep-serve: {m}", flush=True))
     try:
         node.start()
-        started.set()
+        state["ready"] = True
         print(f"moep-serve: {node.ready_message()}", flush=True)
-        while not stop.wait(poll_s):
+        while True:
+            time.sleep(poll_s)
             node.supervise_once()
-    except WorkerStartError as exc:
-        print(f"moep-serve: a worker did not start: {exc}", file=sys.stderr, flush=True)
+    except (WorkerStartError, RouterStartError) as exc:
+        print(f"moep-serve: did not start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1)
     except KeyboardInterrupt:
-        raise SystemExit(130)
+        if not state["ready"]:
+            raise SystemExit(130)  # stopped before it was ready
     finally:
         print("moep-serve: stopping", flush=True)
         node.stop()

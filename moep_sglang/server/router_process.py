@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from moep_sglang.server.worker_process import free_port
+from moep_sglang.server.worker_process import connect_host, free_port
 
 
 class RouterStartError(RuntimeError):
@@ -18,11 +18,11 @@ class RouterStartError(RuntimeError):
 
 class RouterProcess:
     def __init__(self, model: Path, workers: list[str], log_path: Path, *flags: str,
-                 port: int | None = None) -> None:
+                 port: int | None = None, host: str = "127.0.0.1") -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{connect_host(host)}:{self.port}"
         self.cmd = [sys.executable, "-m", "moep_router.cli", "--model-path", str(model),
-                    "--port", str(self.port), *flags]
+                    "--host", host, "--port", str(self.port), *flags]
         for w in workers:
             self.cmd += ["--worker", w]
         self.log_path = log_path
@@ -50,6 +50,9 @@ class RouterProcess:
                 time.sleep(0.2)
         self.stop()
         raise RouterStartError(f"router not ready after {timeout_s:.0f} s")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

@@ -36,7 +36,8 @@ class WorkerConfig:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """Where this machine reaches it (loopback when it binds every interface)."""
+        return f"http://{connect_host(self.host)}:{self.port}"
 
 
 class WorkerStartError(RuntimeError):
@@ -105,6 +106,7 @@ class WorkerProcess:
     # Internals ----------------------------------------------------------------------------
     def _command(self) -> tuple[list[str], dict[str, str]]:
         from moep_sglang.server.launch import (
+            _has_flag,
             build_command,
             gpu_major,
             kv_events_config,
@@ -119,7 +121,7 @@ class WorkerProcess:
         if c.cpu_threads:
             argv += ["--cpu-threads", str(c.cpu_threads)]
         argv += list(c.extra_args)
-        if "--nccl-port" not in argv:
+        if not _has_flag(argv, "--nccl-port"):
             # SGLang picks its torch.distributed port at random; workers started together
             # collided on it (EADDRINUSE). Ours come from free_port, never handed out twice.
             argv += ["--nccl-port", str(free_port())]
@@ -140,6 +142,11 @@ class WorkerProcess:
     def _failure(self, what: str) -> str:
         tail = _tail(self.config.log_path, 40)
         return f"SGLang worker on port {self.config.port} {what}; last log lines:\n{tail}"
+
+
+def connect_host(bind_host: str) -> str:
+    """The address to reach a server bound to bind_host from this machine."""
+    return "127.0.0.1" if bind_host in ("0.0.0.0", "::", "", "localhost") else bind_host
 
 
 _HANDED_OUT: set[int] = set()  # ports given out by this process, bound or not yet

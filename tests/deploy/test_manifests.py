@@ -64,6 +64,8 @@ def test_worker_pod_runs_serve_with_flags_that_match_its_annotations(tiny_model)
     assert node.num_workers == int(notes["moep.io/workers"])
     assert node.worker_base_port == int(notes["moep.io/worker-base-port"])
     assert sts["spec"]["template"]["metadata"]["labels"]["app"] == "moep-worker"
+    scraped = sorted(p["containerPort"] for p in c["ports"] if p["name"].startswith("worker"))
+    assert scraped == [node.worker_port(i) for i in range(node.num_workers)]  # every worker
 
 
 def test_router_deployment_discovers_the_worker_pods(tiny_model):

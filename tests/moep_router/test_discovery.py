@@ -28,6 +28,8 @@ def test_a_pod_serves_its_annotated_workers_only_while_ready():
     assert pod_workers(bare) == ("http://10.1.1.1:30000,kv=tcp://10.1.1.1:31000",)  # defaults
     bad = {**bare, "metadata": {"name": "p", "annotations": {"moep.io/workers": "two"}}}
     assert pod_workers(bad) == ()
+    going = {**bare, "metadata": {"name": "p", "deletionTimestamp": "2026-12-03T10:00:00Z"}}
+    assert pod_workers(going) == ()  # terminating: out before its workers stop
 
 
 def test_pod_set_returns_each_change_once():

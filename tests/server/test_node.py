@@ -44,6 +44,8 @@ def test_cpu_node_runs_replicas_each_its_own_failure_domain(tmp_path):
     (("--mode", "asyncep"), 0, "needs 2 or more workers"),
     (("--workers", "0"), 0, "must be >= 1"),
     (("--worker-base-port", "65000", "--workers", "2"), 0, "leaves no room"),
+    (("--worker-arg=--base-gpu-id=2",), 2, "is set by serve itself"),
+    (("--worker-arg=--port",), 0, "is set by serve itself"),
 ])
 def test_bad_node_plans_are_refused_with_a_reason(tmp_path, argv, gpus, message):
     with pytest.raises(SystemExit, match=message):
@@ -69,3 +71,12 @@ def test_config_is_frozen(tmp_path):
     assert isinstance(c, NodeConfig)
     with pytest.raises(AttributeError):
         c.num_workers = 2
+
+
+def test_workers_only_advertises_an_address_other_machines_reach(tmp_path):
+    c = parse_node_args(_args(tmp_path, "--workers-only", "--worker-host=0.0.0.0"), gpus=0)
+    assert c.worker_specs()[0].startswith("http://127.0.0.1:")  # from this machine
+    assert c.advertised_host() != "127.0.0.1"
+    c = parse_node_args(_args(tmp_path, "--worker-host=10.1.2.3"), gpus=0)
+    assert c.worker_specs()[0].startswith("http://10.1.2.3:") and c.worker_config(0).url.startswith(
+        "http://10.1.2.3:")

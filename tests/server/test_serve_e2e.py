@@ -1,6 +1,6 @@
 """`moep-sglang serve` end to end on CPU: one command starts two real tiny workers and the router,
 reports ready, serves; a killed worker is restarted and re-admitted while no accepted request is
-lost; SIGTERM stops every process it started."""
+lost; a killed AsyncEP rank restarts its whole group; SIGTERM stops every process it started."""
 
 from __future__ import annotations
 
@@ -8,49 +8,14 @@ import concurrent.futures as cf
 import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
+import urllib.request
 
-from moep_sglang.server.node import free_base_port
-from moep_sglang.server.worker_process import free_port
+from bench.serve_restart import ServeProcess
 from tests.helpers import post
 
-
-class _Output:
-    """The serve process's stdout, collected by a thread; wait_for(regex) blocks on it."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
-
-    def _read(self, proc) -> None:
-        for line in proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip())
-                self._cond.notify_all()
-
-    def wait_for(self, pattern: str, timeout_s: float) -> re.Match:
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if m := rx.search(line):
-                        return m
-                left = deadline - time.monotonic()
-                assert left > 0, f"no {pattern!r} in serve's output:\n" + "\n".join(self.lines)
-                self._cond.wait(left)
-
-
-def _workers(url: str) -> dict[str, dict]:
-    import json
-    import urllib.request
-
-    with urllib.request.urlopen(f"{url}/workers", timeout=10) as resp:
-        return {w["url"]: w for w in json.loads(resp.read())["workers"]}
+BODY = {"query": "The doctor noticed that the fast phone was cheap. " * 60,
+        "items": [" Answer:"], "label_token_ids": [661, 362]}
 
 
 def _alive(pid: int) -> bool:
@@ -61,55 +26,71 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _wait_healthy(serve: ServeProcess, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all(w["healthy"] for w in serve.workers().values()):
+        assert time.monotonic() < deadline, f"not re-admitted: {serve.workers()}"
+        time.sleep(0.5)
+
+
 def test_serve_starts_supervises_and_stops_a_cpu_node(tiny_model, tmp_path):
-    port, base = free_port(), free_base_port(2)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moep_sglang.cli", "serve", "--model-path", str(tiny_model),
-         "--workers", "2", "--cpu-threads", "1", "--port", str(port),
-         "--worker-base-port", str(base), "--log-dir", str(tmp_path),
-         "--router-arg=--health-interval-s=0.5", "--router-arg=--policy=round_robin"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "MOEP_FORCE_CPU": "1"})
-    out = _Output(proc)
-    url = f"http://127.0.0.1:{port}"
+    serve = ServeProcess(tiny_model, tmp_path, "--router-arg=--policy=round_robin")
     try:
-        out.wait_for(r"ready: moep-router on", 600)
-        pids = {int(m[1]): int(m[2]) for m in (re.search(r"worker (\d+) serving \(pid (\d+)\)", l)
-                                               for l in out.lines) if m}
-        assert sorted(pids) == [0, 1]
-        assert set(_workers(url)) == {f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"}
-        body = {"query": "The doctor noticed that the fast phone was cheap. " * 60,
-                "items": [" Answer:"], "label_token_ids": [661, 362]}
-        assert post(f"{url}/v1/score", body)[0] == 200
+        serve.wait_for(r"ready: moep-router on", 600)
+        pids = [serve.pid(0), serve.pid(1)]
+        assert set(serve.workers()) == {serve.worker_url(0), serve.worker_url(1)}
+        assert post(f"{serve.url}/v1/score", BODY)[0] == 200
 
         # Kill worker 0 with requests in flight: each accepted one is answered (retried on 1).
+        mark = len(serve.lines)
         with cf.ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(post, f"{url}/v1/score", {**body, "query": f"{i} {body['query']}"},
-                                   120) for i in range(40)]
+            futures = [pool.submit(post, f"{serve.url}/v1/score",
+                                   {**BODY, "query": f"{i} {BODY['query']}"}, 120)
+                       for i in range(40)]
             time.sleep(1.0)
-            killed_at = time.monotonic()
             os.killpg(pids[0], signal.SIGKILL)
             statuses = [f.result()[0] for f in futures]
         assert statuses == [200] * 40
+        metrics = urllib.request.urlopen(f"{serve.url}/metrics", timeout=10).read().decode()
+        retried = float(re.search(r"^moep_router_retries_total (\S+)$", metrics, re.M)[1])
+        assert retried >= 1  # requests in flight on the killed worker were answered elsewhere
 
-        m = out.wait_for(r"worker 0 restarted \(pid (\d+)\)", 600)
-        assert int(m[1]) != pids[0]
-        deadline = time.monotonic() + 120
-        while not _workers(url)[f"http://127.0.0.1:{base}"]["healthy"]:
-            assert time.monotonic() < deadline, "restarted worker not re-admitted"
-            time.sleep(0.5)
-        print(f"worker 0 back in service {time.monotonic() - killed_at:.0f} s after the kill")
-        before = _workers(url)[f"http://127.0.0.1:{base}"]["requests"]
-        assert all(post(f"{url}/v1/score", {**body, "query": f"again {i}"})[0] == 200
+        new_pid = int(serve.wait_for(r"worker 0 restarted \(pid (\d+)\)", 600, after=mark)[1])
+        assert new_pid != pids[0]
+        _wait_healthy(serve)
+        before = serve.workers()[serve.worker_url(0)]["requests"]
+        assert all(post(f"{serve.url}/v1/score", {**BODY, "query": f"again {i}"})[0] == 200
                    for i in range(4))
-        assert _workers(url)[f"http://127.0.0.1:{base}"]["requests"] > before  # serving again
-        new_pids = [int(m[1]), pids[1]]
+        assert serve.workers()[serve.worker_url(0)]["requests"] > before  # serving again
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=120)
+        code = serve.stop()
     assert code == 0
-    out.wait_for(r"moep-serve: stopped", 5)
+    serve.wait_for(r"moep-serve: stopped", 5)
     deadline = time.monotonic() + 30
-    while any(_alive(p) for p in new_pids):
+    while any(_alive(p) for p in (new_pid, pids[1])):
         assert time.monotonic() < deadline, "a worker outlived serve's SIGTERM"
         time.sleep(0.5)
+
+
+def test_serve_restarts_an_asyncep_group_that_lost_a_rank(tiny_model, tmp_path):
+    """One AsyncEP group of 2 CPU workers: a killed rank takes the group down (its peer exits,
+    AsyncEPPeerLost); serve restarts both ranks and the router re-admits them."""
+    serve = ServeProcess(tiny_model, tmp_path, "--mode=asyncep")
+    body = {"query": "Is the hotel good?", "items": [" Answer:"], "label_token_ids": [661, 362]}
+    try:
+        serve.wait_for(r"ready: moep-router on", 600)
+        serve.wait_for(r"as asyncep \(peer\)", 1)
+        assert post(f"{serve.url}/v1/score", body)[0] == 200
+        pids = [serve.pid(0), serve.pid(1)]
+        mark = len(serve.lines)
+        os.killpg(pids[0], signal.SIGKILL)
+        serve.wait_for(r"worker 0,1: worker\(s\) \[0(, 1)?\] exited; restarting the group", 120,
+                       after=mark)
+        restarted = [int(serve.wait_for(rf"worker {i} restarted \(pid (\d+)\)", 600,
+                                        after=mark)[1]) for i in (0, 1)]
+        assert not set(restarted) & set(pids)
+        _wait_healthy(serve)
+        assert post(f"{serve.url}/v1/score", body)[0] == 200
+    finally:
+        code = serve.stop()
+    assert code == 0
