@@ -109,7 +109,8 @@ def one_run(model: Path, log_dir: Path, mode: str, num_requests: int) -> dict:
             futures = [pool.submit(post, f"{serve.url}/v1/score", {**body, "query": f"{i} " +
                                                                    body["query"]})
                        for i in range(num_requests)]
-            time.sleep(1.0)  # requests in flight on every worker
+            while sum(f.done() for f in futures) < min(20, num_requests // 4):
+                time.sleep(0.01)  # the stream is flowing: requests in flight on every worker
             killed = time.monotonic()
             os.killpg(serve.pid(0), signal.SIGKILL)
             statuses = [f.result() for f in futures]
@@ -132,7 +133,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--mode", default="replicas", choices=["replicas", "asyncep"])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--requests", type=int, default=40)
+    p.add_argument("--requests", type=int, default=200)
     p.add_argument("--log-dir", type=Path, default=Path(".cache/serve_restart"))
     args = p.parse_args()
     from moep_sglang import envs

@@ -7,6 +7,7 @@ Kubernetes pod annotation) can name them:
     worker i: HTTP   base + i
               KV events   base + 1000 + 2i  (their replay socket: + 1)
     AsyncEP rendezvous store: base + 999 (rank 0 binds it)
+    SGLang's torch.distributed port of worker i: base + 2000 + i
 
 Failure domains are groups: a replica is a group of one, an AsyncEP group is one group (a lost
 rank stops its peers: README "Failures"). The supervisor polls every process; when one exits, its
@@ -38,6 +39,8 @@ from moep_sglang.server.worker_process import (
 
 KV_PORT_OFFSET = 1000  # worker i publishes KV events on base + 1000 + 2i (replay: + 1)
 STORE_PORT_OFFSET = 999  # AsyncEP's rendezvous store
+NCCL_PORT_OFFSET = 2000  # worker i's torch.distributed port: base + 2000 + i (a random one could
+# land on another worker's port in the block)
 MAX_BACKOFF_S = 30.0
 
 
@@ -92,6 +95,7 @@ class NodeConfig:
 
     def worker_config(self, i: int) -> WorkerConfig:
         args = list(self.worker_args)
+        args += ["--nccl-port", str(self.worker_base_port + NCCL_PORT_OFFSET + i)]
         if self.on_gpu:
             args += ["--base-gpu-id", str(i)]  # refused in --worker-arg (parse_node_args)
         if self.mode == "asyncep":
@@ -125,19 +129,21 @@ def free_base_port(num_workers: int) -> int:
     import random
     import socket
 
-    from moep_sglang.server.worker_process import _PORT_RANGE
+    from moep_sglang.server.worker_process import _HANDED_OUT, _PORT_RANGE
 
     low, high = _PORT_RANGE
     for _ in range(100):
-        base = random.randrange(low, max(low + 1, high - KV_PORT_OFFSET - 2 * num_workers - 2))
+        base = random.randrange(low, max(low + 1, high - NCCL_PORT_OFFSET - num_workers))
         ports = [*range(base, base + num_workers), base + STORE_PORT_OFFSET,
-                 *range(base + KV_PORT_OFFSET, base + KV_PORT_OFFSET + 2 * num_workers)]
+                 *range(base + KV_PORT_OFFSET, base + KV_PORT_OFFSET + 2 * num_workers),
+                 *range(base + NCCL_PORT_OFFSET, base + NCCL_PORT_OFFSET + num_workers)]
         try:
             for port in ports:
                 with socket.socket() as sock:
                     sock.bind(("127.0.0.1", port))
         except OSError:
             continue
+        _HANDED_OUT.update(ports)  # never handed out again by free_port (router, NCCL, ...)
         return base
     raise RuntimeError("no free block of ports for the workers")
 
@@ -183,12 +189,12 @@ def parse_node_args(a: argparse.Namespace, gpus: int | None = None) -> NodeConfi
     if mode == "asyncep" and n < 2:
         raise SystemExit("moep-sglang serve: --mode asyncep needs 2 or more workers")
     owned = [f for f in ("--base-gpu-id", "--port", "--host", "--kv-events-port",
-                         "--model-path") if any(x == f or x.startswith(f + "=")
+                         "--model-path", "--nccl-port") if any(x == f or x.startswith(f + "=")
                                                 for x in a.worker_arg)]
     if owned:
         raise SystemExit(f"moep-sglang serve: --worker-arg {owned[0]} is set by serve itself "
                          "(GPU i per worker, ports from --worker-base-port)")
-    if not 1024 <= a.worker_base_port <= 65535 - KV_PORT_OFFSET - 2 * n:
+    if not 1024 <= a.worker_base_port <= 65535 - NCCL_PORT_OFFSET - n:
         raise SystemExit("moep-sglang serve: --worker-base-port leaves no room for the workers")
     return NodeConfig(a.model_path, n, mode, a.asyncep_backend, gpus > 0, a.port, a.host,
                       a.worker_base_port, a.workers_only, a.log_dir, a.ready_timeout_s,

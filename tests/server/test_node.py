@@ -33,8 +33,9 @@ def test_cpu_node_runs_replicas_each_its_own_failure_domain(tmp_path):
     c = parse_node_args(_args(tmp_path, "--workers", "3", "--worker-arg=--max-total-tokens=4096"),
                         gpus=0)
     assert (c.mode, c.on_gpu, c.groups()) == ("replicas", False, [(0,), (1,), (2,)])
-    argv = c.worker_config(0).extra_args
-    assert argv == ("--max-total-tokens=4096",)  # no GPU id, no AsyncEP flags on CPU replicas
+    argv = c.worker_config(1).extra_args
+    # no GPU id, no AsyncEP flags on CPU replicas; torch.distributed's port inside the block
+    assert argv == ("--max-total-tokens=4096", "--nccl-port", "32001")
     assert parse_node_args(_args(tmp_path), gpus=0).num_workers == 1
     assert parse_node_args(_args(tmp_path, "--mode", "replicas"), gpus=2).groups() == [(0,), (1,)]
 
@@ -43,7 +44,7 @@ def test_cpu_node_runs_replicas_each_its_own_failure_domain(tmp_path):
     (("--workers", "3"), 2, "this node has 2 GPU"),
     (("--mode", "asyncep"), 0, "needs 2 or more workers"),
     (("--workers", "0"), 0, "must be >= 1"),
-    (("--worker-base-port", "65000", "--workers", "2"), 0, "leaves no room"),
+    (("--worker-base-port", "63600", "--workers", "2"), 0, "leaves no room"),
     (("--worker-arg=--base-gpu-id=2",), 2, "is set by serve itself"),
     (("--worker-arg=--port",), 0, "is set by serve itself"),
 ])

@@ -46,11 +46,12 @@ def test_serve_starts_supervises_and_stops_a_cpu_node(tiny_model, tmp_path):
         with cf.ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(post, f"{serve.url}/v1/score",
                                    {**BODY, "query": f"{i} {BODY['query']}"}, 120)
-                       for i in range(40)]
-            time.sleep(1.0)
+                       for i in range(200)]
+            while sum(f.done() for f in futures) < 20:  # kill once the stream is flowing:
+                time.sleep(0.01)                          # 8 requests in flight, 4 on each
             os.killpg(pids[0], signal.SIGKILL)
             statuses = [f.result()[0] for f in futures]
-        assert statuses == [200] * 40
+        assert statuses == [200] * 200
         metrics = urllib.request.urlopen(f"{serve.url}/metrics", timeout=10).read().decode()
         retried = float(re.search(r"^moep_router_retries_total (\S+)$", metrics, re.M)[1])
         assert retried >= 1  # requests in flight on the killed worker were answered elsewhere
