@@ -17,6 +17,7 @@ import asyncio
 import json
 import random
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -134,27 +135,34 @@ def warmup_count(max_prefill_tokens: int | None, length: int, gpus: int) -> int:
     return gpus * per_server
 
 
-def run_strategy(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> list[dict]:
+def run_strategy(entry: str, model: Path, args, cost: CostModel, log_dir: Path,
+                 rows: list[dict], save=lambda: None) -> None:
     """One server start, then each prompt length: a cold run of one full batch per server (the
     first requests of that shape: kernel compilation and autotuning included), then the timed
-    warm run."""
+    warm run. Each length's row goes into `rows` (and `save()` writes them) as soon as it is
+    measured, so a later length that fails or a call that runs out of time keeps the earlier."""
     name, variant, extra = split_entry(entry, args.variants)
     started = time.monotonic()
     workers = start_strategy(name, model, log_dir, args.gpus, *args.worker_flag, *extra,
                              gpu_offset=args.gpu_offset, env=dict(args.env), tag=variant)
     startup_s = time.monotonic() - started  # until a first prefill-only request was answered
     urls = [w.config.url for w in workers]
-    rows = []
     try:
         vocab = cost.spec.vocab_size
         server_args = _server_args(urls[0])
         for length, count in _lengths(args):
             warm_n = warmup_count(server_args.get("max_prefill_tokens"), length, args.gpus)
             cold_wall, _, _ = _timed(urls, _prompts(warm_n, length, vocab, 1))
-            prompts = _prompts(count, length, vocab, 2)
-            wall, latencies, cached = _timed(urls, prompts)
-            tokens = sum(len(p) for p in prompts)
+            repeats = []  # fresh prompts each time: a radix cache cannot serve a repeat
+            for rep in range(args.repeats):
+                prompts = _prompts(count, length, vocab, 2 + rep)
+                rep_wall, rep_latencies, rep_cached = _timed(urls, prompts)
+                repeats.append((rep_wall, rep_latencies, rep_cached))
+            tokens = sum(len(p) for p in prompts)  # per repeat
             flops = sum(cost.flops(len(p)) for p in prompts)
+            wall = statistics.median(r[0] for r in repeats)
+            latencies = sorted(t for r in repeats for t in r[1])
+            cached = sum(r[2] for r in repeats)
             states = [_server_moep(u) for u in urls] if name in ASYNCEP else []
             rows.append({
                 "strategy": name, "variant": variant, "variant_flags": list(extra),
@@ -163,7 +171,8 @@ def run_strategy(entry: str, model: Path, args, cost: CostModel, log_dir: Path) 
                 "cold_first_run": {"prompts": warm_n, "wall_s": round(cold_wall, 2),
                                    "tokens_per_s": warm_n * length / cold_wall},
                 "cached_tokens": cached,  # must be 0: prompts share nothing
-                "wall_s": wall, "tokens_per_s": tokens / wall,
+                "wall_s": wall, "tokens_per_s": tokens / wall,  # the median repeat
+                "repeats_tokens_per_s": [round(tokens / r[0]) for r in repeats],
                 "mfu": flops / wall / (PEAK_FLOPS * args.gpus),
                 "latency_p50_s": latencies[len(latencies) // 2],
                 "latency_p99_s": latencies[max(0, int(len(latencies) * 0.99) - 1)],
@@ -180,13 +189,13 @@ def run_strategy(entry: str, model: Path, args, cost: CostModel, log_dir: Path) 
                     for s in states],
             })
             r = rows[-1]
+            save()
             print(f"{args.label or name:>14} {entry:>14} {length:>6}: "
                   f"{r['tokens_per_s']:,.0f} tok/s, MFU {r['mfu']:.1%}, wall {wall:.1f} s, "
                   f"cold {r['cold_first_run']['tokens_per_s']:,.0f} tok/s, "
                   f"startup {startup_s:.0f} s", flush=True)
     finally:
         stop_all(workers)
-    return rows
 
 
 def _server_args(url: str) -> dict:
@@ -226,7 +235,8 @@ def run_mix(name: str, model: Path, args, cost: CostModel, log_dir: Path) -> dic
                                    "true_flops").start(wait_healthy=True)
             url = router.url
         row = run_serve(ServeConfig(url, model, "table2", args.mix_scale, 0, args.concurrency,
-                                    name, "score", length_scale=1.0, max_len=args.mix_max_len))
+                                    name, args.mix_api, length_scale=1.0,
+                                    max_len=args.mix_max_len))
         row.update({
             "strategy": name, "gpus": args.gpus, "startup_s": round(startup_s, 1),
             "router": "moep-router true_flops" if router else None,
@@ -250,6 +260,9 @@ def main() -> None:
     p.add_argument("--gpus", type=int, default=4)
     p.add_argument("--gpu-offset", type=int, default=0, help="first GPU to use")
     p.add_argument("--prompts", type=int, default=384)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="timed runs per prompt length (fresh prompts each); the row reports the "
+                        "median and lists each")
     p.add_argument("--prompt-len", default="4096",
                    help="prompt length, or several (4096,32768): one server start runs each, "
                         "with the total tokens of --prompts at the first length")
@@ -266,6 +279,9 @@ def main() -> None:
                         "Table-2-shaped mix at the paper's lengths through moep-router")
     p.add_argument("--mix-scale", type=float, default=1.0, help="table2: request count scale")
     p.add_argument("--mix-max-len", type=int, default=32768, help="table2: longest context")
+    p.add_argument("--mix-api", default="score", choices=["score", "generate"],
+                   help="table2: /v1/score, or the same work as /generate (plain SGLang's "
+                        "/generate reports cached tokens; its /v1/score reply does not carry ours)")
     p.add_argument("--concurrency", type=int, default=256, help="table2: requests in flight")
     p.add_argument("--label", default="", help="what this run varies (kept in the JSON)")
     p.add_argument("--out", type=Path, required=True)
@@ -301,7 +317,8 @@ def main() -> None:
                     raise ValueError("the table2 mix runs plain strategies, not variants")
                 results.append(run_mix(entry, model, args, cost, args.out))
             else:
-                results.extend(run_strategy(entry, model, args, cost, args.out))
+                run_strategy(entry, model, args, cost, args.out, results,
+                             lambda: path.write_text(json.dumps(doc, indent=2)))
         except Exception as exc:  # record the failure, go on with the next strategy
             print(f"{entry:>10}: FAILED {str(exc)[-1500:]}", flush=True)
             name, _, variant = entry.partition("/")

@@ -6,7 +6,8 @@
 #   tune                      tune the fused-MoE Triton kernel (tune_moe.py), one GPU per shape set
 #   fa3check                  FlashAttention-3 (staged, trimmed) against torch SDPA
 #   one30b | one235b          one GPU: ours vs sglang_default (SGLang as users run it), same call
-#   profile                   one GPU: time breakdown of a forward (profile_forward.py)
+#   onemix                    one GPU: the Table-2-shaped mix, radix caches on, ours vs sglang_default
+#   profile | profile235      one GPU: time breakdown of a forward (profile_forward.py)
 #   diag                      one GPU: that breakdown under the benchmark's load, host calls, caches
 #   barestart                 one GPU: first start from emptied JIT caches + the carried kernel cache
 #   gputest                   pytest -m gpu (one GPU: two AsyncEP peers share it)
@@ -46,11 +47,11 @@ pair() {  # pair NAME "args on GPU 0" "args on GPU 1": two 1-GPU runs at once, o
 }
 
 case "$STEP" in
-  stage) bench/gpu/install.sh "$2" ;;
+  stage) bench/gpu/install.sh "${@:2}" ;;
   install)
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
     echo "PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}"
-    INSTALL=1 bench/gpu/install.sh "$2" ;;
+    INSTALL=1 bench/gpu/install.sh "${@:2}" ;;
   tune)
     python3 -c "from pathlib import Path; from moep_sglang.models.checkpoint import ensure_model as e; e(Path('/tmp/moep-models'), 'qwen3-30b-a3b')"
     # GPU 0: Qwen3-30B-A3B whole experts (replicas, AsyncEP) and TP2's half; GPU 1: the
@@ -96,12 +97,19 @@ case "$STEP" in
     pack ;;
   fa3check) python3 bench/gpu/fa3_check.py ;;
   one30b)  # Qwen3-30B-A3B at 4K and 32K on one GPU: plain SGLang first, then ours (the launcher's
-           # defaults, and the variants below: 64K-token prefill batches, prefill CUDA graphs)
-    $BENCH --preset qwen3-30b-a3b --gpus 1 --prompts 64 --prompt-len 4096,32768 \
+           # defaults); 3 timed repeats each. Variants for STRATS (replicas/b64k, replicas/graphs):
+           # 64K-token prefill batches, prefill CUDA graphs
+    $BENCH --preset qwen3-30b-a3b --gpus 1 --prompts 64 --prompt-len 4096,32768 --repeats 3 \
       --variant b64k=--max-prefill-tokens=65536,--chunked-prefill-size=65536 \
       --variant graphs=--cuda-graph-backend-prefill=breakable \
-      --strategies "${STRATS:-sglang_default,replicas,replicas/b64k}" --out "$R" \
+      --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
       --name h200_30b_one_gpu --label "one H200, launcher defaults (fa3) vs SGLang defaults"
+    cp "$R"/*.json "$OUT"/; pack ;;
+  onemix)  # the Table-2-shaped mix at the paper's lengths (capped at 32K), radix caches on, one
+           # GPU (no router: one server), the identical /generate requests to both servers
+    $BENCH --preset qwen3-30b-a3b --gpus 1 --workload table2 --mix-scale "${SCALE:-1}" \
+      --mix-api generate --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
+      --name h200_30b_table2_one_gpu --label "one H200, launcher defaults vs SGLang defaults, radix cache"
     cp "$R"/*.json "$OUT"/; pack ;;
   one235b)  # the 235B shape, 12 layers (what one GPU holds with room for KV), at 4K
     $BENCH --preset qwen3-235b-a22b --num-layers 12 --gpus 1 --prompts 48 --prompt-len 4096 \
@@ -124,6 +132,11 @@ case "$STEP" in
     $BENCH --preset qwen3-30b-a3b --gpus 1 --prompts 64 --prompt-len 4096 \
       --strategies replicas --out "$R" --name h200_30b_bare_start \
       --label "bare JIT caches, carried kernel cache restored"
+    cp "$R"/*.json "$OUT"/; pack ;;
+  profile235)  # the 235B shape, 12 layers, under the benchmark's load (4K prompts)
+    python3 bench/gpu/profile_forward.py --preset qwen3-235b-a22b --num-layers 12 \
+      --prompt-len 4096 --steps 6 --in-flight-tokens 196608 --out "$R" --git-sha "$SHA" \
+      --name h200_profile_235b12l_load
     cp "$R"/*.json "$OUT"/; pack ;;
   profile)
     python3 bench/gpu/profile_forward.py --preset qwen3-30b-a3b --prompt-len 4096,32768 \
