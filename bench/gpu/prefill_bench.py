@@ -213,16 +213,18 @@ def _server_args(url: str) -> dict:
     return {k: info.get(k) for k in keys if k in info}
 
 
-def run_mix(name: str, model: Path, args, cost: CostModel, log_dir: Path) -> dict:
+def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> dict:
     """The Table-2-shaped mix (shared prefixes) through moep-router (true_flops) in front of a
     strategy's servers; a one-server strategy (SGLang's TP, EP + DP attention) gets it directly.
     Servers keep their radix caches and publish KV events, so the router knows their caches."""
     from bench.serve import ServeConfig, run_serve
     from moep_sglang.server.router_process import RouterProcess, worker_spec
 
+    name, variant, extra = split_entry(entry, args.variants)
     started = time.monotonic()
-    workers = start_strategy(name, model, log_dir, args.gpus, *args.worker_flag,
-                             gpu_offset=args.gpu_offset, env=dict(args.env), radix_cache=True)
+    workers = start_strategy(name, model, log_dir, args.gpus, *args.worker_flag, *extra,
+                             gpu_offset=args.gpu_offset, env=dict(args.env), radix_cache=True,
+                             tag=variant)
     startup_s = time.monotonic() - started
     router = None
     try:
@@ -235,18 +237,20 @@ def run_mix(name: str, model: Path, args, cost: CostModel, log_dir: Path) -> dic
                                    "true_flops").start(wait_healthy=True)
             url = router.url
         row = run_serve(ServeConfig(url, model, "table2", args.mix_scale, 0, args.concurrency,
-                                    name, args.mix_api, length_scale=1.0,
+                                    entry, args.mix_api, length_scale=1.0,
                                     max_len=args.mix_max_len))
         row.update({
-            "strategy": name, "gpus": args.gpus, "startup_s": round(startup_s, 1),
+            "strategy": name, "variant": variant, "variant_flags": list(extra),
+            "gpus": args.gpus, "startup_s": round(startup_s, 1),
             "router": "moep-router true_flops" if router else None,
+            "server_args": _server_args(urls[0]),
             "mfu": row["flops_computed"] / row["makespan_s"] / (PEAK_FLOPS * args.gpus),
             "gpu_memory_mib": _gpu_memory_mib(), "moe_kernel_configs": _kernel_configs(workers)})
     finally:
         if router is not None:
             router.stop()
         stop_all(workers)
-    print(f"{args.label or name:>14} {name:>10}: mix {row['tokens_per_s']:,.0f} tok/s "
+    print(f"{args.label or name:>14} {entry:>10}: mix {row['tokens_per_s']:,.0f} tok/s "
           f"({row['cached_ratio']:.1%} cached), MFU {row['mfu']:.1%} of computed FLOPs, "
           f"p99 {row['p99_latency_s']:.2f} s, startup {startup_s:.0f} s", flush=True)
     return row
@@ -313,8 +317,6 @@ def main() -> None:
     for entry in args.strategies.split(","):
         try:
             if mix:
-                if "/" in entry:
-                    raise ValueError("the table2 mix runs plain strategies, not variants")
                 results.append(run_mix(entry, model, args, cost, args.out))
             else:
                 run_strategy(entry, model, args, cost, args.out, results,

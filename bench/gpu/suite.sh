@@ -109,7 +109,9 @@ case "$STEP" in
            # GPU (no router: one server), the identical /generate requests to both servers
     $BENCH --preset qwen3-30b-a3b --gpus 1 --workload table2 --mix-scale "${SCALE:-1}" \
       --mix-api generate --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
-      --name h200_30b_table2_one_gpu --label "one H200, launcher defaults vs SGLang defaults, radix cache"
+      --variant c8k=--chunked-prefill-size=8192,--max-prefill-tokens=16384 \
+      --variant c8kg=--chunked-prefill-size=8192,--max-prefill-tokens=16384,--cuda-graph-backend-prefill=breakable \
+      --name "h200_30b_table2_one_gpu${TAG:-}" --label "one H200, launcher defaults vs SGLang defaults, radix cache"
     cp "$R"/*.json "$OUT"/; pack ;;
   one235b)  # the 235B shape, 12 layers (what one GPU holds with room for KV), at 4K
     $BENCH --preset qwen3-235b-a22b --num-layers 12 --gpus 1 --prompts 48 --prompt-len 4096 \
