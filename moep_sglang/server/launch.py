@@ -45,16 +45,30 @@ class LaunchConfig:
 GPU_DEFAULTS: tuple[tuple[str, str | None], ...] = (
     # Nothing is decoded: decode CUDA graphs only cost start-up time (capture of every batch size).
     ("--cuda-graph-backend-decode", "disabled"),
-    # SGLang's breakable prefill graphs, captured up to a 32K chunk, took 192 s of a 234 s start
-    # on one H200 for 63.7K tok/s on Qwen3-30B-A3B at 4K; without them the same worker measured
-    # 62.4-63.6K (bench/results/gpu/h200_30b_one_gpu_graphs.json, notes/device.md): not worth it.
+)
+# Prompts that share nothing (radix cache off: --disable-radix-cache, --kv-cache-free) and every
+# AsyncEP / batching worker: prefill batches of up to 32K tokens, no prefill graphs (with AsyncEP
+# a captured graph would replay its forward without the ring's gathers between layers). SGLang caps
+# a batch at --max-prefill-tokens (16,384 by default): on 4xH200 every 30B AsyncEP batch stopped
+# there, below the measured T of ~20-30K tokens, and the gathers stalled ~12% of the time
+# (asyncep_30b_4k_peer_replicas.json). On one H200, Qwen3-30B-A3B at 4K: 65.4K tok/s against
+# plain SGLang's 61.5K (h200_30b_one_gpu.json); its breakable prefill graphs, captured up to a
+# 32K chunk, took 192 s of a 234 s start for no gain (h200_30b_one_gpu_graphs.json).
+NO_REUSE_DEFAULTS: tuple[tuple[str, str | None], ...] = (
     ("--cuda-graph-backend-prefill", "disabled"),
-    # Prefill batches of up to 32K tokens. SGLang caps a batch at --max-prefill-tokens (16,384 by
-    # default): on 4xH200 every 30B AsyncEP batch stopped there, below the measured T of ~20-30K
-    # tokens, and the gathers stalled ~12% of the time
-    # (bench/results/gpu/asyncep_30b_4k_peer_replicas.json).
     ("--chunked-prefill-size", "32768"),
     ("--max-prefill-tokens", "32768"),
+)
+# Prompts that share prefixes (radix cache on, SGLang's default): SGLang's own 8K chunks with
+# breakable prefill CUDA graphs. A 32K batch takes several prompts of one group at once, before
+# their shared prefix is cached, and computes it once per prompt: on the Table-2-shaped mix on
+# one H200, 32K batches without graphs got 77% of the ideal cached tokens and 50.0K tok/s, 8K
+# chunks 100% and 60.8K, 8K chunks with prefill graphs 72.4K / 70.5K (the many small batches
+# of short prompts are launch-bound) (h200_30b_table2_one_gpu*.json).
+REUSE_DEFAULTS: tuple[tuple[str, str | None], ...] = (
+    ("--cuda-graph-backend-prefill", "breakable"),
+    ("--chunked-prefill-size", "8192"),
+    ("--max-prefill-tokens", "16384"),
 )
 # On Hopper (compute capability 9.x): FlashAttention-3, SGLang's own Hopper default, ahead-of-time
 # compiled (FlashInfer measured the same speed, 63.5K vs 62.4-63.6K tok/s on Qwen3-30B-A3B at 4K,
@@ -62,11 +76,6 @@ GPU_DEFAULTS: tuple[tuple[str, str | None], ...] = (
 # the choice does not depend on SGLang's model-by-model rules.
 HOPPER_DEFAULTS: tuple[tuple[str, str | None], ...] = (("--attention-backend", "fa3"),)
 
-# With AsyncEP on GPU (on top of GPU_DEFAULTS): a captured graph would replay its forward without
-# the ring's gathers between layers, so prefill graphs stay off there whatever GPU_DEFAULTS says.
-ASYNCEP_DEFAULTS: tuple[tuple[str, str | None], ...] = (
-    ("--cuda-graph-backend-prefill", "disabled"),
-)
 # KV pool of --kv-cache-free: one batch at the AsyncEP chunk size and nothing retained; a prompt
 # must fit in it (raise it with --max-total-tokens).
 KV_CACHE_FREE_TOKENS = 32768
@@ -155,6 +164,9 @@ def build_command(config: LaunchConfig) -> tuple[list[str], dict[str, str]]:
         args = _add_defaults(args, CPU_DEFAULTS)
     else:
         args = _add_defaults(args, GPU_DEFAULTS)
+        reuse = not (config.kv_cache_free or config.asyncep or config.batching
+                     or _has_flag(args, "--disable-radix-cache"))
+        args = _add_defaults(args, REUSE_DEFAULTS if reuse else NO_REUSE_DEFAULTS)
         if config.gpu_major == 9:
             args = _add_defaults(args, HOPPER_DEFAULTS)
     if config.cpu_threads:
@@ -163,8 +175,6 @@ def build_command(config: LaunchConfig) -> tuple[list[str], dict[str, str]]:
         args += ["--kv-events-config", kv_events_config(config.kv_events_port)]
     if config.asyncep is not None:
         env["MOEP_ASYNCEP"] = config.asyncep.to_json()
-        if not config.on_cpu:
-            args = _add_defaults(args, ASYNCEP_DEFAULTS)
     if config.batching is not None:
         env["MOEP_BATCHING"] = config.batching.to_json()
     if config.kv_cache_free:

@@ -5,6 +5,8 @@ import pytest
 from moep_sglang.server.launch import (
     CPU_DEFAULTS,
     GPU_DEFAULTS,
+    NO_REUSE_DEFAULTS,
+    REUSE_DEFAULTS,
     build_command,
     parse_launch_args,
 )
@@ -31,19 +33,39 @@ def test_user_flags_win_over_cpu_defaults():
 def test_gpu_gets_no_cpu_defaults():
     cmd, env = _cmd(["--model-path", "m", "--tp", "4"], on_cpu=False)
     assert cmd[3:7] == ["--model-path", "m", "--tp", "4"]
-    assert not {flag for flag, _ in CPU_DEFAULTS} - {flag for flag, _ in GPU_DEFAULTS} & set(cmd)
+    gpu_flags = {flag for flag, _ in GPU_DEFAULTS + REUSE_DEFAULTS + NO_REUSE_DEFAULTS}
+    assert not {flag for flag, _ in CPU_DEFAULTS} - gpu_flags & set(cmd)
     assert "SGLANG_USE_CPU_ENGINE" not in env or env["SGLANG_USE_CPU_ENGINE"] != "1"
 
 
-def test_gpu_prefill_defaults_and_fa3_only_on_hopper():
+def _value(cmd, flag):
+    return cmd[cmd.index(flag) + 1]
+
+
+def test_gpu_prefill_defaults_follow_prefix_reuse_and_fa3_only_on_hopper():
+    # Radix cache on (SGLang's default: prompts may share prefixes): 8K chunks, prefill graphs.
     cmd, _ = _cmd(["--model-path", "m"], on_cpu=False, gpu_major=9)
-    assert cmd[cmd.index("--chunked-prefill-size") + 1] == "32768"
-    assert cmd[cmd.index("--max-prefill-tokens") + 1] == "32768"
-    assert cmd[cmd.index("--cuda-graph-backend-decode") + 1] == "disabled"
-    assert cmd[cmd.index("--cuda-graph-backend-prefill") + 1] == "disabled"
-    assert cmd[cmd.index("--attention-backend") + 1] == "fa3"
+    assert _value(cmd, "--chunked-prefill-size") == "8192"
+    assert _value(cmd, "--max-prefill-tokens") == "16384"
+    assert _value(cmd, "--cuda-graph-backend-prefill") == "breakable"
+    assert _value(cmd, "--cuda-graph-backend-decode") == "disabled"
+    assert _value(cmd, "--attention-backend") == "fa3"
+    # Nothing reused (radix cache off, or KV-cache-free): 32K batches, no prefill graphs.
+    for flags in (["--disable-radix-cache"], ["--kv-cache-free"]):
+        cmd, _ = _cmd(["--model-path", "m", *flags], on_cpu=False, gpu_major=9)
+        assert _value(cmd, "--chunked-prefill-size") == "32768"
+        assert _value(cmd, "--max-prefill-tokens") == "32768"
+        assert _value(cmd, "--cuda-graph-backend-prefill") == "disabled"
     ampere, _ = _cmd(["--model-path", "m"], on_cpu=False, gpu_major=8)
     assert "--attention-backend" not in ampere  # SGLang's own choice elsewhere
+
+
+def test_asyncep_and_batching_get_large_batches_without_prefill_graphs():
+    for flags in (["--asyncep-size", "2", "--asyncep-rank", "0", "--asyncep-store", "h:1"],
+                  ["--min-batch-flops", "1e12"]):
+        cmd, _ = _cmd(["--model-path", "m", *flags], on_cpu=False, gpu_major=9)
+        assert _value(cmd, "--chunked-prefill-size") == "32768"
+        assert _value(cmd, "--cuda-graph-backend-prefill") == "disabled"
 
 
 def test_user_flags_win_over_gpu_defaults():
