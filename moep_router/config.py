@@ -40,6 +40,15 @@ class WorkerSpec:
         threshold = float(kv["threshold"]) if "threshold" in kv else None
         return cls(url.rstrip("/"), kv.get("kv"), replay, threshold)
 
+    def to_text(self) -> str:
+        """The SPEC text that parse() reads back into this spec."""
+        opts = [f"kv={self.kv_endpoint}"] if self.kv_endpoint else []
+        if self.replay_endpoint:
+            opts.append(f"replay={self.replay_endpoint}")
+        if self.threshold_flops is not None:
+            opts.append(f"threshold={self.threshold_flops!r}")
+        return ",".join([self.url, *opts])
+
 
 @dataclass(frozen=True)
 class RouterConfig:
@@ -67,6 +76,9 @@ class RouterConfig:
                 "with multi_label, /v1/rerank documents, a /generate batch); beyond: 413"})
     max_body_bytes: int = field(default=64 * 2**20, metadata={
         "help": "largest request body in bytes; beyond: 413"})
+    processes: int = field(default=1, metadata={
+        "help": "router processes sharing the port (SO_REUSEPORT), each with exact cache indexes "
+                "of every worker and the in-flight load of all of them in shared memory"})
     tokenizer_threads: int = field(default=2, metadata={
         "help": "threads that parse and tokenize request bodies holding text, off the event loop "
                 "(HF tokenizers releases the GIL); 0: on the loop"})
@@ -104,6 +116,8 @@ class RouterConfig:
             raise ValueError("--max-inflight-per-worker must be >= 1")
         if self.max_items_per_request < 1:
             raise ValueError("--max-items-per-request must be >= 1")
+        if not 1 <= self.processes <= 64:
+            raise ValueError("--processes must be between 1 and 64")
         if self.tokenizer_threads < 0:
             raise ValueError("--tokenizer-threads must be >= 0")
         if self.max_body_bytes < 1024:

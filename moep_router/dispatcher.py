@@ -121,8 +121,11 @@ class Dispatcher:
             self.metrics.queue_depth.set(self._num_waiting)
 
     async def _wait_freed(self) -> None:
+        # Also re-check health; with --processes N, the other processes' releases wake no one
+        # here, so look again soon.
+        timeout = 1.0 if self.registry.board is None else 0.05
         try:
-            await asyncio.wait_for(self._freed.wait(), timeout=1.0)  # also re-check health
+            await asyncio.wait_for(self._freed.wait(), timeout=timeout)
         except asyncio.TimeoutError:
             pass
 
@@ -132,7 +135,7 @@ class Dispatcher:
             if not self.registry.healthy():
                 raise Overloaded("no healthy worker", 503, 2)
             raise Overloaded(f"request failed on every worker ({len(tried)})", 503, 2)
-        open_ = [w for w in candidates if w.num_inflight < self.config.max_inflight_per_worker]
+        open_ = [w for w in candidates if w.load()[0] < self.config.max_inflight_per_worker]
         t0 = time.perf_counter()
         key = job.routing_key
         price = lambda m: self._job_flops(job, m)  # noqa: E731

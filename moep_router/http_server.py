@@ -105,7 +105,7 @@ async def _health(router) -> web.Response:
     synced = router.kv_synced()
     status = "ok" if healthy and synced else "no healthy worker" if not healthy else "syncing"
     body = {"status": status, "healthy_workers": healthy, "workers": len(router.registry.all()),
-            "kv_synced": synced}
+            "kv_synced": synced, "process": router.shared.index if router.shared else 0}
     return _json(body, status=200 if status == "ok" else 503)
 
 
@@ -115,11 +115,13 @@ async def _metrics(router) -> web.Response:
 
 
 def _workers(router) -> dict:
+    """Every worker as this process knows it; load summed over the router's processes
+    (--processes N), the counters (failures, requests) this process's own."""
     return {"workers": [{
         "url": w.worker_id, "kv_endpoint": w.spec.kv_endpoint, "healthy": w.healthy,
         "threshold_flops": w.threshold_flops, "threshold_source": w.threshold_source,
-        "outstanding_flops": w.outstanding_flops,
-        "inflight": w.num_inflight, "cached_blocks": w.index.num_blocks,
+        "outstanding_flops": w.load()[1],
+        "inflight": w.load()[0], "cached_blocks": w.index.num_blocks,
         "kv_event_gaps": w.num_gaps, "failures": w.num_failures, "requests": w.num_requests,
     } for w in router.registry.all()]}
 
@@ -132,7 +134,7 @@ async def _add_worker(router, request: web.Request) -> web.Response:
     opts = [f"{k}={body[k]}" for k in ("kv", "replay", "threshold") if body.get(k) is not None]
     try:
         spec = WorkerSpec.parse(",".join([url, *opts]))
-        await router.add_worker(spec)
+        await router.add_worker(spec, announce=True)
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
     return _json(_workers(router), status=201)
@@ -141,7 +143,7 @@ async def _add_worker(router, request: web.Request) -> web.Response:
 async def _remove_worker(router, request: web.Request) -> web.Response:
     url = request.query.get("url", "").rstrip("/")
     try:
-        await router.remove_worker(url)
+        await router.remove_worker(url, announce=True)
     except KeyError as exc:
         raise BadRequest(f"no worker {url!r} is registered", status=404) from exc
     return _json(_workers(router))

@@ -1,8 +1,19 @@
-"""Prometheus metrics of the router (served on /metrics)."""
+"""Prometheus metrics of the router (served on /metrics).
+
+With `--processes N` every process writes its metrics into $PROMETHEUS_MULTIPROC_DIR (set by
+the supervisor before the processes start: prometheus_client's multiprocess mode) and /metrics
+from any of them renders the sum: counters and histograms add up, the queue depth is summed
+over live processes, and the per-worker gauges (set from the shared load board and this
+process's exact index, the same in every process) show the most recent value.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATEST = "livemostrecent"  # per-worker gauges: whoever rendered last saw every process's load
 
 
 class RouterMetrics:
@@ -26,25 +37,36 @@ class RouterMetrics:
         self.rejected = Counter("moep_router_rejected_total",
                                 "Requests refused for overload", ["reason"], registry=r)
         self.queue_depth = Gauge("moep_router_queue_depth",
-                                 "Requests waiting for an unsaturated worker", registry=r)
+                                 "Requests waiting for an unsaturated worker", registry=r,
+                                 multiprocess_mode="livesum")
         self.kv_gaps = Counter("moep_router_kv_event_gaps_total",
                                "KV-event sequence gaps detected", ["worker"], registry=r)
         self.worker_outstanding = Gauge("moep_router_worker_outstanding_flops",
-                                        "Predicted FLOPs in flight", ["worker"], registry=r)
+                                        "Predicted FLOPs in flight", ["worker"], registry=r,
+                                        multiprocess_mode=LATEST)
         self.worker_inflight = Gauge("moep_router_worker_inflight", "Requests in flight",
-                                     ["worker"], registry=r)
+                                     ["worker"], registry=r, multiprocess_mode=LATEST)
         self.worker_blocks = Gauge("moep_router_worker_cached_blocks",
-                                   "Blocks in the worker's cache index", ["worker"], registry=r)
+                                   "Blocks in the worker's cache index", ["worker"], registry=r,
+                                   multiprocess_mode=LATEST)
         self.worker_healthy = Gauge("moep_router_worker_healthy", "1 if healthy",
-                                    ["worker"], registry=r)
+                                    ["worker"], registry=r, multiprocess_mode=LATEST)
         self.worker_threshold = Gauge("moep_router_worker_threshold_flops",
-                                      "Saturation threshold T", ["worker"], registry=r)
+                                      "Saturation threshold T", ["worker"], registry=r,
+                                      multiprocess_mode=LATEST)
 
     def render(self, workers) -> bytes:
         for w in workers:
-            self.worker_outstanding.labels(w.worker_id).set(w.outstanding_flops)
-            self.worker_inflight.labels(w.worker_id).set(w.num_inflight)
+            inflight, flops = w.load()  # summed over the router's processes
+            self.worker_outstanding.labels(w.worker_id).set(flops)
+            self.worker_inflight.labels(w.worker_id).set(inflight)
             self.worker_blocks.labels(w.worker_id).set(w.index.num_blocks)
             self.worker_healthy.labels(w.worker_id).set(1 if w.healthy else 0)
             self.worker_threshold.labels(w.worker_id).set(w.threshold_flops)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            every = CollectorRegistry()
+            multiprocess.MultiProcessCollector(every)
+            return generate_latest(every)
         return generate_latest(self.registry)

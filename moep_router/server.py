@@ -36,15 +36,26 @@ REPORT_EVERY_CHECKS = 10  # re-read a worker's reported T every this many health
 
 
 class Router:
-    def __init__(self, config: RouterConfig) -> None:
+    """One router process. With `shared` (--processes N, moep_router/processes.py) it is one of
+    N: in-flight load on the shared board, run-time worker changes told to the others."""
+
+    def __init__(self, config: RouterConfig, shared=None) -> None:
         self.config = config
+        self.shared = shared
+        self.board = shared.attach_board() if shared else None
+        self.peers = None
+        if shared:
+            from moep_router.processes import PeerLink
+
+            self.peers = PeerLink(shared.conn)
         self.spec = ModelSpec.from_model_dir(config.model_path)
         self.cost = CostModel.from_spec(self.spec)
         self.endpoint_context = EndpointContext(
             RouterTokenizer(config.model_path), self.spec, config.model_name,
             config.rerank_template, config.max_items_per_request)
         self.metrics = RouterMetrics()
-        self.registry = WorkerRegistry(config.threshold_flops)
+        self.registry = WorkerRegistry(config.threshold_flops, self.board,
+                                       shared.index if shared else 0)
         self.dispatcher = Dispatcher(config, self.registry, make_policy(config.policy),
                                      self.cost, self.metrics)
         self.zmq_ctx = zmq.asyncio.Context()
@@ -71,9 +82,13 @@ class Router:
                                          self.config.k8s_api)
             self._discovery_task = asyncio.get_running_loop().create_task(
                 self._discover(KubeWatcher(kube)))
-        if self.config.zmq_port:
+        if self.config.zmq_port and (self.shared is None or self.shared.index == 0):
             self._zmq = ZmqFrontEnd(self, self.zmq_ctx, self.config.zmq_port)
             self._zmq.start()
+        if self.peers:
+            loop = asyncio.get_running_loop()
+            self.peers.listen(lambda change: loop.call_soon_threadsafe(
+                lambda: loop.create_task(self._apply_peer_change(change))))
 
     async def stop(self) -> None:
         for task in (self._health_task, self._discovery_task):
@@ -93,6 +108,8 @@ class Router:
         if self._tokenize_pool:
             self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
         self.zmq_ctx.term()
+        if self.board:
+            self.board.close()
 
     async def parse(self, parse_fn, body) -> Job:
         """parse_fn(body, context) -> Job; where that tokenizes text, on a tokenizer thread, so
@@ -103,8 +120,14 @@ class Router:
             self._tokenize_pool, parse_fn, body, self.endpoint_context)
 
     # Workers --------------------------------------------------------------------------------
-    async def add_worker(self, spec: WorkerSpec) -> None:
+    async def add_worker(self, spec: WorkerSpec, announce: bool = False) -> None:
+        """Register a worker; announce: tell the router's other processes (a run-time change
+        through POST /workers, not one they make themselves from config or discovery)."""
         state = self.registry.add(spec)
+        if announce and self.peers:
+            from moep_router.processes import WorkerChange
+
+            self.peers.announce(WorkerChange("add", spec.to_text()))
         if spec.kv_endpoint:
             listener = KVListener(self.zmq_ctx, state,
                                   on_gap=lambda s: self.metrics.kv_gaps.labels(s.worker_id).inc())
@@ -117,12 +140,29 @@ class Router:
         """True once every KV listener has applied its worker's replayed history."""
         return all(listener.synced.is_set() for listener in self._listeners.values())
 
-    async def remove_worker(self, url: str) -> None:
+    async def remove_worker(self, url: str, announce: bool = False) -> None:
         self.registry.remove(url)
+        if announce and self.peers:
+            from moep_router.processes import WorkerChange
+
+            self.peers.announce(WorkerChange("remove", url))
         listener = self._listeners.pop(url, None)
         if listener:
             await listener.stop()
         logger.info("worker %s removed", url)
+
+    async def _apply_peer_change(self, change) -> None:
+        """Another process of this router added or removed a worker at run time."""
+        try:
+            if change.op == "add":
+                spec = WorkerSpec.parse(change.spec)
+                if self.registry.get(spec.url) is None:
+                    await self.add_worker(spec)
+            elif self.registry.get(change.spec) is not None:
+                await self.remove_worker(change.spec)
+        except (ValueError, KeyError) as exc:
+            logger.warning("worker change %s from another router process skipped: %s",
+                           change, exc)
 
     async def _discover(self, watcher) -> None:
         """Apply every change of the discovered worker set (moep_router/discovery.py); an
@@ -207,12 +247,14 @@ def _spec_or_none(text: str) -> WorkerSpec | None:
         return None
 
 
-async def _serve(config: RouterConfig) -> None:
-    router = Router(config)
+async def _serve(config: RouterConfig, shared=None) -> None:
+    router = Router(config, shared)
     await router.start()
     runner = web.AppRunner(build_app(router), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    # One of N processes: every one listens on the same port and the kernel spreads the
+    # connections over them.
+    site = web.TCPSite(runner, config.host, config.port, reuse_port=shared is not None)
     await site.start()
     # A long-lived server: what startup allocated (tokenizer, model spec, modules) never dies, so
     # keep it out of every later collection, and collect the young generation less often (one
@@ -220,19 +262,24 @@ async def _serve(config: RouterConfig) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    logger.info("moep-router on http://%s:%d (policy %s, %d workers)", config.host,
-                config.port, config.policy, len(config.workers))
+    logger.info("moep-router%s on http://%s:%d (policy %s, %d workers)",
+                f" process {shared.index}" if shared else "", config.host, config.port,
+                config.policy, len(config.workers))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"moep-router ready on http://{config.host}:{config.port}", flush=True)
+    if shared:
+        shared.ready.set()  # the supervisor prints the ready line once all N listen
+    else:
+        print(f"moep-router ready on http://{config.host}:{config.port}", flush=True)
     await stop.wait()
     await runner.cleanup()
     await router.stop()
 
 
-def run_router_process(config: RouterConfig) -> None:
+def run_router_process(config: RouterConfig, shared=None) -> None:
+    """The router's loop in this process; shared: one of --processes N (processes.py)."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s: %(message)s")
     try:
         import uvloop
@@ -240,4 +287,4 @@ def run_router_process(config: RouterConfig) -> None:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(config, shared))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from moep_router.cache_index import CacheIndex
 from moep_router.config import WorkerSpec
+from moep_router.load_board import LoadBoard, WorkerLoad
 from moep_router.pending import PendingPrefixes
 from moep_router.policies.base import WorkerView
 from moep_router.prefix_keys import PromptKeys
@@ -29,6 +30,7 @@ class WorkerState:
     num_requests: int = 0  # requests answered by this worker
     num_checks: int = 0  # health checks passed
     threshold_source: str = "default"  # "spec" (--worker threshold=), "worker" (reported), default
+    shared: WorkerLoad | None = None  # --processes N: this worker on the shared load board
 
     @property
     def worker_id(self) -> str:
@@ -37,11 +39,19 @@ class WorkerState:
     def match_len(self, prompt: PromptKeys) -> int:
         return max(self.index.match_len(prompt), self.pending.match_len(prompt))
 
+    def load(self) -> tuple[int, float]:
+        """(requests, predicted FLOPs) in flight on this worker from every router process."""
+        if self.shared is None:
+            return self.num_inflight, self.outstanding_flops
+        inflight, flops = self.shared.others()
+        return self.num_inflight + inflight, self.outstanding_flops + flops
+
     def view(self, prompt: PromptKeys, cost_of_match) -> WorkerView:
         """What a policy sees; cost_of_match(m) prices the request given m cached tokens."""
         match = self.match_len(prompt)
-        return WorkerView(self.worker_id, match, self.outstanding_flops, self.threshold_flops,
-                          self.num_inflight, cost_of_match(match))
+        inflight, flops = self.load()
+        return WorkerView(self.worker_id, match, flops, self.threshold_flops, inflight,
+                          cost_of_match(match))
 
     def reset_index(self) -> None:
         self.index.clear()
@@ -56,11 +66,18 @@ class WorkerState:
         self.pending.add(prompt)
         self.outstanding_flops += predicted_flops
         self.num_inflight += 1
+        self.publish_load()
 
     def release(self, prompt: PromptKeys, predicted_flops: float) -> None:
         self.pending.remove(prompt)
         self.outstanding_flops = max(0.0, self.outstanding_flops - predicted_flops)
         self.num_inflight -= 1
+        self.publish_load()
+
+    def publish_load(self) -> None:
+        """This process's load on the shared board (--processes N)."""
+        if self.shared is not None:
+            self.shared.publish(self.num_inflight, self.outstanding_flops)
 
     def request_failed(self) -> None:
         """A request failed here (connection lost, 5xx, timeout): out of routing until a health
@@ -104,16 +121,20 @@ class WorkerState:
 class WorkerRegistry:
     """Public API: add / remove / get / healthy / all."""
 
-    def __init__(self, default_threshold: float = math.inf) -> None:
+    def __init__(self, default_threshold: float = math.inf, board: LoadBoard | None = None,
+                 proc: int = 0) -> None:
         self._workers: dict[str, WorkerState] = {}
         self.default_threshold = default_threshold
+        self.board, self.proc = board, proc  # --processes N: the shared load, this process
 
     def add(self, spec: WorkerSpec) -> WorkerState:
         if spec.url in self._workers:
             raise ValueError(f"worker {spec.url} is already registered")
         t = spec.threshold_flops if spec.threshold_flops is not None else self.default_threshold
+        shared = WorkerLoad(self.board, self.proc, spec.url) if self.board else None
         state = WorkerState(spec, t, threshold_source="spec" if spec.threshold_flops is not None
-                            else "default")
+                            else "default", shared=shared)
+        state.publish_load()  # a worker added again starts from this process's zero
         self._workers[spec.url] = state
         return state
 
