@@ -1,19 +1,25 @@
-"""One run, the same four real CPU workers, five routers: moep-router's four policies and
-SGLang's own router (`smg launch`, PyPI sglang-router, cache_aware policy).
+"""The same four real CPU workers behind moep-router's policies and SGLang's gateway (`smg
+launch`, PyPI smg 1.13.0), runs of every system interleaved (ABCABC...) so that drift of the
+shared 2-core machine hits every system alike.
 
-    python -m bench.compare_routers [--preset small] [--workload table2] [--scale 1.0]
+    python -m bench.compare_routers [--workload table2|recommendation|shared_prefix] [--repeats 3]
 
-Each system gets cold workers (caches flushed), the same seeded workload and the same client
-concurrency. SGLang's router does not route /v1/score (it answers 404), so every system is driven
-with the identical requests as `/generate` with label logprobs (what /v1/score does inside);
-`--api score` drives moep-router's policies through /v1/score instead. Writes bench/results/compare_routers_<workload>.json and prints a table.
+Each run gets cold workers (caches flushed), the same seeded workload and the same client
+concurrency. Workers run with `--sleep-on-idle` (an idle SGLang CPU scheduler otherwise spins a
+full core and slows the busy ones). smg does not route /v1/score, so every system gets the
+identical requests as `/generate` with label logprobs (what /v1/score does inside); `--api
+score` drives moep-router through /v1/score instead. Writes
+bench/results/compare_routers_<workload>.json (every run, and mean/min/max per system) and
+prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +36,8 @@ from moep_sglang.server.worker_process import (
     WorkerConfig, WorkerProcess, free_port, free_port_pair,
 )
 
-POLICIES = ("true_flops", "cache_aware", "least_load", "round_robin")
+POLICIES = ("true_flops", "cache_aware", "least_load", "round_robin", "longest_prefix")
+DEFAULT_SYSTEMS = "true_flops,smg:cache_aware,smg:prefix_hash"
 LOGS = Path(".cache/bench")
 
 
@@ -46,9 +53,11 @@ def main() -> None:
                    help="moep-router saturation threshold T per worker (default: none)")
     p.add_argument("--request-overhead-flops", type=float, default=None,
                    help="moep-router's per-prompt overhead in FLOP-equivalents (default: 0)")
-    p.add_argument("--systems", default=",".join(POLICIES + ("sglang_router",)),
-                   help="comma-separated; a name may repeat (runs again); sglang_router:POLICY "
-                        "picks SGLang's router policy")
+    p.add_argument("--systems", default=DEFAULT_SYSTEMS,
+                   help=f"comma-separated: moep-router policies ({', '.join(POLICIES)}) and "
+                        "smg:POLICY (SGLang's gateway with that policy)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="runs per system, interleaved (ABCABC...)")
     p.add_argument("--out", default=None, help="result name (default compare_routers_WORKLOAD)")
     p.add_argument("--api", default="generate", choices=["generate", "score"],
                    help="API for moep-router's policies (SGLang's router: always generate)")
@@ -56,8 +65,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop workers on SIGTERM too
     model = ensure_model(envs.model_cache_dir(), a.preset)
     workers = [WorkerProcess(WorkerConfig(model, free_port(), LOGS / f"worker{i}.log",
-                                          kv_events_port=free_port_pair(), cpu_threads=1))
+                                          kv_events_port=free_port_pair(), cpu_threads=1,
+                                          extra_args=("--sleep-on-idle",)))
                for i in range(a.num_workers)]
+    systems = a.systems.split(",")
     rows = []
     try:
         for w in workers:
@@ -65,28 +76,70 @@ def main() -> None:
         for w in workers:
             w.wait_ready()
         time.sleep(3.0)  # let SGLang's own warmup requests finish
-        for system in a.systems.split(","):
-            _flush(workers)
-            rows.append(_run_system(system, a, model, workers))
-            print_table(rows[-1:], COLUMNS)
+        for rep in range(a.repeats):
+            for system in systems:
+                _flush(workers)
+                rows.append({**_run_system(system, a, model, workers), "repeat": rep})
+                print_table(rows[-1:], COLUMNS)
     finally:
         for w in workers:
             w.stop()
     print()
-    table = print_table(rows, COLUMNS)
+    summary = summarise(rows, systems)
+    table = print_table(summary, SUMMARY_COLUMNS)
     path = write_result(a.out or f"compare_routers_{a.workload}", {
         "config": {"api": a.api, "preset": a.preset, "num_workers": a.num_workers, "workload": a.workload,
                    "scale": a.scale, "concurrency": a.concurrency,
                    "threshold_flops": a.threshold_flops,
-                   "request_overhead_flops": a.request_overhead_flops, "worker_cpu_threads": 1},
-        "rows": rows, "table": table})
+                   "request_overhead_flops": a.request_overhead_flops, "worker_cpu_threads": 1,
+                   "worker_flags": ["--sleep-on-idle"], "repeats": a.repeats,
+                   "order": "interleaved", "smg_version": _smg_version()},
+        "summary": summary, "rows": rows, "table": table})
     print(path)
 
 
+SUMMARY_COLUMNS = [("system", "system", "s"), ("runs", "runs", "d"),
+                   ("tokens_per_s", "tokens/s (mean)", ",.0f"),
+                   ("tokens_per_s_min", "min", ",.0f"), ("tokens_per_s_max", "max", ",.0f"),
+                   ("cached_vs_ideal", "cached vs ideal", ".1%"),
+                   ("p99_latency_s", "p99 s (mean)", ".2f"), ("router_cpu_s", "router CPU s", ".1f")]
+
+
+def summarise(rows: list[dict], systems: list[str]) -> list[dict]:
+    """Per system: mean tokens/s with the min and max of its runs, mean cache and p99."""
+    out = []
+    for system in dict.fromkeys(systems):
+        runs = [r for r in rows if r["system"] == system]
+        if not runs:
+            continue
+        def mean(key: str) -> float | None:
+            values = [r[key] for r in runs if r.get(key) is not None]
+            return statistics.fmean(values) if values else None
+
+        tps = [r["tokens_per_s"] for r in runs]
+        out.append({"system": system, "runs": len(runs), "tokens_per_s": statistics.fmean(tps),
+                    "tokens_per_s_min": min(tps), "tokens_per_s_max": max(tps),
+                    "tokens_per_s_stdev": statistics.stdev(tps) if len(tps) > 1 else 0.0,
+                    "cached_vs_ideal": mean("cached_vs_ideal"),
+                    "cached_ratio": mean("cached_ratio"), "p99_latency_s": mean("p99_latency_s"),
+                    "p50_latency_s": mean("p50_latency_s"), "router_cpu_s": mean("router_cpu_s")})
+    return out
+
+
+def _smg_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("smg")
+    except Exception:  # not installed: no smg rows either
+        return None
+
+
 def _run_system(system: str, a, model: Path, workers: list[WorkerProcess]) -> dict:
+    smg = system.startswith(("smg", "sglang_router"))
     cfg = lambda url: ServeConfig(url, model, a.workload, a.scale, 0, a.concurrency, system,  # noqa: E731
-                                  "generate" if system == "sglang_router" else a.api)
-    if system.startswith("sglang_router"):
+                                  "generate" if smg else a.api)
+    if smg:
         policy = system.split(":", 1)[1] if ":" in system else "cache_aware"
         with _SglangRouter([w.config.url for w in workers], policy) as smg:
             row = run_serve(cfg(smg.url))
@@ -133,11 +186,19 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
+def _num_workers(listed) -> int:
+    """Workers in smg's GET /workers reply ({"workers": [...]} or a bare list)."""
+    if isinstance(listed, dict):
+        listed = listed.get("workers", listed.get("urls", []))
+    return len(listed) if isinstance(listed, list) else 0
+
+
 class _SglangRouter:
     """`smg launch` (SGLang Model Gateway), default thresholds; cache_aware unless told."""
 
     def __init__(self, worker_urls: list[str], policy: str = "cache_aware") -> None:
         self.port = free_port()
+        self.worker_urls = worker_urls
         smg = Path(sys.executable).with_name("smg")
         self.cmd = [str(smg) if smg.exists() else (shutil.which("smg") or "smg"), "launch", "--host", "127.0.0.1",
                     "--port", str(self.port), "--policy", policy,
@@ -152,13 +213,16 @@ class _SglangRouter:
         log = open(LOGS / "sglang-router.log", "wb")
         self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).read()
-                self.url = url
-                return self
-            except OSError:
+                # smg 1.x answers /health before it has registered its workers (~30 s): wait
+                # until /workers lists every one.
+                listed = json.loads(urllib.request.urlopen(f"{url}/workers", timeout=2).read())
+                if _num_workers(listed) >= len(self.worker_urls):
+                    self.url = url
+                    return self
+            except (OSError, ValueError):
                 if self.proc.poll() is not None:
                     raise RuntimeError("smg exited; see .cache/bench/sglang-router.log")
                 time.sleep(0.3)

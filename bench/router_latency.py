@@ -1,12 +1,15 @@
-"""Latency a router adds, with fake workers (bench/fake_worker.py) and an open-loop load.
+"""Latency a router adds and the request rate it sustains, with fake workers
+(bench/fake_worker.py: they answer at once, so what remains is the router's own cost).
 
-    python -m bench.router_latency [--rate 2000] [--seconds 5]
+    python -m bench.router_latency [--rate 2000] [--seconds 5] [--processes 1,2]
 
-Sends /generate requests (a ~100-token text prompt, label logprobs) at a fixed rate, first
-straight to a fake worker, then through moep-router (true_flops) and SGLang's router (smg,
-cache_aware), all in front of the same 8 fake workers. Added latency = router p50/p99 minus the
-direct p50/p99. Everything shares this machine's cores with the load generator: the figures are
-what this machine sustains, not the routers' ceilings.
+Open loop: /generate requests (a ~100-token text prompt, label logprobs) at a fixed rate,
+first straight to a fake worker, then through moep-router (true_flops, with each
+--processes count) and SGLang's gateway (smg, cache_aware), all in front of the same 8 fake
+workers; added latency = router p50/p99 minus the direct p50/p99. Capacity: a closed loop of
+256 requests in flight from 2 client processes for --seconds: requests/s completed.
+Everything shares this machine's cores with the load generator and the fake workers: the
+figures are what this machine sustains, not the routers' ceilings.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import aiohttp
 import orjson
 
 from bench.common import print_table, write_result
-from bench.compare_routers import LOGS, _SglangRouter
+from bench.compare_routers import LOGS, _SglangRouter, _smg_version
 from moep_sglang import envs
 from moep_sglang.models.checkpoint import ensure_model
 from moep_sglang.models.corpus import paragraph
@@ -65,12 +68,56 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes])
             "p99_ms": 1e3 * lat[int(0.99 * (len(lat) - 1))] if lat else None}
 
 
+async def _closed_loop(url: str, concurrency: int, seconds: float, bodies: list[bytes]) -> int:
+    """Requests completed with `concurrency` in flight for `seconds`."""
+    done = 0
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        stop_at = time.perf_counter() + seconds
+
+        async def loop(k: int) -> None:
+            nonlocal done
+            i = k
+            while time.perf_counter() < stop_at:
+                async with session.post(f"{url}/generate", data=bodies[i % len(bodies)],
+                                        headers={"Content-Type": "application/json"}) as r:
+                    await r.read()
+                    done += r.status == 200
+                i += concurrency
+
+        await asyncio.gather(*(loop(k) for k in range(concurrency)))
+    return done
+
+
+def _capacity_client(url, concurrency, seconds, bodies, out) -> None:
+    out.put(asyncio.run(_closed_loop(url, concurrency, seconds, bodies)))
+
+
+def capacity(url: str, seconds: float, bodies: list[bytes], clients: int = 2,
+             concurrency: int = 256) -> dict:
+    """Requests/s completed by `clients` client processes sharing `concurrency` in flight."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_capacity_client,
+                         args=(url, concurrency // clients, seconds, bodies, out))
+             for _ in range(clients)]
+    for p in procs:
+        p.start()
+    total = sum(out.get(timeout=seconds + 120) for _ in procs)
+    for p in procs:
+        p.join()
+    return {"capacity_rps": total / seconds}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=float, default=2000)
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--num-workers", type=int, default=8)
+    p.add_argument("--processes", default="1,2", help="moep-router --processes counts to run")
     a = p.parse_args()
     model = ensure_model(envs.model_cache_dir(), "tiny")
     rng = random.Random(0)
@@ -87,13 +134,19 @@ def main() -> None:
         fake.stdout.readline()
         run = lambda url: asyncio.run(_open_loop(url, a.rate, a.seconds, bodies))  # noqa: E731
         run(urls[0])  # warm up
-        rows.append({"system": "direct (no router)", **run(urls[0])})
-        with RouterProcess(model, urls, LOGS / "router-latency.log") as router:
-            run(router.url)
-            rows.append({"system": "moep-router true_flops", **run(router.url)})
+        rows.append({"system": "direct (no router)", **run(urls[0]),
+                     **capacity(urls[0], a.seconds, bodies)})
+        for n in (int(x) for x in a.processes.split(",")):
+            with RouterProcess(model, urls, LOGS / f"router-latency-p{n}.log",
+                               "--processes", str(n)) as router:
+                run(router.url)
+                rows.append({"system": f"moep-router true_flops, {n} process"
+                                       f"{'es' if n > 1 else ''}", "processes": n,
+                             **run(router.url), **capacity(router.url, a.seconds, bodies)})
         with _SglangRouter(urls) as smg:
             run(smg.url)
-            rows.append({"system": "sglang-router cache_aware", **run(smg.url)})
+            rows.append({"system": "smg cache_aware", **run(smg.url),
+                         **capacity(smg.url, a.seconds, bodies)})
     finally:
         fake.terminate()
         fake.wait()
@@ -103,10 +156,14 @@ def main() -> None:
         r["added_p99_ms"] = r["p99_ms"] - base["p99_ms"]
     cols = [("system", "system", "s"), ("achieved_rps", "req/s", ",.0f"),
             ("errors", "errors", "d"), ("p50_ms", "p50 ms", ".2f"), ("p99_ms", "p99 ms", ".2f"),
-            ("added_p50_ms", "added p50", ".2f"), ("added_p99_ms", "added p99", ".2f")]
+            ("added_p50_ms", "added p50", ".2f"), ("added_p99_ms", "added p99", ".2f"),
+            ("capacity_rps", "capacity req/s", ",.0f")]
     table = print_table(rows, cols)
     print(write_result("router_latency", {"config": {"rate": a.rate, "seconds": a.seconds,
-                                                     "num_workers": a.num_workers},
+                                                     "num_workers": a.num_workers,
+                                                     "capacity_clients": 2,
+                                                     "capacity_in_flight": 256,
+                                                     "smg_version": _smg_version()},
                                           "rows": rows, "table": table}))
 
 

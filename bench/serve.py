@@ -42,24 +42,34 @@ def run_serve(config: ServeConfig) -> dict:
     reqs = _workload(config)
     bodies = [_body(config.api, r, [tok.single_token(l) for l in r.labels]) for r in reqs]
     t0 = time.monotonic()
-    lat = asyncio.run(_drive(config, bodies))
+    lat = asyncio.run(_drive(config, bodies, [r.arrival_s for r in reqs]))
     makespan = time.monotonic() - t0
     return _summarise(config, reqs, lat, makespan, tok)
 
 
-async def _drive(config: ServeConfig, bodies: list[dict]) -> list[tuple[float, object]]:
+async def _drive(config: ServeConfig, bodies: list[dict],
+                 arrivals: list[float | None]) -> list[tuple[float, object]]:
+    """Closed loop (`concurrency` in flight) unless a request carries its send time: then it is
+    sent at that time after the start (open loop; `concurrency` only caps what is in flight).
+    Closed loop, latency counts from taking a slot; open loop, from the send time (a wait for a
+    slot counts)."""
     from moep_sglang.client import AsyncClient
 
     async with AsyncClient(config.url, max_concurrency=config.concurrency) as client:
         sem = asyncio.Semaphore(config.concurrency)
+        start = time.monotonic()
 
-        async def one(body):
+        async def one(body, arrival):
+            if arrival is not None:
+                await asyncio.sleep(max(0.0, start + arrival - time.monotonic()))
+            t = time.monotonic()
             async with sem:
-                t = time.monotonic()
+                if arrival is None:
+                    t = time.monotonic()
                 result = await client.request(config.api, body)
                 return time.monotonic() - t, _usage(result)
 
-        return await asyncio.gather(*(one(b) for b in bodies))
+        return await asyncio.gather(*(one(b, a) for b, a in zip(bodies, arrivals)))
 
 
 def _body(api: str, r: BenchRequest, labels: list[int]) -> dict:

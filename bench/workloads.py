@@ -7,12 +7,15 @@ may share) and a unique part (`item`), scored on single-token labels.
   with their context-length ranges (scaled by `length_scale`) and prefix-sharing levels.
 - `recommendation`: a long user-profile prefix and many candidate items per user.
 - `synthetic`: the paper's no-sharing sweep, fixed prompt length, all prompts distinct.
+- `shared_prefix`: shaped like llm-d's shared-prefix benchmark: groups sharing a long system
+  prompt, several users per group each with a long question of their own, Poisson arrivals at
+  rising rates (the only open-loop workload: each request carries its send time).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from moep_sglang.models.corpus import LABEL_WORDS, SUBJECTS, paragraph, sentence
 
@@ -26,6 +29,7 @@ class BenchRequest:
     query: str  # shared prefix text
     item: str  # unique suffix text
     labels: tuple[str, ...]  # label words (single tokens)
+    arrival_s: float | None = None  # open-loop send time from the run's start; None: closed loop
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,38 @@ def synthetic(seed: int = 0, prompt_tokens: int = 1024, num_requests: int = 200
                          " Answer:", (" yes", " no")) for i in range(num_requests)]
 
 
-WORKLOADS = {"table2": table2, "recommendation": recommendation, "synthetic": synthetic}
+def shared_prefix(seed: int = 0, num_groups: int = 8, users_per_group: int = 24,
+                  prefix_tokens: int = 1200, suffix_tokens: int = 400,
+                  rates: tuple[float, ...] = (4.0, 8.0, 16.0)) -> list[BenchRequest]:
+    """Shaped like llm-d's shared-prefix benchmark (inference-perf `shared_prefix` data, its
+    stages of rising request rates), scaled to the CPU workers' context: `num_groups` long
+    system prompts, each shared by `users_per_group` users who each send their own long
+    question, Poisson arrivals in len(rates) equal stages of rising rate (requests/s)."""
+    rng = random.Random(seed)
+    out = []
+    for g in range(num_groups):
+        prefix = _text(rng, prefix_tokens, header=f"System prompt {g}:")
+        for _ in range(users_per_group):
+            out.append(BenchRequest("shared_prefix", g, prefix,
+                                    f" User: {_text(rng, suffix_tokens)} Relevant? Answer:",
+                                    (" yes", " no")))
+    out = _shuffled_groups(rng, out)
+    return [replace(r, arrival_s=t) for r, t in zip(out, poisson_arrivals(rng, len(out), rates))]
+
+
+def poisson_arrivals(rng: random.Random, n: int, rates: tuple[float, ...]) -> list[float]:
+    """n send times: len(rates) consecutive stages of n / len(rates) requests each, stage k a
+    Poisson process of rates[k] requests per second (exponential gaps)."""
+    times, t = [], 0.0
+    per_stage = -(-n // len(rates))
+    for i in range(n):
+        t += rng.expovariate(rates[min(i // per_stage, len(rates) - 1)])
+        times.append(t)
+    return times
+
+
+WORKLOADS = {"table2": table2, "recommendation": recommendation, "synthetic": synthetic,
+             "shared_prefix": shared_prefix}
 
 
 def ideal_cached_tokens(requests: list[BenchRequest], prefix_tokens: dict[int, int]) -> int:
@@ -115,5 +150,5 @@ def _shuffled_groups(rng: random.Random, reqs: list[BenchRequest]) -> list[Bench
     return reqs
 
 
-__all__ = ["BenchRequest", "WORKLOADS", "table2", "recommendation", "synthetic",
-           "ideal_cached_tokens", "LABEL_WORDS", "SUBJECTS", "sentence"]
+__all__ = ["BenchRequest", "WORKLOADS", "table2", "recommendation", "synthetic", "shared_prefix",
+           "poisson_arrivals", "ideal_cached_tokens", "LABEL_WORDS", "SUBJECTS", "sentence"]

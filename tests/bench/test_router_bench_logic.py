@@ -1,0 +1,44 @@
+"""Pure logic of the CPU router benchmarks: the llm-d-shaped workload and the summaries of
+interleaved repeats."""
+
+import random
+import statistics
+
+from bench.compare_routers import _num_workers, summarise
+from bench.workloads import poisson_arrivals, shared_prefix
+
+
+def test_shared_prefix_groups_users_and_rising_poisson_arrivals():
+    reqs = shared_prefix(seed=1, num_groups=4, users_per_group=30, rates=(5.0, 50.0))
+    assert len(reqs) == 120
+    by_group = {}
+    for r in reqs:
+        by_group.setdefault(r.group, set()).add(r.query)
+    assert len(by_group) == 4 and all(len(q) == 1 for q in by_group.values())
+    assert len({r.item for r in reqs}) == 120  # every user's question is their own
+    times = [r.arrival_s for r in reqs]
+    assert times == sorted(times) and times[0] > 0
+    gaps = [b - a for a, b in zip([0.0, *times], times)]
+    slow, fast = statistics.fmean(gaps[:60]), statistics.fmean(gaps[60:])
+    assert 0.1 < slow < 0.35 and 0.01 < fast < 0.035  # 1/5 s and 1/50 s on average
+
+
+def test_poisson_arrivals_split_into_equal_stages():
+    times = poisson_arrivals(random.Random(0), 9, (1.0, 1e6, 1e6))
+    assert times[3] - times[2] > 0 and times[8] - times[3] < 1e-3
+
+
+def test_summary_of_interleaved_runs_gives_mean_and_spread_per_system():
+    rows = [{"system": s, "tokens_per_s": t, "cached_vs_ideal": 1.0, "cached_ratio": 0.4,
+             "p99_latency_s": 2.0, "p50_latency_s": 1.0, "router_cpu_s": None}
+            for s, t in [("a", 100), ("b", 50), ("a", 300), ("b", 70)]]
+    a, b = summarise(rows, ["a", "b"])
+    assert (a["system"], a["runs"], a["tokens_per_s"]) == ("a", 2, 200)
+    assert (a["tokens_per_s_min"], a["tokens_per_s_max"]) == (100, 300)
+    assert b["tokens_per_s"] == 60 and b["router_cpu_s"] is None
+
+
+def test_smg_worker_list_shapes():
+    assert _num_workers({"workers": [{"url": "a"}, {"url": "b"}]}) == 2
+    assert _num_workers([{"url": "a"}]) == 1
+    assert _num_workers({"status": "starting"}) == 0
