@@ -80,8 +80,9 @@ class RouterConfig:
         "help": "router processes sharing the port (SO_REUSEPORT), each with exact cache indexes "
                 "of every worker and the in-flight load of all of them in shared memory"})
     tokenizer_threads: int = field(default=2, metadata={
-        "help": "threads that parse and tokenize request bodies holding text, off the event loop "
-                "(HF tokenizers releases the GIL); 0: on the loop"})
+        "help": "threads that parse and tokenize request bodies holding 2,048 or more characters "
+                "of text, off the event loop (HF tokenizers releases the GIL); shorter ones are "
+                "parsed on the loop; 0: all on the loop"})
     max_retries: int = field(default=2, metadata={
         "help": "other workers tried when a worker fails mid-request"})
     request_timeout_s: float = field(default=600.0, metadata={

@@ -113,17 +113,23 @@ def parse_generate(body: dict, ctx: EndpointContext) -> Job:
     return dataclasses.replace(job, worker_body=rest)
 
 
-def holds_text(body) -> bool:
-    """True if parsing `body` tokenizes (a string anywhere in its top-level values, or in a
-    list of them): worth a thread. Token-id bodies are validated on the caller's thread."""
+def text_chars(body) -> int:
+    """Characters of text that parsing `body` tokenizes: strings among its top-level values,
+    in lists of them, and in the dicts of such lists (documents `{text}`); the `model` name
+    aside. Token-id bodies: 0."""
     if not isinstance(body, dict):
-        return False
-    for value in body.values():
+        return 0
+    n = 0
+    for key, value in body.items():
         if isinstance(value, str):
-            return True
-        if isinstance(value, list) and any(isinstance(v, (str, dict)) for v in value):
-            return True
-    return False
+            n += 0 if key == "model" else len(value)
+        elif isinstance(value, list):
+            for v in value:
+                if isinstance(v, str):
+                    n += len(v)
+                elif isinstance(v, dict):
+                    n += sum(len(x) for x in v.values() if isinstance(x, str))
+    return n
 
 
 # Responses ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from aiohttp import web
 from moep_router.config import RouterConfig, WorkerSpec
 from moep_router.cost import CostModel
 from moep_router.dispatcher import Dispatcher
-from moep_router.endpoints import EndpointContext, holds_text
+from moep_router.endpoints import EndpointContext, text_chars
 from moep_router.jobs import Job
 from moep_router.http_server import build_app
 from moep_router.kv_listener import KVListener
@@ -31,6 +31,11 @@ logger = logging.getLogger("moep_router")
 
 MAX_HEALTH_FAILURES = 3  # consecutive slow/failed checks before a reachable worker is taken out
 
+
+# Bodies with at least this much text are tokenized on a tokenizer thread (~500 tokens: HF
+# tokenization took ~230 us on average and 3.2 ms for prompts over 2K tokens on the 2-core
+# machine; a thread hop costs tens of microseconds and contends for the GIL).
+OFFLOAD_TEXT_CHARS = 2048
 
 REPORT_EVERY_CHECKS = 10  # re-read a worker's reported T every this many health checks
 
@@ -112,9 +117,10 @@ class Router:
             self.board.close()
 
     async def parse(self, parse_fn, body) -> Job:
-        """parse_fn(body, context) -> Job; where that tokenizes text, on a tokenizer thread, so
-        a long prompt never holds up the loop (and the other requests on it)."""
-        if self._tokenize_pool is None or not holds_text(body):
+        """parse_fn(body, context) -> Job; where that tokenizes much text, on a tokenizer thread,
+        so a long prompt never holds up the loop (and the other requests on it). Short texts
+        are tokenized on the loop: the hop to a thread and back costs more than they do."""
+        if self._tokenize_pool is None or text_chars(body) < OFFLOAD_TEXT_CHARS:
             return parse_fn(body, self.endpoint_context)
         return await asyncio.get_running_loop().run_in_executor(
             self._tokenize_pool, parse_fn, body, self.endpoint_context)

@@ -119,12 +119,12 @@ def test_too_many_prompts_is_413_naming_the_flag(ctx, name):
     parse(body, ctx)  # within the default bound it parses
 
 
-def test_only_bodies_with_text_go_to_a_tokenizer_thread():
-    from moep_router.endpoints import holds_text
+def test_text_chars_counts_what_parsing_tokenizes():
+    from moep_router.endpoints import text_chars
 
-    assert holds_text({"query": "q", "items": [[1, 2]], "label_token_ids": [1]})
-    assert holds_text({"query": [1], "items": ["a", "b"]})
-    assert holds_text({"query": "q", "documents": [{"text": "d"}]})
-    assert not holds_text({"query": [1, 2], "items": [[3], [4]], "label_token_ids": [5]})
-    assert not holds_text({"input_ids": [[1, 2]], "sampling_params": {"max_new_tokens": 0}})
-    assert not holds_text([1, 2])
+    assert text_chars({"query": "q" * 10, "items": [[1, 2]], "label_token_ids": [1]}) == 10
+    assert text_chars({"query": [1], "items": ["ab", "c"]}) == 3
+    assert text_chars({"query": "q", "documents": [{"text": "dd"}]}) == 3
+    assert text_chars({"query": [1, 2], "items": [[3], [4]], "model": "m" * 50}) == 0
+    assert text_chars({"input_ids": [[1, 2]], "sampling_params": {"max_new_tokens": 0}}) == 0
+    assert text_chars([1, 2]) == 0
