@@ -5,6 +5,7 @@ import pytest
 from moep_sglang.server.launch import (
     CPU_DEFAULTS,
     GPU_DEFAULTS,
+    HOPPER_REUSE_DEFAULTS,
     NO_REUSE_DEFAULTS,
     REUSE_DEFAULTS,
     build_command,
@@ -33,7 +34,8 @@ def test_user_flags_win_over_cpu_defaults():
 def test_gpu_gets_no_cpu_defaults():
     cmd, env = _cmd(["--model-path", "m", "--tp", "4"], on_cpu=False)
     assert cmd[3:7] == ["--model-path", "m", "--tp", "4"]
-    gpu_flags = {flag for flag, _ in GPU_DEFAULTS + REUSE_DEFAULTS + NO_REUSE_DEFAULTS}
+    gpu_flags = {flag for flag, _ in GPU_DEFAULTS + REUSE_DEFAULTS + NO_REUSE_DEFAULTS
+                 + HOPPER_REUSE_DEFAULTS}
     assert not {flag for flag, _ in CPU_DEFAULTS} - gpu_flags & set(cmd)
     assert "SGLANG_USE_CPU_ENGINE" not in env or env["SGLANG_USE_CPU_ENGINE"] != "1"
 
@@ -58,6 +60,8 @@ def test_gpu_prefill_defaults_follow_prefix_reuse_and_fa3_only_on_hopper():
         assert _value(cmd, "--cuda-graph-backend-prefill") == "disabled"
     ampere, _ = _cmd(["--model-path", "m"], on_cpu=False, gpu_major=8)
     assert "--attention-backend" not in ampere  # SGLang's own choice elsewhere
+    assert "--cuda-graph-backend-prefill" not in ampere
+    assert _value(ampere, "--chunked-prefill-size") == "8192"
 
 
 def test_asyncep_and_batching_get_large_batches_without_prefill_graphs():
