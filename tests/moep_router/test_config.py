@@ -13,6 +13,8 @@ def test_worker_spec_options():
         WorkerSpec.parse("http://h:1,colour=red")
     with pytest.raises(ValueError, match="expected http"):
         WorkerSpec.parse("h:1")
+    for text in ("http://h:1", "http://h:1,kv=tcp://h:5,replay=tcp://h:9,threshold=1e+12"):
+        assert WorkerSpec.parse(WorkerSpec.parse(text).to_text()) == WorkerSpec.parse(text)
 
 
 def test_cli_and_workers_file(tiny_model, tmp_path):
@@ -28,6 +30,7 @@ def test_cli_and_workers_file(tiny_model, tmp_path):
     (["--policy", "magic"], "--policy"),
     (["--threshold-flops", "0"], "--threshold-flops"),
     (["--worker", "h:1"], "expected http"),
+    (["--processes", "0"], "--processes"),
 ])
 def test_bad_flags_name_the_flag(tiny_model, capsys, argv, message):
     with pytest.raises(SystemExit):
