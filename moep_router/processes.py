@@ -213,9 +213,10 @@ def run_router_processes(config: RouterConfig) -> None:
         signal.signal(sig, on_signal)
     try:
         supervisor.start()
-        print(f"moep-router ready on http://{config.host}:{config.port} "
-              f"({config.processes} processes)", flush=True)
-        supervisor.serve_forever()
+        if not supervisor.stopping:  # a signal during the start: no ready line, just stop
+            print(f"moep-router ready on http://{config.host}:{config.port} "
+                  f"({config.processes} processes)", flush=True)
+            supervisor.serve_forever()
     finally:
         supervisor.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
