@@ -135,12 +135,12 @@ class Dispatcher:
             if not self.registry.healthy():
                 raise Overloaded("no healthy worker", 503, 2)
             raise Overloaded(f"request failed on every worker ({len(tried)})", 503, 2)
-        open_ = [w for w in candidates if w.load()[0] < self.config.max_inflight_per_worker]
         t0 = time.perf_counter()
         key = job.routing_key
         price = lambda m: self._job_flops(job, m)  # noqa: E731
-        result = self.policy.route(RouteParams(key.tokens,
-                                               tuple(w.view(key, price) for w in open_)))
+        views = (w.view(key, price) for w in candidates)  # load read once per worker
+        open_ = tuple(v for v in views if v.num_inflight < self.config.max_inflight_per_worker)
+        result = self.policy.route(RouteParams(key.tokens, open_))
         self.metrics.route_seconds.observe(time.perf_counter() - t0)
         return self.registry.get(result.worker_id) if result.worker_id else None
 

@@ -120,10 +120,9 @@ def _workers(router) -> dict:
     return {"workers": [{
         "url": w.worker_id, "kv_endpoint": w.spec.kv_endpoint, "healthy": w.healthy,
         "threshold_flops": w.threshold_flops, "threshold_source": w.threshold_source,
-        "outstanding_flops": w.load()[1],
-        "inflight": w.load()[0], "cached_blocks": w.index.num_blocks,
+        "outstanding_flops": flops, "inflight": inflight, "cached_blocks": w.index.num_blocks,
         "kv_event_gaps": w.num_gaps, "failures": w.num_failures, "requests": w.num_requests,
-    } for w in router.registry.all()]}
+    } for w in router.registry.all() for inflight, flops in [w.load()]]}
 
 
 async def _add_worker(router, request: web.Request) -> web.Response:

@@ -29,18 +29,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 from moep_router.config import RouterConfig
+from moep_router.discovery import Change  # a change of the worker set, as SPEC texts
 from moep_router.load_board import LoadBoard
 
 logger = logging.getLogger("moep_router.processes")
 
 RESTART_BACKOFF_S = 1.0
-
-
-@dataclass(frozen=True)
-class WorkerChange:
-    """A run-time change of the worker set, as processes tell each other."""
-    op: str  # "add" | "remove"
-    spec: str  # WorkerSpec text (add) or URL (remove)
 
 
 @dataclass
@@ -73,12 +67,12 @@ class PeerLink:
         self._conn = conn
         self._send_lock = threading.Lock()
 
-    def announce(self, change: WorkerChange) -> None:
+    def announce(self, change: Change) -> None:
         with self._send_lock:
             self._conn.send(change)
 
     def listen(self, on_change) -> threading.Thread:
-        """on_change(WorkerChange) for every change another process made, on a daemon thread
+        """on_change(Change) for every change another process made, on a daemon thread
         (the caller hops onto its event loop); when the supervisor goes, this process stops."""
         def run() -> None:
             while True:
@@ -110,7 +104,7 @@ class Supervisor:
         self.lock = self.ctx.Lock()
         self.board = LoadBoard.create(self.n, self.lock)
         self.slots = [ProcessSlot(i) for i in range(self.n)]
-        self.changes: list[WorkerChange] = []  # run-time changes so far, replayed on restart
+        self.changes: list[Change] = []  # run-time changes so far, replayed on restart
         self.stopping = False
 
     def start(self, timeout_s: float = 120) -> None:

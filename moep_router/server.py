@@ -15,6 +15,7 @@ from aiohttp import web
 
 from moep_router.config import RouterConfig, WorkerSpec
 from moep_router.cost import CostModel
+from moep_router.discovery import Change
 from moep_router.dispatcher import Dispatcher
 from moep_router.endpoints import EndpointContext, text_chars
 from moep_router.jobs import Job
@@ -93,7 +94,7 @@ class Router:
         if self.peers:
             loop = asyncio.get_running_loop()
             self.peers.listen(lambda change: loop.call_soon_threadsafe(
-                lambda: loop.create_task(self._apply_peer_change(change))))
+                lambda: loop.create_task(self._apply_change(change))))
 
     async def stop(self) -> None:
         for task in (self._health_task, self._discovery_task):
@@ -131,9 +132,7 @@ class Router:
         through POST /workers, not one they make themselves from config or discovery)."""
         state = self.registry.add(spec)
         if announce and self.peers:
-            from moep_router.processes import WorkerChange
-
-            self.peers.announce(WorkerChange("add", spec.to_text()))
+            self.peers.announce(Change(added=(spec.to_text(),), removed=()))
         if spec.kv_endpoint:
             listener = KVListener(self.zmq_ctx, state,
                                   on_gap=lambda s: self.metrics.kv_gaps.labels(s.worker_id).inc())
@@ -149,26 +148,11 @@ class Router:
     async def remove_worker(self, url: str, announce: bool = False) -> None:
         self.registry.remove(url)
         if announce and self.peers:
-            from moep_router.processes import WorkerChange
-
-            self.peers.announce(WorkerChange("remove", url))
+            self.peers.announce(Change(added=(), removed=(url,)))
         listener = self._listeners.pop(url, None)
         if listener:
             await listener.stop()
         logger.info("worker %s removed", url)
-
-    async def _apply_peer_change(self, change) -> None:
-        """Another process of this router added or removed a worker at run time."""
-        try:
-            if change.op == "add":
-                spec = WorkerSpec.parse(change.spec)
-                if self.registry.get(spec.url) is None:
-                    await self.add_worker(spec)
-            elif self.registry.get(change.spec) is not None:
-                await self.remove_worker(change.spec)
-        except (ValueError, KeyError) as exc:
-            logger.warning("worker change %s from another router process skipped: %s",
-                           change, exc)
 
     async def _discover(self, watcher) -> None:
         """Apply every change of the discovered worker set (moep_router/discovery.py); an
@@ -186,14 +170,20 @@ class Router:
 
     async def _apply_discovered(self, watcher) -> None:
         async for change in watcher.changes():
-            for text in change.removed:
-                spec = _spec_or_none(text)
-                if spec is not None and self.registry.get(spec.url) is not None:
-                    await self.remove_worker(spec.url)
-            for text in change.added:
-                spec = _spec_or_none(text)
-                if spec is not None and self.registry.get(spec.url) is None:
-                    await self.add_worker(spec)
+            await self._apply_change(change)
+
+    async def _apply_change(self, change: Change) -> None:
+        """A change of the worker set (discovered, or made by another of this router's
+        processes): workers already gone or already present, and SPECs that do not parse
+        (logged), are skipped."""
+        for text in change.removed:
+            spec = _spec_or_none(text)
+            if spec is not None and self.registry.get(spec.url) is not None:
+                await self.remove_worker(spec.url)
+        for text in change.added:
+            spec = _spec_or_none(text)
+            if spec is not None and self.registry.get(spec.url) is None:
+                await self.add_worker(spec)
 
     async def _health_loop(self) -> None:
         while True:

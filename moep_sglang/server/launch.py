@@ -59,8 +59,8 @@ NO_REUSE_DEFAULTS: tuple[tuple[str, str | None], ...] = (
     ("--chunked-prefill-size", "32768"),
     ("--max-prefill-tokens", "32768"),
 )
-# Prompts that share prefixes (radix cache on, SGLang's default): SGLang's own 8K chunks with
-# breakable prefill CUDA graphs. A 32K batch takes several prompts of one group at once, before
+# Prompts that share prefixes (radix cache on, SGLang's default): SGLang's own 8K chunks (and,
+# on Hopper, its breakable prefill CUDA graphs: HOPPER_REUSE_DEFAULTS). A 32K batch takes several prompts of one group at once, before
 # their shared prefix is cached, and computes it once per prompt: on the Table-2-shaped mix on
 # one H200, 32K batches without graphs got 77% of the ideal cached tokens and 50.0K tok/s, 8K
 # chunks 100% and 60.8K, 8K chunks with prefill graphs 72.4K / 70.5K (the many small batches
