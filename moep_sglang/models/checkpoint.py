@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from moep_sglang.models.fp8 import FP8_BLOCK, is_fp8_quantized, quantize_block_fp8
 from moep_sglang.models.presets import ModelPreset
 from moep_sglang.models.tokenizer import EOS_TOKEN, train_tokenizer
 
@@ -93,6 +94,11 @@ def hf_config(p: ModelPreset, eos_id: int) -> dict:
     if p.family == "qwen2_moe":
         config["shared_expert_intermediate_size"] = p.shared_expert_intermediate_size
         config["qkv_bias"] = True
+    if p.quantization == "fp8":  # Qwen3-*-FP8 on the hub, key for key
+        config["quantization_config"] = {
+            "activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+            "weight_block_size": list(FP8_BLOCK),
+        }
     return config
 
 
@@ -115,8 +121,36 @@ def _write_weights(params: MakeModelParams, out: Path) -> int:
     }
     model = AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
     model.load_state_dict(state, strict=True, assign=True)
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out, safe_serialization=True)  # the hub's names (experts one by one)
+    del model, state
+    if params.preset.quantization == "fp8":
+        _quantize_in_place(out)
     return sum(f.stat().st_size for f in out.glob("*.safetensors"))
+
+
+def _quantize_in_place(out: Path) -> None:
+    """Rewrite the saved checkpoint in the hub's FP8 layout: each quantized `X.weight` as
+    float8_e4m3fn plus `X.weight_scale_inv` (float32, one per 128x128 block), the rest unchanged.
+    Shard by shard, so the names, the file split and the index stay transformers' own."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    index_path = out / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else None
+    for path in sorted(out.glob("*.safetensors")):
+        tensors = {}
+        with safe_open(str(path), "pt") as f:
+            for name in f.keys():
+                t = f.get_tensor(name)
+                if is_fp8_quantized(name):
+                    tensors[name], tensors[name + "_scale_inv"] = quantize_block_fp8(t)
+                    if index is not None:
+                        index["weight_map"][name + "_scale_inv"] = path.name
+                else:
+                    tensors[name] = t
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    if index is not None:
+        index_path.write_text(json.dumps(index, indent=2) + "\n")
 
 
 def _random_tensor(name: str, shape: tuple[int, ...], seed: int):

@@ -1,12 +1,18 @@
 """Model presets: the architectures `moep-sglang make-model` can write.
 
 `tiny` and `small` carry random weights and run on CPU; the real architectures are written as
-config + tokenizer only, for SGLang's `--load-format dummy` on GPUs.
+config + tokenizer only, for SGLang's `--load-format dummy` on GPUs. Presets ending in `-fp8` are
+written the way Qwen publishes its FP8 checkpoints (Qwen3-235B-A22B-FP8): every projection of the
+decoder layers (attention q/k/v/o, experts' gate/up/down) in float8_e4m3fn with one float32
+`weight_scale_inv` per 128x128 block, dynamic activation scales; router gate, norms, embeddings
+and LM head in the model dtype.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from moep_sglang.models.fp8 import FP8_BLOCK
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class ModelPreset:
     with_weights: bool  # write random weights (False: config + tokenizer only)
     dtype: str  # torch dtype of the written weights / config
     description: str  # one line for --help
+    quantization: str = ""  # "" (weights in `dtype`) | "fp8" (block FP8, see FP8_BLOCK)
 
     @property
     def num_params(self) -> int:
@@ -83,6 +90,13 @@ PRESETS: dict[str, ModelPreset] = {
             description="Qwen2-MoE with a gated shared expert, 2 layers, 8 experts top-2",
         ),
         _preset(
+            name="tiny-fp8", family="qwen3_moe", hidden_size=128, num_layers=2, num_heads=2,
+            num_kv_heads=2, head_dim=64, num_experts=8, top_k=2, moe_intermediate_size=128,
+            vocab_size=1024, max_position_embeddings=2048, quantization="fp8", dtype="bfloat16",
+            description="Qwen3-MoE in the hub's block FP8 (128x128 scales), 2 layers, 8 experts "
+                        "top-2 (tests; every projection a whole number of blocks)",
+        ),
+        _preset(
             name="qwen3-30b-a3b", family="qwen3_moe", hidden_size=2048, num_layers=48,
             num_heads=32, num_kv_heads=4, head_dim=128, num_experts=128, top_k=8,
             moe_intermediate_size=768, vocab_size=151936,
@@ -96,8 +110,44 @@ PRESETS: dict[str, ModelPreset] = {
             max_position_embeddings=40960, with_weights=False, dtype="bfloat16",
             description="Qwen3-235B-A22B architecture (config + tokenizer; --load-format dummy)",
         ),
+        _preset(
+            name="qwen3-30b-a3b-fp8", family="qwen3_moe", hidden_size=2048, num_layers=48,
+            num_heads=32, num_kv_heads=4, head_dim=128, num_experts=128, top_k=8,
+            moe_intermediate_size=768, vocab_size=151936,
+            max_position_embeddings=40960, with_weights=False, dtype="bfloat16",
+            quantization="fp8",
+            description="Qwen3-30B-A3B-FP8 architecture: block FP8 as on the hub (config + "
+                        "tokenizer; --load-format dummy)",
+        ),
+        _preset(
+            name="qwen3-235b-a22b-fp8", family="qwen3_moe", hidden_size=4096, num_layers=94,
+            num_heads=64, num_kv_heads=4, head_dim=128, num_experts=128, top_k=8,
+            moe_intermediate_size=1536, vocab_size=151936,
+            max_position_embeddings=40960, with_weights=False, dtype="bfloat16",
+            quantization="fp8",
+            description="Qwen3-235B-A22B-FP8 architecture: block FP8 as on the hub (config + "
+                        "tokenizer; --load-format dummy)",
+        ),
     )
 }
+
+
+def _check(p: ModelPreset) -> ModelPreset:
+    if p.quantization not in ("", "fp8"):
+        raise ValueError(f"preset {p.name}: unknown quantization {p.quantization!r}")
+    if p.quantization and p.dtype not in ("bfloat16", "float16"):  # SGLang's own rule
+        raise ValueError(f"preset {p.name}: FP8 checkpoints run in bfloat16 or float16")
+    if p.quantization:  # SGLang's block-FP8 layers need whole blocks on every projection
+        dims = (p.hidden_size, p.num_heads * p.head_dim, p.num_kv_heads * p.head_dim,
+                p.moe_intermediate_size, p.shared_expert_intermediate_size)
+        if any(d % FP8_BLOCK[0] for d in dims):
+            raise ValueError(f"preset {p.name}: block FP8 needs every projection width to be a "
+                             f"multiple of {FP8_BLOCK[0]}; got {dims}")
+    return p
+
+
+for _p in PRESETS.values():
+    _check(_p)
 
 
 def get_preset(name: str) -> ModelPreset:

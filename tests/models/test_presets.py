@@ -102,3 +102,49 @@ def test_ensure_model_with_fewer_layers(tmp_path):
     assert ensure_model(tmp_path, "qwen3-235b-a22b", num_layers=94) == full
     with pytest.raises(ValueError, match="num_layers"):
         ensure_model(tmp_path, "qwen3-235b-a22b", num_layers=0)
+
+
+def test_fp8_presets_write_the_hubs_quantization_config(tmp_path):
+    from moep_sglang.models.checkpoint import hf_config
+
+    for name in ("tiny-fp8", "qwen3-30b-a3b-fp8", "qwen3-235b-a22b-fp8"):
+        p = get_preset(name)
+        assert p.quantization == "fp8" and p.dtype == "bfloat16"
+        assert hf_config(p, 0)["quantization_config"] == {
+            "activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+            "weight_block_size": [128, 128]}
+    assert "quantization_config" not in hf_config(get_preset("tiny"), 0)
+    base, fp8 = get_preset("qwen3-235b-a22b"), get_preset("qwen3-235b-a22b-fp8")
+    assert base.num_params == fp8.num_params  # the same architecture
+
+
+def test_fp8_preset_rules_name_the_problem():
+    import dataclasses
+
+    from moep_sglang.models.presets import _check
+
+    tiny = get_preset("tiny")
+    with pytest.raises(ValueError, match="bfloat16 or float16"):
+        _check(dataclasses.replace(tiny, quantization="fp8"))
+    with pytest.raises(ValueError, match="multiple of 128"):
+        _check(dataclasses.replace(tiny, quantization="fp8", dtype="bfloat16"))
+    with pytest.raises(ValueError, match="unknown quantization"):
+        _check(dataclasses.replace(tiny, quantization="int4"))
+
+
+def test_block_fp8_round_trip_and_scale_layout():
+    import torch
+
+    from moep_sglang.models.fp8 import FP8_MAX, dequantize_block_fp8, quantize_block_fp8
+
+    w = torch.randn(2, 200, 300) * torch.linspace(0.01, 10, 300)  # [E, N, K], uneven blocks
+    q, s = quantize_block_fp8(w)
+    assert q.dtype == torch.float8_e4m3fn and q.shape == w.shape
+    assert s.shape == (2, 2, 3) and s.dtype == torch.float32  # ceil(200/128), ceil(300/128)
+    assert q.float().abs().amax() == FP8_MAX  # every block's largest value maps to 448
+    back = dequantize_block_fp8(q, s, torch.float32)
+    step = dequantize_block_fp8(torch.ones_like(q.float()).to(q.dtype), s, torch.float32)
+    # e4m3: 3 mantissa bits (relative 1/16), subnormals below 2^-6 in steps of 2^-9 (x scale)
+    assert ((back - w).abs() <= w.abs() / 16 + step * 2.0 ** -9).all()
+    q1, s1 = quantize_block_fp8(w[1])  # per expert = the batched form
+    assert torch.equal(q1.float(), q[1].float()) and torch.equal(s1, s[1])
