@@ -17,7 +17,8 @@ import torch
 
 from moep_sglang import envs
 from moep_sglang.asyncep import metrics
-from moep_sglang.asyncep.config import AsyncEPConfig, BatchingConfig
+from moep_sglang.asyncep.config import AsyncEPConfig, AsyncEPConfigError, BatchingConfig
+from moep_sglang.asyncep.formats import check_expert_method
 from moep_sglang.asyncep.layout import ShardLayout
 
 logger = logging.getLogger("moep_sglang.asyncep")
@@ -57,12 +58,16 @@ def memory_report() -> dict:
     return dict(_state.memory)
 
 
-def shard_create_weights(kwargs: dict) -> dict:
+def shard_create_weights(method, kwargs: dict) -> dict:
     """create_weights kwargs for a routed FusedMoE under AsyncEP: allocate E/N experts."""
     config = asyncep_config()
     layer = kwargs["layer"]
     if config is None or getattr(layer, "is_shared_fused_moe", False):
         return kwargs
+    try:
+        check_expert_method(method)
+    except AsyncEPConfigError as exc:
+        raise SystemExit(f"moep-sglang: {exc}") from None
     if layer.num_fused_shared_experts or layer.moe_ep_size > 1 or layer.moe_tp_size > 1:
         raise SystemExit(
             "moep-sglang: AsyncEP replaces expert and tensor parallelism of the experts: start "
@@ -86,15 +91,20 @@ def setup(model_runner) -> None:
     if config is None:
         return
     if not _state.sharded_layers:
-        raise SystemExit("moep-sglang: AsyncEP is enabled but the model has no FusedMoE layers")
+        quant = model_runner.model_config.quantization
+        raise SystemExit(
+            "moep-sglang: AsyncEP is enabled but no FusedMoE layer was sharded: the model has none"
+            + (f", or its experts use {quant}, which AsyncEP does not take" if quant else ""))
     device = (torch.device("cpu") if model_runner.device == "cpu"
               else torch.device(model_runner.device, model_runner.gpu_id))
-    _state.engine = _build_engine(config, model_runner.model, device)
+    _state.engine = _build_engine(config, model_runner.model, device,
+                                  model_runner.model_config.dtype)
     _report_memory(config, model_runner.model)
     _state.engine.group.start_watchdog()
 
 
-def _build_engine(config: AsyncEPConfig, model: torch.nn.Module, device: torch.device):
+def _build_engine(config: AsyncEPConfig, model: torch.nn.Module, device: torch.device,
+                  compute_dtype: torch.dtype):
     from moep_sglang.asyncep.backends import make_backend
     from moep_sglang.asyncep.engine import GatherEngine
     from moep_sglang.asyncep.group import AsyncEPGroup
@@ -111,9 +121,9 @@ def _build_engine(config: AsyncEPConfig, model: torch.nn.Module, device: torch.d
     threshold = Threshold(0.0, 0.0, config.gamma, forced_flops=forced)
     eng = GatherEngine(config, group, shards, backend, ring, threshold, device)
     threshold.t_gather_s = measure_gather(eng.calibration_gather, device, config.calibration_iters)
-    dtype = shards.spec()["w13_weight"][1]
-    threshold.dense_flops_per_s = measure_dense_rate(device, dtype, layers[0].hidden_size,
-                                                     config.calibration_iters)
+    threshold.dense_flops_per_s = measure_dense_rate(
+        device, compute_dtype, layers[0].hidden_size, config.calibration_iters,
+        fp8=shards.spec()["w13_weight"][1] == torch.float8_e4m3fn)
     per_token = _state.cost.flops_per_layer(1) if _state.cost else 0
     logger.info(
         "AsyncEP rank %d/%d (%s): t_gather %.3f ms per layer, F %.3g FLOP/s, gamma %.2f -> "

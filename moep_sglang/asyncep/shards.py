@@ -1,7 +1,9 @@
 """This worker's expert shards, one entry per MoE layer, and where they live.
 
 After SGLang loads the model, every sharded FusedMoE layer holds only experts [r*E/N, (r+1)*E/N)
-in its expert tensors (`w13_weight` [E/N, 2I, H], `w2_weight` [E/N, H, I], biases if any). The
+in its expert tensors (`w13_weight` [E/N, 2I, H], `w2_weight` [E/N, H, I], biases if any; for
+block FP8 also the float32 scales `w13_weight_scale_inv` [E/N, 2I/128, H/128] and
+`w2_weight_scale_inv` [E/N, H/128, I/128], which travel with their weights). The
 store keeps references to them; the backends read them (collective: as all-gather inputs; peer:
 through shared memory or CUDA IPC), and `relocate` moves them into shared or pinned host memory
 without keeping a second copy.
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-EXPERT_TENSOR_NAMES = ("w13_weight", "w2_weight", "w13_weight_bias", "w2_weight_bias")
+EXPERT_TENSOR_NAMES = ("w13_weight", "w2_weight", "w13_weight_bias", "w2_weight_bias",
+                       "w13_weight_scale_inv", "w2_weight_scale_inv")  # every [E, ...] tensor
 
 
 @dataclass

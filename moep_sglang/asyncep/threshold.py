@@ -68,14 +68,24 @@ def _ewma(old: float | None, new: float) -> float:
 
 
 def measure_dense_rate(device: torch.device, dtype: torch.dtype, hidden: int,
-                       iters: int) -> float:
-    """FLOP/s of a [M, H] x [H, 4H] matmul on this worker's device (M = 8192 GPU, 1024 CPU)."""
+                       iters: int, fp8: bool = False) -> float:
+    """FLOP/s of a [M, H] x [H, 4H] matmul on this worker's device (M = 8192 GPU, 1024 CPU) in
+    the compute dtype. FP8 experts on a GPU compute on FP8 tensor cores (SGLang's w8a8 kernels,
+    activations quantized per token group): the rate of an FP8 matmul (`torch._scaled_mm`,
+    bf16 out) there; on CPU they run weight-only FP8 in `dtype`, so `dtype`'s rate."""
     m = 8192 if device.type == "cuda" else 1024
     n = max(4 * hidden, 256)
     a = torch.randn(m, hidden, dtype=dtype, device=device)  # [M, H]
     b = torch.randn(hidden, n, dtype=dtype, device=device)  # [H, 4H]
-    torch.matmul(a, b)
-    times = [_timed(lambda: torch.matmul(a, b), device) for _ in range(iters)]
+    run = lambda: torch.matmul(a, b)  # noqa: E731
+    if fp8 and device.type == "cuda":
+        a8 = a.to(torch.float8_e4m3fn)  # [M, H] row-major
+        b8 = b.t().contiguous().to(torch.float8_e4m3fn).t()  # [H, 4H] column-major
+        one = torch.ones((), dtype=torch.float32, device=device)
+        run = lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one,  # noqa: E731
+                                       out_dtype=torch.bfloat16)
+    run()
+    times = [_timed(run, device) for _ in range(iters)]
     return 2.0 * m * hidden * n / sorted(times)[len(times) // 2]
 
 

@@ -12,10 +12,11 @@ from moep_sglang.asyncep.group import AsyncEPPeerLost, exit_on_lost_peer
 
 
 def shard_create_weights(original, method, *args, **kwargs):
-    """AROUND UnquantizedFusedMoEMethod.create_weights: allocate this rank's E/N experts."""
+    """AROUND UnquantizedFusedMoEMethod.create_weights and Fp8MoEMethod.create_weights: allocate
+    this rank's E/N experts (and, for FP8, their scales)."""
     if args:  # SGLang passes every argument by keyword; keep positional calls working
         return original(method, *args, **kwargs)
-    return original(method, **runtime.shard_create_weights(kwargs))
+    return original(method, **runtime.shard_create_weights(method, kwargs))
 
 
 def setup_after_load(original, model_runner, *args, **kwargs):

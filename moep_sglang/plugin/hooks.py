@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from moep_sglang.plugin import asyncep_hooks, cpu_fallbacks, logprobs, moe_configs, score
+from moep_sglang.plugin import asyncep_hooks, cpu_fallbacks, fp8_cpu, logprobs, moe_configs, score
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ _SCORE = "sglang.srt.entrypoints.openai.serving_score.OpenAIServingScore"
 _SCHED = "sglang.srt.managers.scheduler.Scheduler"
 _RUNNER = "sglang.srt.model_executor.model_runner.ModelRunner"
 _MOE = "sglang.srt.layers.moe.fused_moe_triton.layer.FusedMoE"
+_FP8 = "sglang.srt.layers.quantization.fp8"
 _SCORE_MIXIN = "sglang.srt.managers.tokenizer_manager_score_mixin.TokenizerManagerScoreMixin"
 
 HOOKS: tuple[HookSpec, ...] = (
@@ -37,6 +38,24 @@ HOOKS: tuple[HookSpec, ...] = (
         "sglang.kernels.ops.elementwise.elementwise.fused_gate_sigmoid_mul_add",
         cpu_fallbacks.gate_sigmoid_mul_add, "AROUND",
         "Triton-only shared-expert gate of Qwen2-MoE killed CPU workers; torch on CPU tensors",
+    ),
+    HookSpec(
+        f"{_FP8}.Fp8LinearMethod.process_weights_after_loading_block_quant",
+        fp8_cpu.keep_linear_weights, "AROUND",
+        "block-FP8 checkpoints died at load on CPUs without AMX: keep the loaded FP8 tensors",
+    ),
+    HookSpec(
+        f"{_FP8}.Fp8LinearMethod.apply", fp8_cpu.linear, "AROUND",
+        "block-FP8 linear on CPUs without AMX: dequantize the weight, torch matmul (W8A16)",
+    ),
+    HookSpec(
+        f"{_FP8}.Fp8MoEMethod.process_weights_after_loading_block_quant",
+        fp8_cpu.keep_moe_weights, "AROUND",
+        "block-FP8 experts died at load on CPUs without AMX: keep the loaded FP8 tensors",
+    ),
+    HookSpec(
+        f"{_FP8}.Fp8MoEMethod.apply", fp8_cpu.moe, "AROUND",
+        "block-FP8 MoE on CPUs without AMX: SGLang's torch MoE over dequantized experts",
     ),
     HookSpec(
         f"{_SCORE}._validate_request", score.validate_score_request, "REPLACE",
@@ -59,6 +78,11 @@ HOOKS: tuple[HookSpec, ...] = (
         "sglang.srt.layers.quantization.unquant.UnquantizedFusedMoEMethod.create_weights",
         asyncep_hooks.shard_create_weights, "AROUND",
         "AsyncEP: a routed FusedMoE allocates and loads only this rank's E/N experts", "asyncep",
+    ),
+    HookSpec(
+        f"{_FP8}.Fp8MoEMethod.create_weights", asyncep_hooks.shard_create_weights, "AROUND",
+        "AsyncEP: a block-FP8 FusedMoE allocates and loads only this rank's E/N experts and "
+        "their scales", "asyncep",
     ),
     HookSpec(
         f"{_RUNNER}.load_model", asyncep_hooks.setup_after_load, "AROUND",

@@ -11,8 +11,10 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from moep_sglang.asyncep.config import AsyncEPConfig, AsyncEPConfigError, BatchingConfig
+from moep_sglang.asyncep.formats import check_checkpoint
 
 # SGLang flags (and values) that make SGLang 0.5.17 serve on CPU; each is added only if the user
 # did not pass that flag. Facts: shared/notes/sglang-cpu.md.
@@ -23,6 +25,7 @@ CPU_DEFAULTS: tuple[tuple[str, str | None], ...] = (
     ("--max-total-tokens", "32768"),  # bound the KV pool (else ~15 GB sized from RAM)
     ("--page-size", "1"),  # the paged allocator needs Triton on GPU for page > 1
     ("--dtype", "float32"),  # SGLang maps float32 configs to fp16, which is slow on CPU
+    # (a quantized checkpoint gets bfloat16 instead: SGLang's FP8 layers refuse float32)
     ("--cuda-graph-backend-decode", "disabled"),
     ("--cuda-graph-backend-prefill", "disabled"),
 )
@@ -38,6 +41,7 @@ class LaunchConfig:
     batching: BatchingConfig | None = None  # --min-batch-flops / --max-batch-wait-ms
     kv_cache_free: bool = False  # --kv-cache-free: no prefix cache, KV pool sized to one batch
     gpu_major: int | None = None  # compute capability major of the GPU (9: Hopper); None on CPU
+    quantization: str | None = None  # quant_method of the checkpoint's config.json (None: none)
 
 
 # Prefill-only serving on GPU, each added unless the user passes the flag (issue 11; measured on
@@ -101,14 +105,32 @@ def parse_launch_args(argv: list[str], on_cpu: bool,
     ours, rest = parser.parse_known_args(argv)
     if ours.kv_events_port is not None and _has_flag(rest, "--kv-events-config"):
         parser.error("give either --kv-events-port or SGLang's --kv-events-config, not both")
+    quant_config = _quantization_config(_flag_value(rest, "--model-path"))
     try:
         asyncep = _asyncep_config(ours)
         batching = (BatchingConfig(ours.min_batch_flops, ours.max_batch_wait_ms)
                     if asyncep or ours.min_batch_flops is not None else None)
+        if asyncep is not None:  # fail before SGLang loads anything
+            check_checkpoint(quant_config, _flag_value(rest, "--quantization"))
     except AsyncEPConfigError as exc:
         parser.error(str(exc))
+    quantization = str(quant_config.get("quant_method", "unnamed")) if quant_config else None
     return LaunchConfig(tuple(rest), ours.kv_events_port, ours.cpu_threads, on_cpu, asyncep,
-                        batching, ours.kv_cache_free, None if on_cpu else gpu_major)
+                        batching, ours.kv_cache_free, None if on_cpu else gpu_major,
+                        quantization)
+
+
+def _quantization_config(model_path: str | None) -> dict | None:
+    """config.json's `quantization_config` of a local checkpoint (None: none, or not local)."""
+    if not model_path:
+        return None
+    path = Path(model_path) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # a hub name or an unreadable file: SGLang reports it
+    quant = config.get("quantization_config")
+    return quant if isinstance(quant, dict) else None
 
 
 def _add_asyncep_args(parser: argparse.ArgumentParser) -> None:
@@ -165,6 +187,8 @@ def build_command(config: LaunchConfig) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     if config.on_cpu:
         env["SGLANG_USE_CPU_ENGINE"] = "1"
+        if config.quantization is not None:
+            args = _add_defaults(args, (("--dtype", "bfloat16"),))
         args = _add_defaults(args, CPU_DEFAULTS)
     else:
         args = _add_defaults(args, GPU_DEFAULTS)
@@ -246,6 +270,17 @@ def _add_defaults(args: list[str], defaults: tuple[tuple[str, str | None], ...])
         if not _has_flag(out, flag):
             out += [flag] if value is None else [flag, value]
     return out
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    """The last value given to `flag` (as `flag V` or `flag=V`), None if absent."""
+    value = None
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(flag + "="):
+            value = a[len(flag) + 1:]
+    return value
 
 
 def _has_flag(args: list[str], flag: str) -> bool:

@@ -1,12 +1,15 @@
-"""AsyncEP flags: parsing, validation with messages naming the flag, and what reaches SGLang."""
+"""AsyncEP flags and expert formats: parsing, validation with messages naming the flag or the
+format, and what reaches SGLang."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from moep_sglang.asyncep.config import AsyncEPConfig, AsyncEPConfigError, BatchingConfig
+from moep_sglang.asyncep.formats import check_checkpoint, check_expert_method
 from moep_sglang.asyncep.layout import ShardLayout
 from moep_sglang.asyncep.threshold import Threshold
 from moep_sglang.server.launch import build_command, parse_launch_args
@@ -80,3 +83,76 @@ def test_threshold_formula_forced_value_and_online_estimates():
     assert t.flops == pytest.approx(4e-3 * 5e11 * 1.2)
     forced = Threshold(1.0, 1.0, 1.0, forced_flops=123.0)
     assert forced.flops == 123.0 and json.dumps(forced.report())
+
+
+def _checkpoint(tmp_path, quantization_config=None):
+    config = {"model_type": "qwen3_moe"}
+    if quantization_config is not None:
+        config["quantization_config"] = quantization_config
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return str(tmp_path)
+
+
+BLOCK_FP8 = {"quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e4m3",
+             "weight_block_size": [128, 128]}
+
+
+def test_asyncep_takes_unquantized_and_block_fp8_checkpoints(tmp_path):
+    assert check_checkpoint(None, None) == "unquantized"
+    assert check_checkpoint(BLOCK_FP8, None) == "fp8-block"
+    assert check_checkpoint(BLOCK_FP8, "fp8") == "fp8-block"
+    config = parse_launch_args(["--model-path", _checkpoint(tmp_path, BLOCK_FP8), *GROUP],
+                               on_cpu=True)
+    assert config.asyncep is not None and config.quantization == "fp8"
+
+
+@pytest.mark.parametrize(("quant", "flag", "message"), [
+    ({**BLOCK_FP8, "activation_scheme": "static"}, None, "static activation scales"),
+    ({"quant_method": "fp8", "activation_scheme": "dynamic"}, None, "per-tensor FP8"),
+    (None, "fp8", "per-tensor FP8 (--quantization fp8"),
+    ({"quant_method": "awq", "bits": 4}, None, "awq (quant_method"),
+    (None, "gptq", "gptq (--quantization gptq)"),
+    (BLOCK_FP8, "w8a8_int8", "w8a8_int8"),
+])
+def test_asyncep_refuses_other_formats_before_sglang_starts(tmp_path, quant, flag, message,
+                                                            capsys):
+    with pytest.raises(AsyncEPConfigError, match=re.escape(message)):
+        check_checkpoint(quant, flag)
+    argv = ["--model-path", _checkpoint(tmp_path, quant), *GROUP]
+    argv += ["--quantization", flag] if flag else []
+    with pytest.raises(SystemExit):
+        parse_launch_args(argv, on_cpu=True)
+    err = capsys.readouterr().err
+    assert message in err and "block FP8 with dynamic activations" in err  # what it takes
+
+
+def test_the_scheduler_side_check_reads_sglangs_moe_method():
+    class UnquantizedFusedMoEMethod:
+        pass
+
+    class Fp8MoEMethod:
+        def __init__(self, **kw):
+            self.use_mxfp8, self.is_fp4_expert, self.block_quant = False, False, True
+            self.quant_config = type("Q", (), {"activation_scheme": "dynamic"})()
+            self.__dict__.update(kw)
+
+    class AWQMoEMethod:
+        pass
+
+    assert check_expert_method(UnquantizedFusedMoEMethod()) == "unquantized"
+    assert check_expert_method(Fp8MoEMethod()) == "fp8-block"
+    for method, message in ((Fp8MoEMethod(block_quant=False), "per-tensor FP8"),
+                            (Fp8MoEMethod(use_mxfp8=True), "MXFP8"),
+                            (Fp8MoEMethod(is_fp4_expert=True), "FP4"),
+                            (AWQMoEMethod(), "AWQMoEMethod")):
+        with pytest.raises(AsyncEPConfigError, match=message):
+            check_expert_method(method)
+
+
+def test_fp8_dense_rate_on_cpu_is_the_compute_dtypes():
+    import torch
+
+    from moep_sglang.asyncep.threshold import measure_dense_rate
+
+    rate = measure_dense_rate(torch.device("cpu"), torch.bfloat16, 64, 2, fp8=True)
+    assert rate > 0

@@ -34,8 +34,9 @@ def group(tiny_model, log_dir):
     stop_all(ws)
 
 
-def _checkpoint_bytes(model_dir) -> tuple[int, int]:
-    """(all tensor bytes, routed-expert tensor bytes) of the checkpoint on disk."""
+def _checkpoint_bytes(model_dir, only: str = "") -> tuple[int, int]:
+    """(all tensor bytes, routed-expert tensor bytes) of the checkpoint on disk; with `only`,
+    expert tensors whose name contains it."""
     from safetensors import safe_open
 
     total = experts = 0
@@ -45,7 +46,7 @@ def _checkpoint_bytes(model_dir) -> tuple[int, int]:
                 t = f.get_tensor(name)
                 size = t.numel() * t.element_size()
                 total += size
-                experts += size if ".mlp.experts." in name else 0
+                experts += size if ".mlp.experts." in name and only in name else 0
     return total, experts
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bench.gpu.common import plan_launches
-from bench.gpu.tune_moe import SMEM_BYTES, SMALL_M, Shape, merge_table, search_space
+from bench.gpu.tune_moe import SMEM_BYTES, SMALL_M, Quant, Shape, merge_table, search_space
 
 MODEL = Path("/models/qwen3-30b-a3b")
 
@@ -74,6 +74,16 @@ def test_search_space_fits_shared_memory_and_is_prefill_sized():
     for c in space:
         smem = (c["BLOCK_SIZE_M"] + c["BLOCK_SIZE_N"]) * c["BLOCK_SIZE_K"] * 2 * c["num_stages"]
         assert smem <= SMEM_BYTES and c["BLOCK_SIZE_M"] >= 64
+
+
+def test_fp8_search_space_tiles_divide_the_scale_block():
+    space = search_space(Quant(fp8_block=True))
+    assert len(space) > 10
+    for c in space:
+        assert 128 % c["BLOCK_SIZE_N"] == 0 and 128 % c["BLOCK_SIZE_K"] == 0
+        smem = (c["BLOCK_SIZE_M"] + c["BLOCK_SIZE_N"]) * c["BLOCK_SIZE_K"] * c["num_stages"]
+        assert smem <= SMEM_BYTES
+    assert Quant(True).dtype == "fp8_w8a8" and Quant().dtype is None
 
 
 def test_merge_keeps_sglang_entries_below_the_tuned_range():

@@ -4,7 +4,9 @@ head size hits SGLang's fallback rotary embedding, which the GPU path rejects), 
 launcher's GPU defaults (fa3 attention on Hopper): every rank's scores equal an unsharded
 worker's, each rank answering while the other idles (for the collective backend: lockstep with an
 idle rank, no deadlock). Two GPUs: one rank per GPU, both backends. One GPU: two `peer` ranks share
-it (CUDA IPC within one device); `collective` needs two GPUs (NCCL refuses two ranks on one)."""
+it (CUDA IPC within one device); `collective` needs two GPUs (NCCL refuses two ranks on one).
+The same for the hub's block-FP8 layout (the 30B shape's `-fp8` preset, 2 layers): SGLang's own
+FP8 kernels over the gathered FP8 experts and scales, within 1e-3 of an unsharded FP8 worker."""
 
 from __future__ import annotations
 
@@ -26,19 +28,38 @@ from tests.asyncep.conftest import max_abs_diff, scores_of  # noqa: E402
 FP32 = ()  # SGLang's CUDA rmsnorm has no float32 path: bf16, the serving dtype
 
 
-@pytest.fixture(scope="module")
-def small() -> Path:
+def _two_layer(preset_name: str) -> Path:
+    """A real random-weight checkpoint of the preset's layer shape, 2 layers (made once)."""
     from dataclasses import replace
 
     from moep_sglang.models.checkpoint import MakeModelParams, make_model
     from moep_sglang.models.presets import get_preset
 
-    out = Path("/tmp/moep-models/qwen3-30b-shape-2l")
-    if not (out / "config.json").exists():
-        preset = replace(get_preset("qwen3-30b-a3b"), name="qwen3-30b-shape-2l", num_layers=2,
-                         with_weights=True)
+    name = preset_name.replace("qwen3-30b-a3b", "qwen3-30b-shape") + "-2l"
+    out = Path("/tmp/moep-models") / name
+    if not any(out.glob("*.safetensors")):
+        preset = replace(get_preset(preset_name), name=name, num_layers=2, with_weights=True)
         make_model(MakeModelParams(preset, out))
     return out
+
+
+@pytest.fixture(scope="module")
+def small() -> Path:
+    return _two_layer("qwen3-30b-a3b")
+
+
+@pytest.fixture(scope="module")
+def small_fp8() -> Path:
+    return _two_layer("qwen3-30b-a3b-fp8")
+
+
+@pytest.fixture(scope="module")
+def reference_fp8(small_fp8, log_dir):
+    [worker] = start_workers(small_fp8, log_dir, 1, dummy=False)
+    try:
+        return scores_of(worker.config.url)
+    finally:
+        worker.stop()
 
 
 @pytest.fixture(scope="module")
@@ -64,5 +85,23 @@ def test_gpu_group_scores_equal_unsharded(backend, small, log_dir, reference):
             print(f"GPU {backend} rank {w.config.port}: max abs diff {diff:.3g}, "
                   f"bit-identical {got == reference}")
             assert diff <= 1e-2  # bf16
+    finally:
+        stop_all(group)
+
+
+@pytest.mark.parametrize("backend", ["collective", "peer"])
+def test_gpu_fp8_group_scores_equal_unsharded(backend, small_fp8, log_dir, reference_fp8):
+    if ONE_GPU and backend == "collective":
+        pytest.skip("collective needs 2 GPUs: NCCL refuses two ranks on one device")
+    flags = SHARED if ONE_GPU else ()
+    group = start_workers(small_fp8, log_dir, 2, *flags, asyncep_backend=backend, dummy=False,
+                          share_gpu=ONE_GPU)
+    try:
+        for w in group:
+            got = scores_of(w.config.url)
+            diff = max_abs_diff(got, reference_fp8)
+            print(f"GPU FP8 {backend} rank {w.config.port}: max abs diff {diff:.3g}, "
+                  f"bit-identical {got == reference_fp8}")
+            assert diff <= 1e-3
     finally:
         stop_all(group)

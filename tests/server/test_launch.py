@@ -90,3 +90,14 @@ def test_kv_events_port_and_threads():
 def test_kv_events_port_conflicts_with_sglang_flag():
     with pytest.raises(SystemExit):
         parse_launch_args(["--kv-events-port", "1", "--kv-events-config", "{}"], on_cpu=True)
+
+
+def test_fp8_checkpoint_on_cpu_runs_in_bfloat16(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}}))
+    cmd, _ = _cmd(["--model-path", str(tmp_path)])
+    assert cmd[cmd.index("--dtype") + 1] == "bfloat16" and cmd.count("--dtype") == 1
+    cmd, _ = _cmd(["--model-path", str(tmp_path), "--dtype", "float16"])
+    assert cmd[cmd.index("--dtype") + 1] == "float16" and cmd.count("--dtype") == 1
+    cmd, _ = _cmd(["--model-path", str(tmp_path)], on_cpu=False)
+    assert "--dtype" not in cmd  # on GPUs SGLang's own choice (the config's dtype)

@@ -5,6 +5,8 @@ engine agrees once per scheduler step whether anyone has work, and a rank with n
 gather-only step (see `moep_sglang.asyncep.lockstep`).
 With hybrid offload the shard lives in (pinned) host memory and is first copied to a per-slot
 device staging buffer, then gathered: t_gather is the slower of the two channels.
+Every tensor is gathered as its bytes (a uint8 view): gloo has no float8 type, and an all-gather
+is a copy, so FP8 weights and their float32 scales travel like any other tensor.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class CollectiveBackend(GatherBackend):
         if self.on_gpu:
             return self._start_gpu(moe_idx, slot)
         started = time.perf_counter()
-        works = [self.pg._allgather_base(slot.tensors[name], self._source(moe_idx, slot, name))
+        works = [self.pg._allgather_base(_bytes(slot.tensors[name]),
+                                         _bytes(self._source(moe_idx, slot, name)))
                  for name in self.shards.names]
         handle = CpuHandle([w.wait for w in works], started, self.group.lost_error)
         try:
@@ -60,9 +63,15 @@ class CollectiveBackend(GatherBackend):
 
     def _start_gpu(self, moe_idx: int, slot: RingSlot) -> GatherHandle:
         def fill() -> None:
-            works = [self.pg._allgather_base(slot.tensors[n], self._source(moe_idx, slot, n))
+            works = [self.pg._allgather_base(_bytes(slot.tensors[n]),
+                                             _bytes(self._source(moe_idx, slot, n)))
                      for n in self.shards.names]
             for w in works:
                 w.wait()  # the gather stream waits for NCCL's stream (no host block)
 
         return self._on_gather_stream(slot, fill)
+
+
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    """[E', A, B] of any dtype -> [E', A, B * itemsize] uint8, the same memory."""
+    return t.view(torch.uint8)
