@@ -36,6 +36,17 @@ PEAK_FLOPS = 989.4e12  # H100/H200 SXM bf16 dense, datasheet
 KERNEL_LOG = re.compile(r"(Using MoE kernel config from \S+|Using default MoE kernel config"
                         r"|fused-MoE kernel configs from \S+|Fallback to triton version \S+)")
 
+WEIGHT_LOG = re.compile(r"Load weight end\..*?mem usage=([\d.]+) GB")
+
+
+def _weight_memory_gb(workers) -> list[float | None]:
+    """GPU memory of the loaded weights, per worker, as SGLang logged it ("Load weight end")."""
+    out = []
+    for w in workers:
+        found = WEIGHT_LOG.findall(w.config.log_path.read_text(errors="replace"))
+        out.append(float(found[-1]) if found else None)
+    return out
+
 
 async def _send_all(urls: list[str], prompts: list[list[int]]) -> list[tuple[float, int]]:
     """(latency s, cached tokens the server reported) per prompt."""
@@ -177,6 +188,7 @@ def run_strategy(entry: str, model: Path, args, cost: CostModel, log_dir: Path,
                 "latency_p50_s": latencies[len(latencies) // 2],
                 "latency_p99_s": latencies[max(0, int(len(latencies) * 0.99) - 1)],
                 "gpu_memory_mib": _gpu_memory_mib(),
+                "weight_memory_gb": _weight_memory_gb(workers),
                 "moe_kernel_configs": _kernel_configs(workers),
                 "server_args": server_args,
                 "workers": [{k: (s.get("asyncep") or {}).get(k) for k in (

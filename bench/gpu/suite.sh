@@ -4,6 +4,9 @@
 #   stage c1 | stage c2       copy a carry of wheels to /tmp (bench/gpu/stage.py made them)
 #   install                   last carry: install, byte-compile, restore the kernel cache
 #   tune                      tune the fused-MoE Triton kernel (tune_moe.py), one GPU per shape set
+#   tunefp8                   the same for block-FP8 experts (the 235B and 30B shapes), one GPU
+#   onefp8                    one GPU: the 235B shape (12 layers) in block FP8 vs bf16, ours and
+#                             plain SGLang, same call
 #   fa3check                  FlashAttention-3 (staged, trimmed) against torch SDPA
 #   one30b | one235b          one GPU: ours vs sglang_default (SGLang as users run it), same call
 #   onemix                    one GPU: the Table-2-shaped mix, radix caches on, ours vs sglang_default
@@ -64,6 +67,22 @@ case "$STEP" in
     grep -h "E=\|tuned\|Error\|error" "$R"/tune_g*.log | grep -v "^compile" | tail -40
     mkdir -p $TUNED && cp -r "$R/configs" $TUNED/ && ls $TUNED/configs/*
     pack ;;
+  tunefp8)  # block-FP8 experts: SGLang 0.5.17 ships no H200 file for the 235B shape's N=1536
+            # and, for N=768, only a Triton 3.2 one
+    python3 bench/gpu/tune_moe.py --fp8-block --out "$R" --git-sha "$SHA" \
+      --shape 128,1536,4096,8 --shape 128,768,2048,8 > "$R/tune_fp8.log" 2>&1
+    grep -h "E=\|tuned\|Error\|error" "$R/tune_fp8.log" | grep -v "^compile" | tail -20
+    mkdir -p $TUNED && cp -r "$R/configs" $TUNED/ && ls $TUNED/configs/*
+    cp -r "$R/configs" "$R"/*.json "$OUT"/; pack ;;
+  onefp8)  # the 235B shape, 12 layers, 4K prompts: block FP8 (ours, plain SGLang), then bf16
+           # (ours); 3 timed repeats each, MFU in bf16-equivalent FLOPs (the cost model's)
+    $BENCH --preset qwen3-235b-a22b-fp8 --num-layers 12 --gpus 1 --prompts 48 --prompt-len 4096 \
+      --repeats 3 --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
+      --name h200_235b12l_fp8_one_gpu --label "one H200, block FP8, launcher defaults vs SGLang defaults"
+    $BENCH --preset qwen3-235b-a22b --num-layers 12 --gpus 1 --prompts 48 --prompt-len 4096 \
+      --repeats 3 --strategies "${BF16_STRATS:-replicas}" --out "$R" \
+      --name h200_235b12l_bf16_one_gpu --label "one H200, bf16, launcher defaults"
+    cp "$R"/*.json "$OUT"/; pack ;;
   main4k)  # Qwen3-30B-A3B, 4K prompts, every strategy on all GPUs
     $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --prompts $((64 * NGPU)) --prompt-len 4096 \
       --strategies "${STRATS:-replicas,peer,tp,ep_dp}" "${CHUNK[@]}" --out "$R" \

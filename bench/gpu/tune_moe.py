@@ -9,6 +9,9 @@ else its generic default), checks the winner's output against SGLang's choice, a
 Entries of SGLang's own file below the tuned range of M are kept (decode-sized batches).
 Compiling dominates (two kernels per config): `--compile-workers` processes compile the
 candidates into Triton's on-disk cache first, then one process times them all.
+With --fp8-block the experts are the hub's block FP8 (float8_e4m3fn, float32 scales per 128x128
+block, activations quantized per token group: SGLang's w8a8 kernel) and the file is SGLang's
+`...,dtype=fp8_w8a8,block_shape=[128, 128].json`; tiles then divide the 128x128 block.
 Usage: python bench/gpu/tune_moe.py --shape 128,768,2048,8 --shape 128,1536,4096,8 --out DIR
 """
 
@@ -46,14 +49,36 @@ class Shape:
         return 2.0 * m * self.top_k * 3 * self.hidden * self.inter
 
 
-def search_space() -> list[dict]:
-    """Prefill tiles: >= 64 rows per block; pruned by shared memory (bf16, num_stages deep)."""
+FP8_BLOCK = [128, 128]
+
+
+@dataclass(frozen=True)
+class Quant:
+    """The expert format tuned: bf16, or block FP8 (SGLang's dtype string and block shape)."""
+    fp8_block: bool = False
+
+    @property
+    def dtype(self) -> str | None:
+        return "fp8_w8a8" if self.fp8_block else None
+
+    @property
+    def block(self) -> list[int] | None:
+        return FP8_BLOCK if self.fp8_block else None
+
+    @property
+    def element_bytes(self) -> int:
+        return 1 if self.fp8_block else 2
+
+
+def search_space(quant: Quant = Quant()) -> list[dict]:
+    """Prefill tiles: >= 64 rows per block; pruned by shared memory (num_stages deep); for block
+    FP8, N and K tiles that divide the 128x128 scale block (one scale per tile)."""
     space = []
     for bm in (64, 128):
-        for bn in (64, 128, 256):
+        for bn in ((64, 128) if quant.fp8_block else (64, 128, 256)):
             for bk in (64, 128):
                 for stages in (3, 4):
-                    if (bm * bk + bk * bn) * 2 * stages > SMEM_BYTES:
+                    if (bm * bk + bk * bn) * quant.element_bytes * stages > SMEM_BYTES:
                         continue
                     warps = 8 if bm * bn >= 128 * 128 else 4
                     for group in (1, 16):
@@ -86,15 +111,16 @@ def merge_table(tuned: dict[int, dict], sglang_table: dict[int, dict] | None,
 
 
 class Bench:
-    """SGLang's fused_moe on random bf16 data of one shape (GPU only)."""
+    """SGLang's fused_moe on random data of one shape (GPU only): bf16, or block FP8."""
 
-    def __init__(self, shape: Shape, max_m: int):
+    def __init__(self, shape: Shape, max_m: int, quant: Quant = Quant()):
         import torch
 
         from sglang.srt.layers.moe.topk import StandardTopKOutput
 
         self.torch = torch
         self.shape = shape
+        self.quant = quant
         gen = torch.Generator(device="cuda").manual_seed(0)
         e, n, k = shape.experts, shape.inter, shape.hidden
         dev, bf16 = "cuda", torch.bfloat16
@@ -106,6 +132,14 @@ class Bench:
         weights, ids = torch.topk(torch.softmax(logits, dim=-1), shape.top_k, dim=-1)
         weights = weights / weights.sum(dim=-1, keepdim=True)  # [M, top_k]
         self.topk = StandardTopKOutput(weights, ids.to(torch.int32), logits)
+        self.kw = {}
+        if quant.fp8_block:
+            from moep_sglang.models.fp8 import quantize_block_fp8
+
+            self.w1, w1_scale = quantize_block_fp8(self.w1)  # [E, 2N, K] fp8, [E, 2N/128, K/128]
+            self.w2, w2_scale = quantize_block_fp8(self.w2)  # [E, K, N] fp8, [E, K/128, N/128]
+            self.kw = {"use_fp8_w8a8": True, "w1_scale": w1_scale, "w2_scale": w2_scale,
+                       "block_shape": FP8_BLOCK}
 
     def run(self, m: int, config: dict | None):
         from sglang.srt.layers.moe.fused_moe_triton import override_config
@@ -116,9 +150,9 @@ class Bench:
         x = self.x[:m].clone()  # fused_moe writes its output in place
         topk = StandardTopKOutput(*(t[:m] for t in self.topk))
         if config is None:  # SGLang's own choice (file lookup, else default)
-            return fused_moe(x, self.w1, self.w2, topk, MoeRunnerConfig(inplace=True))
+            return fused_moe(x, self.w1, self.w2, topk, MoeRunnerConfig(inplace=True), **self.kw)
         with override_config(config):
-            return fused_moe(x, self.w1, self.w2, topk, MoeRunnerConfig(inplace=True))
+            return fused_moe(x, self.w1, self.w2, topk, MoeRunnerConfig(inplace=True), **self.kw)
 
     def time_ms(self, m: int, config: dict | None) -> float:
         import triton
@@ -127,16 +161,27 @@ class Bench:
                                        return_mode="median")
 
 
-def sglang_choice(shape: Shape, m: int) -> tuple[dict, str]:
-    """The config SGLang itself would run at M (without moep's hook), and where it came from."""
+def sglang_table(shape: Shape, quant: Quant) -> dict | None:
+    """SGLang's own config file for the shape and format (without moep's hook), if it ships one."""
     from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe_triton_config as cfgmod
 
-    table = cfgmod.get_moe_configs(shape.experts, shape.inter, None)
+    block = quant.block or [0, 0]
+    return cfgmod.get_moe_configs(shape.experts, shape.inter, quant.dtype, block[0], block[1])
+
+
+def sglang_default(shape: Shape, quant: Quant, m: int) -> dict:
+    from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe_triton_config as cfgmod
+
+    return cfgmod.get_default_config(m, shape.experts, shape.inter, shape.hidden, shape.top_k,
+                                     quant.dtype, False, quant.block)
+
+
+def sglang_choice(shape: Shape, m: int, quant: Quant = Quant()) -> tuple[dict, str]:
+    """The config SGLang itself would run at M (without moep's hook), and where it came from."""
+    table = sglang_table(shape, quant)
     if table:
         return table[min(table, key=lambda x: abs(x - m))], "sglang file"
-    cfg = cfgmod.get_default_config(m, shape.experts, shape.inter, shape.hidden, shape.top_k,
-                                    None, False, None)
-    return cfg, "sglang default"
+    return sglang_default(shape, quant, m), "sglang default"
 
 
 def publish_server_args(model_dir: Path) -> None:
@@ -146,11 +191,11 @@ def publish_server_args(model_dir: Path) -> None:
     set_global_server_args_for_scheduler(ServerArgs(model_path=str(model_dir)))
 
 
-def compile_part(shapes: list[Shape], part: int, parts: int) -> None:
+def compile_part(shapes: list[Shape], part: int, parts: int, quant: Quant) -> None:
     """Run every `parts`-th candidate once at a small M: fills Triton's on-disk cache."""
-    space = search_space()
+    space = search_space(quant)
     for shape in shapes:
-        bench = Bench(shape, 512)
+        bench = Bench(shape, 512, quant)
         for cfg in space[part::parts]:
             try:
                 bench.run(512, cfg)
@@ -160,17 +205,17 @@ def compile_part(shapes: list[Shape], part: int, parts: int) -> None:
         del bench  # this shape's weights, before the next shape's
 
 
-def tune(shape: Shape, batch_sizes: list[int]) -> tuple[dict, list[dict]]:
+def tune(shape: Shape, batch_sizes: list[int], quant: Quant = Quant()
+         ) -> tuple[dict, list[dict]]:
     import torch
-    from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe_triton_config as cfgmod
 
-    bench = Bench(shape, max(batch_sizes))
+    bench = Bench(shape, max(batch_sizes), quant)
     tuned, rows = {}, []
     for m in batch_sizes:
-        base_cfg, source = sglang_choice(shape, m)
+        base_cfg, source = sglang_choice(shape, m, quant)
         base_ms = bench.time_ms(m, base_cfg)
         best_cfg, best_ms = base_cfg, base_ms
-        for cfg in search_space():
+        for cfg in search_space(quant):
             try:
                 ms = bench.time_ms(m, cfg)
             except Exception:  # out of resources / not compilable: not a candidate
@@ -192,9 +237,8 @@ def tune(shape: Shape, batch_sizes: list[int]) -> tuple[dict, list[dict]]:
               f"{base_ms:7.3f} ms {rows[-1]['sglang_tflops']:5.0f} TFLOP/s -> tuned "
               f"{best_ms:7.3f} ms {rows[-1]['tuned_tflops']:5.0f} TFLOP/s "
               f"({rows[-1]['speedup']:.2f}x)", flush=True)
-    existing = cfgmod.get_moe_configs(shape.experts, shape.inter, None)
-    return merge_table(tuned, existing, lambda m: cfgmod.get_default_config(
-        m, shape.experts, shape.inter, shape.hidden, shape.top_k, None, False, None)), rows
+    return merge_table(tuned, sglang_table(shape, quant),
+                       lambda m: sglang_default(shape, quant, m)), rows
 
 
 def main() -> None:
@@ -207,8 +251,11 @@ def main() -> None:
                    help="any model config dir for SGLang's ServerArgs (default: qwen3-30b-a3b)")
     p.add_argument("--compile-workers", type=int, default=8)
     p.add_argument("--compile-part", default=None, help=argparse.SUPPRESS)  # "i/n", internal
+    p.add_argument("--fp8-block", action="store_true",
+                   help="tune block-FP8 experts (fp8_w8a8, 128x128 scales) instead of bf16")
     p.add_argument("--git-sha", default="unknown")
     args = p.parse_args()
+    quant = Quant(args.fp8_block)
     if args.model_dir is None:
         from moep_sglang.models.checkpoint import ensure_model
 
@@ -216,7 +263,7 @@ def main() -> None:
     publish_server_args(args.model_dir)
     if args.compile_part:
         i, n = (int(x) for x in args.compile_part.split("/"))
-        compile_part(args.shape, i, n)
+        compile_part(args.shape, i, n, quant)
         return
 
     import torch
@@ -227,6 +274,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--out", str(args.out), "--model-dir",
                str(args.model_dir)] + [f"--shape={s.experts},{s.inter},{s.hidden},{s.top_k}"
                                        for s in args.shape]
+        cmd += ["--fp8-block"] if quant.fp8_block else []
         procs = [subprocess.Popen(cmd + [f"--compile-part={i}/{args.compile_workers}"])
                  for i in range(args.compile_workers)]
         if any(proc.wait() for proc in procs):
@@ -242,15 +290,17 @@ def main() -> None:
     batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
     report = {"benchmark": "tune_moe", "git_sha": args.git_sha, "gpu": gpu,
               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-              "triton": triton.__version__, "search_space": len(search_space()),
+              "triton": triton.__version__, "search_space": len(search_space(quant)),
+              "experts_format": quant.dtype or "bf16", "block_shape": quant.block,
               "compile_s": round(compile_s, 1), "shapes": []}
     for shape in args.shape:
-        table, rows = tune(shape, batch_sizes)
-        name = get_config_file_name(shape.experts, shape.inter, None)
+        table, rows = tune(shape, batch_sizes, quant)
+        name = get_config_file_name(shape.experts, shape.inter, quant.dtype, quant.block)
         (folder / name).write_text(json.dumps(table, indent=4) + "\n")
         report["shapes"].append({"shape": vars(shape), "file": name, "rows": rows})
     report["total_s"] = round(time.monotonic() - started, 1)
     tag = gpu.replace(" ", "_") + "_" + "_".join(f"E{s.experts}N{s.inter}" for s in args.shape)
+    tag += "_fp8" if quant.fp8_block else ""
     (args.out / f"tune_moe_{tag}.json").write_text(json.dumps(report, indent=2))
     print(f"tuned {len(args.shape)} shapes in {report['total_s']} s (compile {compile_s:.0f} s)")
 
