@@ -136,8 +136,10 @@ class Bench:
         if quant.fp8_block:
             from moep_sglang.models.fp8 import quantize_block_fp8
 
-            self.w1, w1_scale = quantize_block_fp8(self.w1)  # [E, 2N, K] fp8, [E, 2N/128, K/128]
-            self.w2, w2_scale = quantize_block_fp8(self.w2)  # [E, K, N] fp8, [E, K/128, N/128]
+            # expert by expert: 8 compile workers each quantizing the 235B shape at once ran the
+            # GPU out of memory (fp32 temporaries of the whole [E, ...] tensor)
+            self.w1, w1_scale = _quantize_by_expert(self.w1)  # [E, 2N, K] fp8, [E, 2N/128, K/128]
+            self.w2, w2_scale = _quantize_by_expert(self.w2)  # [E, K, N] fp8, [E, K/128, N/128]
             self.kw = {"use_fp8_w8a8": True, "w1_scale": w1_scale, "w2_scale": w2_scale,
                        "block_shape": FP8_BLOCK}
 
@@ -159,6 +161,18 @@ class Bench:
 
         return triton.testing.do_bench(lambda: self.run(m, config), warmup=20, rep=80,
                                        return_mode="median")
+
+
+def _quantize_by_expert(w):
+    """[E, N, K] bf16 -> ([E, N, K] fp8, [E, N/128, K/128] float32 scales), one expert at a time."""
+    import torch
+
+    from moep_sglang.models.fp8 import quantize_block_fp8
+
+    parts = [quantize_block_fp8(w[e]) for e in range(w.shape[0])]
+    q = torch.stack([p[0] for p in parts])
+    scale = torch.stack([p[1] for p in parts])
+    return q, scale
 
 
 def sglang_table(shape: Shape, quant: Quant) -> dict | None:
