@@ -19,8 +19,10 @@ torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 ONE_GPU = torch.cuda.is_available() and torch.cuda.device_count() < 2
-SHARED = ("--mem-fraction-static", "0.46")  # two servers on one GPU: a share each (0.4 left
-# the second server no KV cache on an H200: SGLang asked for >= 0.417, 2026-12-03)
+# Two servers on one GPU: a share each (0.4 left the second server no KV cache on an H200: SGLang
+# asked for >= 0.417, 2026-12-03), and a bounded KV pool: both start at once, and a rank whose
+# peer had just taken its whole share for KV found too little left (asked >= 0.465, 2026-12-03).
+SHARED = ("--mem-fraction-static", "0.46", "--max-total-tokens", "65536")
 
 from bench.gpu.common import start_workers, stop_all  # noqa: E402
 from tests.asyncep.conftest import max_abs_diff, scores_of  # noqa: E402
