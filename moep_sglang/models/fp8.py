@@ -32,8 +32,8 @@ def quantize_block_fp8(w, block: tuple[int, int] = FP8_BLOCK):
 
 
 def dequantize_block_fp8(q, scale_inv, dtype, block: tuple[int, int] = FP8_BLOCK):
-    """Inverse of `quantize_block_fp8`: q [..., N, K] fp8, scale_inv [..., N/bn, K/bk] -> [..., N, K]
-    in `dtype` (leading dims: experts)."""
+    """Inverse of `quantize_block_fp8`: q [..., N, K] fp8, scale_inv [..., N/bn, K/bk]
+    -> [..., N, K] in `dtype` (leading dims: experts)."""
     n, k = q.shape[-2:]
     s = scale_inv.repeat_interleave(block[0], dim=-2)[..., :n, :]
     s = s.repeat_interleave(block[1], dim=-1)[..., :k]  # [..., N, K]

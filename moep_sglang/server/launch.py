@@ -25,7 +25,7 @@ CPU_DEFAULTS: tuple[tuple[str, str | None], ...] = (
     ("--max-total-tokens", "32768"),  # bound the KV pool (else ~15 GB sized from RAM)
     ("--page-size", "1"),  # the paged allocator needs Triton on GPU for page > 1
     ("--dtype", "float32"),  # SGLang maps float32 configs to fp16, which is slow on CPU
-    # (a quantized checkpoint gets bfloat16 instead: SGLang's FP8 layers refuse float32)
+    # (a quantized checkpoint, or --quantization, gets bfloat16: SGLang's FP8 layers refuse float32)
     ("--cuda-graph-backend-decode", "disabled"),
     ("--cuda-graph-backend-prefill", "disabled"),
 )
@@ -187,7 +187,7 @@ def build_command(config: LaunchConfig) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     if config.on_cpu:
         env["SGLANG_USE_CPU_ENGINE"] = "1"
-        if config.quantization is not None:
+        if config.quantization is not None or _has_flag(args, "--quantization"):
             args = _add_defaults(args, (("--dtype", "bfloat16"),))
         args = _add_defaults(args, CPU_DEFAULTS)
     else:

@@ -50,13 +50,14 @@ def test_fp8_group_scores_equal_unsharded(peer_group, reference_scores):
         assert max_abs_diff(got, want) <= 1e-3
 
 
-def test_fp8_collective_group(fp8_model, log_dir, reference_scores):
+def test_fp8_collective_group_with_hybrid_offload(fp8_model, log_dir, reference_scores):
+    """Collective backend, shards staged through the offload buffers (FP8 and scale tensors)."""
     want = reference_scores(PRESET)
-    group = start_group(fp8_model, log_dir, 2, "collective")
+    group = start_group(fp8_model, log_dir, 2, "collective", "--asyncep-offload")
     try:
         for worker in group:
             got = scores_of(worker.config.url)
-            print(f"{PRESET} N=2 collective: max abs diff {max_abs_diff(got, want):.3g}")
+            print(f"{PRESET} N=2 collective offload: max abs diff {max_abs_diff(got, want):.3g}")
             assert max_abs_diff(got, want) <= 1e-3
     finally:
         stop_all(group)

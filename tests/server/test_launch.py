@@ -101,3 +101,5 @@ def test_fp8_checkpoint_on_cpu_runs_in_bfloat16(tmp_path):
     assert cmd[cmd.index("--dtype") + 1] == "float16" and cmd.count("--dtype") == 1
     cmd, _ = _cmd(["--model-path", str(tmp_path)], on_cpu=False)
     assert "--dtype" not in cmd  # on GPUs SGLang's own choice (the config's dtype)
+    cmd, _ = _cmd(["--model-path", "m", "--quantization", "fp8"])  # online quantization
+    assert cmd[cmd.index("--dtype") + 1] == "bfloat16"
