@@ -82,16 +82,19 @@ def plan_launches(strategy: str, model: Path, num_gpus: int, *flags: str, gpu_of
 def start_strategy(strategy: str, model: Path, log_dir: Path, num_gpus: int, *flags: str,
                    gpu_offset: int = 0, dummy: bool = True, ready_timeout_s: float = 900,
                    env: dict[str, str] | None = None, radix_cache: bool = False,
-                   share_gpu: bool = False, tag: str = "") -> list[WorkerProcess]:
+                   share_gpu: bool = False, tag: str = "",
+                   kv_events: bool | None = None) -> list[WorkerProcess]:
     """Start one strategy's servers and wait until every one serves. With radix_cache, each
-    server keeps its prefix cache and publishes KV events (config.kv_events_port) for a router."""
+    server keeps its prefix cache and (kv_events, default: radix_cache) publishes KV events
+    (config.kv_events_port) for a router; a server with no router in front publishes none."""
+    kv_events = radix_cache if kv_events is None else kv_events
     launches = plan_launches(strategy, model, num_gpus, *flags, gpu_offset=gpu_offset,
                              dummy=dummy, store=f"127.0.0.1:{free_port()}",
                              radix_cache=radix_cache, share_gpu=share_gpu, tag=tag)
     worker_env = {**NVLS_OFF, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **(env or {})}
     workers = [WorkerProcess(WorkerConfig(
         model, free_port(), log_dir / name, extra_args=tuple(args), env=worker_env,
-        kv_events_port=free_port_pair() if radix_cache else None,
+        kv_events_port=free_port_pair() if kv_events else None,
         baseline=strategy == BASELINE)).start()
         for name, args in launches]
     try:

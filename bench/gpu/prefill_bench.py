@@ -27,7 +27,13 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.gpu.common import ASYNCEP, STRATEGIES, start_strategy, stop_all  # noqa: E402
+from bench.gpu.common import (  # noqa: E402
+    ASYNCEP,
+    SINGLE_SERVER,
+    STRATEGIES,
+    start_strategy,
+    stop_all,
+)
 from moep_router.cost import CostModel  # noqa: E402
 from moep_router.model_spec import ModelSpec  # noqa: E402
 from moep_sglang.models.checkpoint import ensure_model  # noqa: E402
@@ -153,9 +159,11 @@ def run_strategy(entry: str, model: Path, args, cost: CostModel, log_dir: Path,
     warm run. Each length's row goes into `rows` (and `save()` writes them) as soon as it is
     measured, so a later length that fails or a call that runs out of time keeps the earlier."""
     name, variant, extra = split_entry(entry, args.variants)
+    extra, variant_env = split_env(extra)
     started = time.monotonic()
     workers = start_strategy(name, model, log_dir, args.gpus, *args.worker_flag, *extra,
-                             gpu_offset=args.gpu_offset, env=dict(args.env), tag=variant)
+                             gpu_offset=args.gpu_offset, env={**dict(args.env), **variant_env},
+                             tag=variant)
     startup_s = time.monotonic() - started  # until a first prefill-only request was answered
     urls = [w.config.url for w in workers]
     try:
@@ -177,7 +185,7 @@ def run_strategy(entry: str, model: Path, args, cost: CostModel, log_dir: Path,
             states = [_server_moep(u) for u in urls] if name in ASYNCEP else []
             rows.append({
                 "strategy": name, "variant": variant, "variant_flags": list(extra),
-                "gpus": args.gpus, "startup_s": round(startup_s, 1),
+                "variant_env": variant_env, "gpus": args.gpus, "startup_s": round(startup_s, 1),
                 "prompts": len(prompts), "prompt_len": length, "tokens": tokens,
                 "cold_first_run": {"prompts": warm_n, "wall_s": round(cold_wall, 2),
                                    "tokens_per_s": warm_n * length / cold_wall},
@@ -225,44 +233,97 @@ def _server_args(url: str) -> dict:
     return {k: info.get(k) for k in keys if k in info}
 
 
+def split_env(flags: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """A variant's `ENV:KEY=VALUE` entries are its servers' environment, the rest its flags:
+    `--variant sgcfg=ENV:MOEP_TUNED_MOE_CONFIGS=0` runs ours on SGLang's own MoE configs."""
+    env = dict(f[4:].split("=", 1) for f in flags if f.startswith("ENV:"))
+    return tuple(f for f in flags if not f.startswith("ENV:")), env
+
+
+def _flush_caches(urls: list[str]) -> None:
+    """Empty every server's radix cache (SGLang's /flush_cache; refused while requests run)."""
+    async def flush() -> None:
+        async with aiohttp.ClientSession() as s:
+            for u in urls:
+                for _ in range(50):
+                    async with s.post(f"{u}/flush_cache") as r:
+                        if r.status == 200:
+                            break
+                    await asyncio.sleep(0.2)
+                else:
+                    raise RuntimeError(f"{u}/flush_cache refused for 10 s")
+    asyncio.run(flush())
+
+
 def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> dict:
     """The Table-2-shaped mix (shared prefixes) through moep-router (true_flops) in front of a
-    strategy's servers; a one-server strategy (SGLang's TP, EP + DP attention) gets it directly.
-    Servers keep their radix caches and publish KV events, so the router knows their caches."""
+    strategy's servers; a one-server strategy gets it directly, and then publishes no KV events
+    (no router reads them: SGLang as its users run one server). --repeats runs the identical
+    requests again on the same servers, each repeat from emptied radix caches; a repeat whose
+    server died (plain SGLang 0.5.17 crashes on this mix, patches/README.md) is recorded with its
+    error and the servers are started again for the next. The row is the median repeat's."""
     from bench.serve import ServeConfig, run_serve
     from moep_sglang.server.router_process import RouterProcess, worker_spec
 
     name, variant, extra = split_entry(entry, args.variants)
-    started = time.monotonic()
-    workers = start_strategy(name, model, log_dir, args.gpus, *args.worker_flag, *extra,
-                             gpu_offset=args.gpu_offset, env=dict(args.env), radix_cache=True,
-                             tag=variant)
-    startup_s = time.monotonic() - started
-    router = None
+    extra, variant_env = split_env(extra)
+    routed = args.gpus > 1 and name not in SINGLE_SERVER
+
+    def start() -> tuple[list, float]:
+        t0 = time.monotonic()
+        ws = start_strategy(name, model, log_dir, args.gpus, *args.worker_flag, *extra,
+                            gpu_offset=args.gpu_offset, env={**dict(args.env), **variant_env},
+                            radix_cache=True, kv_events=routed, tag=variant)
+        return ws, time.monotonic() - t0
+
+    workers, startup_s = start()
+    router, runs, errors = None, [], []
     try:
         urls = [w.config.url for w in workers]
         asyncio.run(_send_all(urls, _prompts(len(urls) * 2, 1024, cost.spec.vocab_size, 1)))
-        url = urls[0]
-        if len(workers) > 1:
-            specs = [worker_spec(w.config.url, w.config.kv_events_port) for w in workers]
-            router = RouterProcess(model, specs, log_dir / f"router-{name}.log", "--policy",
-                                   "true_flops").start(wait_healthy=True)
-            url = router.url
-        row = run_serve(ServeConfig(url, model, "table2", args.mix_scale, 0, args.concurrency,
-                                    entry, args.mix_api, length_scale=1.0,
-                                    max_len=args.mix_max_len))
+        server_args, configs = _server_args(urls[0]), _kernel_configs(workers)
+        for rep in range(args.repeats):
+            if not all(w.alive() for w in workers):
+                stop_all(workers)
+                workers, _ = start()
+                urls = [w.config.url for w in workers]
+                if router is not None:
+                    router.stop()
+                    router = None
+            if router is None and routed:
+                specs = [worker_spec(w.config.url, w.config.kv_events_port) for w in workers]
+                router = RouterProcess(model, specs, log_dir / f"router-{name}.log", "--policy",
+                                       "true_flops").start(wait_healthy=True)
+            try:
+                _flush_caches(urls)
+                runs.append(run_serve(ServeConfig(
+                    router.url if router else urls[0], model, "table2", args.mix_scale, 0,
+                    args.concurrency, entry, args.mix_api, length_scale=1.0,
+                    max_len=args.mix_max_len)))
+            except Exception as exc:  # noqa: BLE001 - recorded; the next repeat restarts
+                errors.append({"repeat": rep, "error": str(exc)[-1500:],
+                               "servers_alive": [w.alive() for w in workers]})
+                print(f"{entry:>10}: repeat {rep} FAILED {str(exc)[-300:]}", flush=True)
+        if not runs:
+            raise RuntimeError(f"every repeat failed: {errors}")
+        row = dict(sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2])
         row.update({
             "strategy": name, "variant": variant, "variant_flags": list(extra),
-            "gpus": args.gpus, "startup_s": round(startup_s, 1),
-            "router": "moep-router true_flops" if router else None,
-            "server_args": _server_args(urls[0]),
+            "variant_env": variant_env, "gpus": args.gpus, "startup_s": round(startup_s, 1),
+            "router": "moep-router true_flops" if routed else None,
+            "kv_events": routed, "server_args": server_args,
             "mfu": row["flops_computed"] / row["makespan_s"] / (PEAK_FLOPS * args.gpus),
-            "gpu_memory_mib": _gpu_memory_mib(), "moe_kernel_configs": _kernel_configs(workers)})
+            "repeats_tokens_per_s": [round(r["tokens_per_s"]) for r in runs],
+            "repeats_cached_vs_ideal": [round(r["cached_vs_ideal"], 4) for r in runs],
+            "repeats_p99_latency_s": [round(r["p99_latency_s"], 3) for r in runs],
+            "failed_repeats": errors,
+            "gpu_memory_mib": _gpu_memory_mib(), "moe_kernel_configs": configs})
     finally:
         if router is not None:
             router.stop()
         stop_all(workers)
     print(f"{args.label or name:>14} {entry:>10}: mix {row['tokens_per_s']:,.0f} tok/s "
+          f"(median of {row['repeats_tokens_per_s']}, {len(errors)} failed) "
           f"({row['cached_ratio']:.1%} cached), MFU {row['mfu']:.1%} of computed FLOPs, "
           f"p99 {row['p99_latency_s']:.2f} s, startup {startup_s:.0f} s", flush=True)
     return row
@@ -277,8 +338,9 @@ def main() -> None:
     p.add_argument("--gpu-offset", type=int, default=0, help="first GPU to use")
     p.add_argument("--prompts", type=int, default=384)
     p.add_argument("--repeats", type=int, default=1,
-                   help="timed runs per prompt length (fresh prompts each); the row reports the "
-                        "median and lists each")
+                   help="timed runs per prompt length (fresh prompts each; table2: the same "
+                        "requests from emptied radix caches); the row reports the median and "
+                        "lists each")
     p.add_argument("--prompt-len", default="4096",
                    help="prompt length, or several (4096,32768): one server start runs each, "
                         "with the total tokens of --prompts at the first length")
@@ -287,7 +349,8 @@ def main() -> None:
     p.add_argument("--worker-flag", action="append", default=[],
                    help="extra SGLang/launcher flag for every server (repeat; use = for values)")
     p.add_argument("--variant", action="append", default=[],
-                   help="LABEL=--flag=v,--flag2=v: strategy entries STRATEGY/LABEL add these flags")
+                   help="LABEL=--flag=v,--flag2=v[,ENV:KEY=VALUE]: strategy entries STRATEGY/LABEL "
+                        "add these flags (and environment) to their servers")
     p.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
                    help="KEY=VALUE for every server's environment (repeat)")
     p.add_argument("--workload", default="synthetic", choices=["synthetic", "table2"],

@@ -125,11 +125,13 @@ case "$STEP" in
       --name h200_30b_one_gpu --label "one H200, launcher defaults (fa3) vs SGLang defaults"
     cp "$R"/*.json "$OUT"/; pack ;;
   onemix)  # the Table-2-shaped mix at the paper's lengths (capped at 32K), radix caches on, one
-           # GPU (no router: one server), the identical /generate requests to both servers
+           # GPU (no router: one server, no KV events), the identical /generate requests to every
+           # server, REPEATS runs each from emptied caches; `sgcfg`: ours on SGLang's MoE configs
     $BENCH --preset qwen3-30b-a3b --gpus 1 --workload table2 --mix-scale "${SCALE:-1}" \
-      --mix-api generate --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
+      --mix-api generate --repeats "${REPEATS:-3}" --out "$R" \
+      --strategies "${STRATS:-sglang_default,replicas,replicas/sgcfg}" \
       --variant c8k=--chunked-prefill-size=8192,--max-prefill-tokens=16384 \
-      --variant c8kg=--chunked-prefill-size=8192,--max-prefill-tokens=16384,--cuda-graph-backend-prefill=breakable \
+      --variant sgcfg=ENV:MOEP_TUNED_MOE_CONFIGS=0 \
       --name "h200_30b_table2_one_gpu${TAG:-}" --label "one H200, launcher defaults vs SGLang defaults, radix cache"
     cp "$R"/*.json "$OUT"/; pack ;;
   one235b)  # the 235B shape, 12 layers (what one GPU holds with room for KV), at 4K

@@ -160,6 +160,16 @@ def test_benchmark_variants_add_flags_to_a_strategy_and_typos_fail_early():
     assert log == "qwen3-30b-a3b-replicas.b64k-r0-g0.log"
 
 
+def test_a_variant_carries_environment_apart_from_its_flags():
+    from bench.gpu.prefill_bench import parse_variants, split_entry, split_env
+
+    variants = parse_variants(["sgcfg=ENV:MOEP_TUNED_MOE_CONFIGS=0,--chunked-prefill-size=8192"])
+    _, _, extra = split_entry("replicas/sgcfg", variants)
+    assert split_env(extra) == (("--chunked-prefill-size=8192",),
+                                {"MOEP_TUNED_MOE_CONFIGS": "0"})
+    assert split_env(("--a=1",)) == (("--a=1",), {})
+
+
 def test_warm_up_is_one_full_prefill_batch_per_server():
     from bench.gpu.prefill_bench import warmup_count
 
