@@ -18,6 +18,7 @@ import orjson
 from moep_router.config import RouterConfig
 from moep_router.cost import CostModel
 from moep_router.jobs import BadRequest, Job
+from moep_router.messages import PromptTokensDetails, Usage
 from moep_router.metrics import RouterMetrics
 from moep_router.policies.base import Policy, RouteParams
 from moep_router.workers import WorkerRegistry, WorkerState
@@ -40,7 +41,7 @@ class DispatchResult:
     into its endpoint's response (endpoints.shape_response)."""
     job: Job
     raw: list[dict]  # the worker's reply per prompt (SGLang's /generate objects)
-    usage: dict  # prompt_tokens, cached_tokens, flops, ... (the `usage` of every response)
+    usage: Usage  # what the router counted (the `usage` of every response)
     worker_id: str  # who answered
 
     @property
@@ -189,7 +190,7 @@ class Dispatcher:
             raise BadRequest(_worker_message(body), status=status)
         return body if isinstance(body, list) else [body]
 
-    def _usage(self, job: Job, raw: list[dict]) -> dict:
+    def _usage(self, job: Job, raw: list[dict]) -> Usage:
         """Tokens, cached tokens and FLOPs as computed (cache-discounted), counted in metrics;
         each prompt's own FLOPs go into its reply's meta_info.flops."""
         prompt = cached = flops = 0
@@ -202,8 +203,8 @@ class Dispatcher:
         self.metrics.prompt_tokens.inc(prompt)
         self.metrics.cached_tokens.inc(cached)
         self.metrics.flops.inc(flops)
-        return {"prompt_tokens": prompt, "total_tokens": prompt, "cached_tokens": cached,
-                "prompt_tokens_details": {"cached_tokens": cached}, "flops": flops}
+        return Usage(prompt_tokens=prompt, total_tokens=prompt, cached_tokens=cached,
+                     prompt_tokens_details=PromptTokensDetails(cached), flops=flops)
 
 
 def _worker_message(body) -> str:

@@ -1,10 +1,11 @@
-"""Parse each public endpoint's body into a Job, and shape the worker's reply into its response.
+"""Parse each public endpoint's body into a Job, and shape the worker's reply into its response
+(the structs of messages.py).
 
 | endpoint | request | response |
 |---|---|---|
-| /v1/score | {query, items, label_token_ids, apply_softmax=false, item_first=false} | {scores, usage, object: "scoring"} (SGLang) |
-| /v1/classify | {input, labels, apply_softmax=true, multi_label=false} | {data: [{index, label, probs, num_classes}]} |
-| /v1/rerank | {query, documents, top_n, return_documents=false} | {results: [{index, relevance_score, document?}]} |
+| /v1/score | {query, items, label_token_ids, apply_softmax=false, item_first=false} | ScoreResponse {scores, model, usage, object: "scoring"} (SGLang's) |
+| /v1/classify | {input, labels, apply_softmax=true, multi_label=false} | ClassifyResponse {data: [{index, label or labels, probs, num_classes}]} |
+| /v1/rerank | {query, documents, top_n, return_documents=false} | RerankResponse {results: [{index, relevance_score, document?}]} |
 | /generate | SGLang's body (text or input_ids) | SGLang's reply, + meta_info.flops |
 """
 
@@ -14,6 +15,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from moep_router.jobs import BadRequest, Job, label_scores
+from moep_router.messages import (
+    Classification, ClassifyResponse, RerankDocument, RerankHit, RerankResponse, Response,
+    ScoreResponse, Usage,
+)
 from moep_router.model_spec import ModelSpec
 from moep_router.tokenize import RouterTokenizer
 
@@ -133,41 +138,40 @@ def text_chars(body) -> int:
 
 
 # Responses ----------------------------------------------------------------------------------
-def shape_response(result) -> dict | list:
-    """The endpoint's response for a dispatcher.DispatchResult (its job says which endpoint)."""
+def shape_response(result) -> Response | dict | list:
+    """The endpoint's response for a dispatcher.DispatchResult (its job says which endpoint):
+    a struct of messages.py, or SGLang's own reply for /generate."""
     job = result.job
     return _SHAPERS[job.kind](job, result.metas, result.raw, result.usage)
 
 
-def _score_response(job, metas, raw, usage):
+def _score_response(job, metas, raw, usage: Usage) -> ScoreResponse:
     scores = [label_scores(m, job.label_token_ids, job.apply_softmax) for m in metas]
-    return {"scores": scores, "model": job.extra["model"], "usage": usage, "object": "scoring"}
+    return ScoreResponse(scores, job.extra["model"], usage)
 
 
-def _classify_response(job, metas, raw, usage):
+def _classify_response(job, metas, raw, usage: Usage) -> ClassifyResponse:
     labels = job.extra["labels"]
     probs = [label_scores(m, job.label_token_ids, job.apply_softmax) for m in metas]
     if job.extra["multi_label"]:
         yes = [p[0] for p in probs]  # P(yes) of each sibling, renormalised over yes/no
-        data = [{"index": 0, "labels": [l for l, p in zip(labels, yes) if p >= 0.5],
-                 "probs": yes, "num_classes": len(labels)}]
+        data = [Classification(index=0, labels=[l for l, p in zip(labels, yes) if p >= 0.5],
+                               probs=yes, num_classes=len(labels))]
     else:
-        data = [{"index": i, "label": labels[max(range(len(p)), key=p.__getitem__)],
-                 "probs": p, "num_classes": len(labels)} for i, p in enumerate(probs)]
-    return {"object": "list", "model": job.extra["model"], "data": data, "usage": usage}
+        data = [Classification(index=i, label=labels[max(range(len(p)), key=p.__getitem__)],
+                               probs=p, num_classes=len(labels)) for i, p in enumerate(probs)]
+    return ClassifyResponse(model=job.extra["model"], data=data, usage=usage)
 
 
-def _rerank_response(job, metas, raw, usage):
+def _rerank_response(job, metas, raw, usage: Usage) -> RerankResponse:
     scores = [label_scores(m, job.label_token_ids, True)[0] for m in metas]
     order = sorted(range(len(scores)), key=lambda i: -scores[i])[: job.extra["top_n"]]
-    results = [{"index": i, "relevance_score": scores[i]} for i in order]
-    if job.extra["return_documents"]:
-        for r in results:
-            r["document"] = {"text": job.extra["documents"][r["index"]]}
-    return {"model": job.extra["model"], "results": results, "usage": usage}
+    docs = job.extra["documents"] if job.extra["return_documents"] else None
+    results = [RerankHit(i, scores[i], RerankDocument(docs[i]) if docs else None) for i in order]
+    return RerankResponse(job.extra["model"], results, usage)
 
 
-def _generate_response(job, metas, raw, usage):
+def _generate_response(job, metas, raw, usage: Usage) -> dict | list:
     return raw if job.extra["batched"] else raw[0]  # meta_info.flops: set by the dispatcher
 
 

@@ -1,4 +1,5 @@
-"""The HTTP front end (aiohttp): parse -> Job -> dispatcher -> JSON, errors as 4xx/5xx JSON."""
+"""The HTTP front end (aiohttp): parse -> Job -> dispatcher -> JSON, errors as 4xx/5xx JSON
+(the structs of messages.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from moep_router.endpoints import (
     shape_response,
 )
 from moep_router.jobs import BadRequest
+from moep_router.messages import ErrorResponse, encode
 
 PARSERS = {"/v1/score": parse_score, "/v1/classify": parse_classify,
            "/v1/rerank": parse_rerank, "/generate": parse_generate}
@@ -149,9 +151,9 @@ async def _remove_worker(router, request: web.Request) -> web.Response:
 
 
 def _error(status: int, message: str, kind: str) -> web.Response:
-    return _json({"object": "error", "message": message, "type": kind, "code": status},
-                 status=status)
+    return _json(ErrorResponse(message=message, type=kind, code=status), status=status)
 
 
 def _json(body, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+    """A struct of messages.py, or a plain dict or list."""
+    return web.Response(body=encode(body), status=status, content_type="application/json")

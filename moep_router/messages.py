@@ -7,14 +7,26 @@ lora_id, medium], ["BlockRemoved", block_hashes, medium], ["AllBlocksCleared"].
 Replay (router -> worker ZMQ ROUTER at the replay endpoint): request (b"", start_seq: 8 bytes);
 replies (b"", seq, payload) ... then (b"", END_SEQ, b"").
 
+Responses (router -> client, HTTP and the fast path; the SDK decodes the same structs):
+ScoreResponse, ClassifyResponse, RerankResponse, each with a Usage; ErrorResponse for 4xx/5xx.
+/generate answers SGLang's own reply (a dict, or a list of them) untyped, plus meta_info.flops.
+
 SDK fast path (client DEALER -> router ROUTER): request frames
-    [kind: 1 byte] [header: orjson object] [token ids: raw little-endian int32, one frame each]
-and the reply: [kind] [header: orjson object with the JSON response]. Never pickle.
+    [kind: 1 byte] [header: JSON object] [token ids: raw little-endian int32, one frame each]
+and the reply: [KIND_REPLY] [Reply as JSON]. Never pickle.
+
+Worker status (worker -> router, HTTP GET /server_info): internal_states[*].moep, a WorkerReport.
+
+Readers tolerate unknown fields (forbid_unknown_fields stays off): the SDK also reads bare SGLang
+workers' replies, which carry more (completion_tokens, pooled_hidden_states), and a newer router
+or worker may add fields. Structs are encoded with `encode`, decoded with the decode_* helpers.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -49,11 +61,85 @@ def _event(raw: list) -> KVEvent | None:
     return None  # future event kinds are ignored, not fatal
 
 
+# Responses (router -> client) ------------------------------------------------------------
+class PromptTokensDetails(msgspec.Struct, frozen=True):
+    cached_tokens: int = 0  # = Usage.cached_tokens, where OpenAI-style clients look for it
+
+
+class Usage(msgspec.Struct, frozen=True):
+    """Filled by the router's dispatcher (or a bare worker's /v1/score with the moep plugin).
+    The defaults are what a bare SGLang reply leaves out."""
+    prompt_tokens: int = 0  # tokens of every prompt prefilled
+    total_tokens: int = 0  # = prompt_tokens (prefill only: nothing is generated)
+    cached_tokens: int = 0  # of those, served from the worker's prefix cache
+    prompt_tokens_details: PromptTokensDetails | None = None  # None from plain SGLang
+    flops: int = 0  # true FLOPs computed, cache-discounted (cost.py); 0 from a bare worker
+
+
+class ScoreResponse(msgspec.Struct, frozen=True):
+    """/v1/score (SGLang's shape)."""
+    scores: list[list[float]]  # [num_items][num_labels] probabilities, labels as requested
+    model: str  # the served model's name (--model-name)
+    usage: Usage = msgspec.field(default_factory=Usage)
+    object: str = "scoring"
+
+
+class Classification(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One entry of /v1/classify: `label` (single-label) or `labels` (multi_label), never both."""
+    index: int  # position in the request's `input` list (0 with multi_label)
+    label: str | None = None  # single-label: the argmax label
+    labels: list[str] | None = None  # multi_label: every label with P(yes) >= 0.5
+    probs: list[float]  # per label, in request order (multi_label: P(yes) of each)
+    num_classes: int  # labels in the request
+
+
+class ClassifyResponse(msgspec.Struct, frozen=True, kw_only=True):
+    object: str = "list"
+    model: str  # the served model's name
+    data: list[Classification]  # one per input (one in all with multi_label)
+    usage: Usage = msgspec.field(default_factory=Usage)
+
+
+class RerankDocument(msgspec.Struct, frozen=True):
+    text: str  # the document as the request gave it
+
+
+class RerankHit(msgspec.Struct, frozen=True, omit_defaults=True):
+    index: int  # position in the request's `documents`
+    relevance_score: float  # P(yes) of the rerank prompt, renormalised over yes/no
+    document: RerankDocument | None = None  # with return_documents only
+
+
+class RerankResponse(msgspec.Struct, frozen=True):
+    model: str  # the served model's name
+    results: list[RerankHit]  # best first, at most top_n
+    usage: Usage = msgspec.field(default_factory=Usage)
+
+
+class ErrorResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """Every 4xx/5xx of the router's front ends (and the shape of SGLang's own errors)."""
+    object: str = "error"
+    message: str  # what was wrong and how to fix it
+    type: str = ""  # "invalid_request_error" | "overloaded" | "authentication_error"
+    code: int = 0  # the HTTP status
+
+
+Response = ScoreResponse | ClassifyResponse | RerankResponse
+
+
 # SDK fast path ----------------------------------------------------------------------------
 KIND_SCORE = b"\x01"  # header: /v1/score body without the token ids; frames: query, items...
 KIND_GENERATE = b"\x02"  # header: /generate body without input_ids; frames: one prompt each
-KIND_REPLY = b"\x10"  # header: {"status": int, "body": JSON response}
+KIND_REPLY = b"\x10"  # then one frame: a Reply
 FAST_PATH_KINDS = {KIND_SCORE: "score", KIND_GENERATE: "generate"}
+_LITTLE = sys.byteorder == "little"
+
+
+class Reply(msgspec.Struct, frozen=True):
+    """The router's answer to one fast-path request."""
+    status: int  # HTTP status the same request would have got
+    body: msgspec.Raw  # the endpoint's response (or an ErrorResponse), already JSON
+    request_id: int | str | None = None  # echoed from the request header (the SDK's counter)
 
 
 def int32_frame(tokens: list[int]) -> bytes:
@@ -83,6 +169,59 @@ def _swapped(a) -> bytes:
     return b.tobytes()
 
 
-import sys as _sys  # noqa: E402
+# Worker status (worker -> router) -----------------------------------------------------------
+class WorkerReport(msgspec.Struct, frozen=True):
+    """internal_states[*].moep of a worker's /server_info, written by the moep plugin
+    (moep_sglang/plugin/asyncep_hooks.report_state), one per scheduler."""
+    # The router reads only T; the rest stays untyped, so a figure the worker adds or changes
+    # never costs the router its T.
+    threshold_flops: float | None = None  # T, FLOPs per layer (AsyncEP's or --min-batch-flops)
+    asyncep: dict[str, Any] | None = None  # GatherEngine.report(); None without AsyncEP
+    batching: dict[str, Any] | None = None  # BatchPolicy.report(): batches held, recent batches
+    memory: dict[str, Any] | None = None  # *_bytes of weights, expert shards, gather ring
 
-_LITTLE = _sys.byteorder == "little"
+
+class _SchedulerState(msgspec.Struct, frozen=True):
+    moep: WorkerReport | None = None  # SGLang's other fields are skipped
+
+
+class _ServerInfo(msgspec.Struct, frozen=True):
+    internal_states: list[_SchedulerState] = msgspec.field(default_factory=list)
+
+
+# Encoding and decoding ----------------------------------------------------------------------
+_json_encoder = msgspec.json.Encoder()
+_response_decoders = {
+    "score": msgspec.json.Decoder(ScoreResponse),
+    "classify": msgspec.json.Decoder(ClassifyResponse),
+    "rerank": msgspec.json.Decoder(RerankResponse),
+    "generate": msgspec.json.Decoder(),  # SGLang's reply, untyped
+}
+_reply_decoder = msgspec.json.Decoder(Reply)
+_error_decoder = msgspec.json.Decoder(ErrorResponse)
+_server_info_decoder = msgspec.json.Decoder(_ServerInfo)
+
+
+def encode(message) -> bytes:
+    """JSON of any struct above (or of plain dicts and lists: /generate replies)."""
+    return _json_encoder.encode(message)
+
+
+def decode_response(kind: str, raw: bytes) -> Response | dict | list:
+    """The 200 response of endpoint `kind` ("score", "classify", "rerank", "generate");
+    raises msgspec.ValidationError naming the field that does not fit."""
+    return _response_decoders[kind].decode(raw)
+
+
+def decode_reply(raw: bytes) -> Reply:
+    return _reply_decoder.decode(raw)
+
+
+def decode_error(raw: bytes) -> ErrorResponse:
+    return _error_decoder.decode(raw)
+
+
+def decode_worker_reports(raw: bytes) -> list[WorkerReport]:
+    """The moep report of each scheduler in a /server_info body (those without one left out)."""
+    info = _server_info_decoder.decode(raw)
+    return [s.moep for s in info.internal_states if s.moep is not None]

@@ -10,6 +10,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
+import msgspec
 import zmq.asyncio
 from aiohttp import web
 
@@ -21,6 +22,7 @@ from moep_router.endpoints import EndpointContext, text_chars
 from moep_router.jobs import Job
 from moep_router.http_server import build_app
 from moep_router.kv_listener import KVListener
+from moep_router.messages import decode_worker_reports
 from moep_router.metrics import RouterMetrics
 from moep_router.model_spec import ModelSpec
 from moep_router.policies import make_policy
@@ -221,12 +223,18 @@ class Router:
         keeps T x num_layers. A worker that reports none keeps the router's default."""
         try:
             async with self._http.get(f"{worker.spec.url}/server_info") as resp:
-                info = await resp.json() if resp.status == 200 else {}
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+                if resp.status != 200:
+                    return
+                raw = await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             return
-        reported = [(s.get("moep") or {}).get("threshold_flops")
-                    for s in info.get("internal_states") or [] if isinstance(s, dict)]
-        reported = [t for t in reported if isinstance(t, (int, float)) and t > 0]
+        try:
+            reports = decode_worker_reports(raw)
+        except msgspec.DecodeError as exc:
+            logger.warning("worker %s: unreadable moep report in /server_info: %s",
+                           worker.worker_id, exc)
+            return
+        reported = [r.threshold_flops for r in reports if (r.threshold_flops or 0) > 0]
         if not reported:
             return
         t = min(reported) * self.spec.num_layers

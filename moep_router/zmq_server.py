@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import msgspec
 import orjson
 import zmq
 import zmq.asyncio
@@ -13,7 +14,8 @@ from moep_router.dispatcher import Overloaded
 from moep_router.endpoints import parse_generate, parse_score, shape_response
 from moep_router.jobs import BadRequest
 from moep_router.messages import (
-    FAST_PATH_KINDS, KIND_GENERATE, KIND_REPLY, KIND_SCORE, frame_to_tokens,
+    FAST_PATH_KINDS, KIND_GENERATE, KIND_REPLY, KIND_SCORE, ErrorResponse, Reply, encode,
+    frame_to_tokens,
 )
 
 logger = logging.getLogger("moep_router.zmq")
@@ -67,10 +69,16 @@ class ZmqFrontEnd:
             body = body_from_frames(msg[0], header, msg[2:])
             parse = parse_score if msg[0] == KIND_SCORE else parse_generate
             result = await self.router.dispatcher.run(await self.router.parse(parse, body))
-            reply = {"status": 200, "body": shape_response(result)}
-        except (BadRequest, Overloaded) as exc:
-            reply = {"status": exc.status, "body": {"object": "error", "message": str(exc)}}
+            status, response = 200, shape_response(result)
+        except BadRequest as exc:
+            status, response = exc.status, _error(exc.status, str(exc), "invalid_request_error")
+        except Overloaded as exc:
+            status, response = exc.status, _error(exc.status, str(exc), "overloaded")
         except (orjson.JSONDecodeError, ValueError) as exc:
-            reply = {"status": 400, "body": {"object": "error", "message": f"bad frames: {exc}"}}
-        reply["request_id"] = request_id
-        await self.sock.send_multipart([identity, KIND_REPLY, orjson.dumps(reply)])
+            status, response = 400, _error(400, f"bad frames: {exc}", "invalid_request_error")
+        reply = Reply(status, msgspec.Raw(encode(response)), request_id)
+        await self.sock.send_multipart([identity, KIND_REPLY, encode(reply)])
+
+
+def _error(status: int, message: str, kind: str) -> ErrorResponse:
+    return ErrorResponse(message=message, type=kind, code=status)

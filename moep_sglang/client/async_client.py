@@ -8,7 +8,8 @@ from collections.abc import Iterable
 
 from moep_sglang.client.transport import HttpTransport, ZmqTransport
 from moep_sglang.client.types import (
-    ClassifyResult, GenerateResult, MoepError, RerankResult, ScoreResult, parse_result,
+    ClassifyResult, GenerateResult, MoepError, RerankResult, ScoreResult, error_message,
+    parse_result,
 )
 
 RETRY_STATUSES = (429, 503)  # overload: retried with backoff (Retry-After honoured)
@@ -68,14 +69,15 @@ class AsyncClient:
         return await self.request("generate", body)
 
     async def request(self, kind: str, body: dict):
-        """Send one request, retrying 429/503 with exponential backoff; parse the result."""
+        """Send one request, retrying 429/503 with exponential backoff; decode the result
+        (a reply that does not fit its endpoint's struct raises msgspec.ValidationError)."""
         transport = self._zmq if self._zmq and self._zmq.can_carry(kind, body) else self._http
         for attempt in range(self.max_retries + 1):
-            status, data, retry_after = await transport.send(kind, body)
+            status, raw, retry_after = await transport.send(kind, body)
             if status == 200:
-                return parse_result(kind, data)
+                return parse_result(kind, raw)
             if status not in RETRY_STATUSES or attempt == self.max_retries:
-                raise MoepError(status, _message(data))
+                raise MoepError(status, error_message(raw))
             await asyncio.sleep(self._delay(attempt, retry_after))
 
     # Many requests ----------------------------------------------------------------------------
@@ -116,9 +118,3 @@ class AsyncClient:
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         base = self.backoff_s * (2 ** attempt)
         return max(retry_after or 0.0, base) * (0.5 + random.random())
-
-
-def _message(data) -> str:
-    if isinstance(data, dict):
-        return str(data.get("message") or data.get("detail") or data)
-    return str(data)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
+import msgspec
 import orjson
 
 from moep_sglang.client.async_client import AsyncClient
@@ -66,7 +66,7 @@ def run_score_file(args: argparse.Namespace) -> None:
             if usage:
                 prompt, cached, flops = (prompt + usage.prompt_tokens, cached + usage.cached_tokens,
                                          flops + usage.flops)
-            line = {"line": n, "result": dataclasses.asdict(r)}
+            line = {"line": n, "result": msgspec.to_builtins(r)}
         out.write(orjson.dumps(line) + b"\n")
     if args.out:
         out.close()

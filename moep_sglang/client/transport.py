@@ -1,4 +1,5 @@
-"""Two transports behind one interface: `await send(kind, body) -> (status, json, retry_after)`.
+"""Two transports behind one interface: `await send(kind, body) -> (status, raw, retry_after)`,
+raw: the response body as JSON bytes (types.parse_result decodes it).
 
 HTTP (aiohttp) works with the router and with a bare SGLang worker; the ZMQ fast path talks to
 the router's ROUTER socket with binary framing (moep_router/messages.py): token ids as raw int32
@@ -9,8 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 
+import msgspec
 import orjson
+
+from moep_router.messages import KIND_GENERATE, KIND_SCORE, decode_reply, int32_frame
+
+logger = logging.getLogger("moep_sglang.client")
 
 PATHS = {"score": "/v1/score", "classify": "/v1/classify", "rerank": "/v1/rerank",
          "generate": "/generate"}
@@ -25,7 +32,7 @@ class HttpTransport:
         self.timeout_s = timeout_s
         self._session = None
 
-    async def send(self, kind: str, body: dict) -> tuple[int, object, float | None]:
+    async def send(self, kind: str, body: dict) -> tuple[int, bytes, float | None]:
         import aiohttp
 
         if self._session is None:
@@ -36,7 +43,7 @@ class HttpTransport:
                                       headers=self.headers) as resp:
             raw = await resp.read()
             retry = resp.headers.get("Retry-After")
-            return resp.status, _decode(raw), float(retry) if retry else None
+            return resp.status, raw, float(retry) if retry else None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -70,9 +77,7 @@ class ZmqTransport:
                 _ids(ids) or (isinstance(ids, list) and all(_ids(i) for i in ids)))
         return False
 
-    async def send(self, kind: str, body: dict) -> tuple[int, object, float | None]:
-        from moep_router.messages import KIND_GENERATE, KIND_SCORE, int32_frame
-
+    async def send(self, kind: str, body: dict) -> tuple[int, bytes, float | None]:
         if self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._read())
         request_id = next(self._ids)
@@ -94,13 +99,17 @@ class ZmqTransport:
             reply = await asyncio.wait_for(future, self.timeout_s)
         finally:
             self._waiting.pop(request_id, None)
-        return reply["status"], reply["body"], 1.0 if reply["status"] in (429, 503) else None
+        return reply.status, bytes(reply.body), 1.0 if reply.status in (429, 503) else None
 
     async def _read(self) -> None:
         while True:
-            _, header = await self._sock.recv_multipart()
-            reply = orjson.loads(header)
-            future = self._waiting.get(reply.get("request_id"))
+            _, frame = await self._sock.recv_multipart()
+            try:
+                reply = decode_reply(frame)
+            except msgspec.DecodeError as exc:  # its request times out; the others go on
+                logger.warning("malformed fast-path reply skipped: %s", exc)
+                continue
+            future = self._waiting.get(reply.request_id)
             if future is not None and not future.done():
                 future.set_result(reply)
 
@@ -114,10 +123,3 @@ class ZmqTransport:
 
 def _ids(value) -> bool:
     return isinstance(value, list) and all(isinstance(t, int) for t in value)
-
-
-def _decode(raw: bytes):
-    try:
-        return orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError:
-        return {"message": raw.decode(errors="replace")}

@@ -1,8 +1,14 @@
-"""Typed results of the SDK, and its one exception."""
+"""Typed results of the SDK, decoded from the router's wire structs (moep_router/messages.py),
+and its one exception."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
+
+from moep_router import messages
+from moep_router.messages import ScoreResponse, Usage
+
+ScoreResult = ScoreResponse  # .scores [num_items][num_labels], label order as requested; .usage
 
 
 class MoepError(Exception):
@@ -14,76 +20,68 @@ class MoepError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int  # tokens prefilled
-    cached_tokens: int  # of those, served from the worker's prefix cache
-    flops: int  # true FLOPs computed (0 when the server does not report them)
-
-    @classmethod
-    def from_json(cls, u: dict | None) -> Usage:
-        u = u or {}
-        return cls(int(u.get("prompt_tokens", 0)), int(u.get("cached_tokens", 0)),
-                   int(u.get("flops", 0)))
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    scores: list[list[float]]  # [num_items][num_labels], label order as requested
-    usage: Usage
-
-
-@dataclass(frozen=True)
-class Classification:
+class Classification(msgspec.Struct, frozen=True):
     index: int  # position in the request's input list
     label: str | None  # argmax label (single-label); None for multi-label
     labels: list[str]  # labels with P >= 0.5 (multi-label); [label] otherwise
     probs: list[float]  # per label
 
+    @classmethod
+    def from_wire(cls, c: messages.Classification) -> Classification:
+        labels = c.labels if c.labels is not None else [c.label]
+        return cls(c.index, c.label, labels, c.probs)
 
-@dataclass(frozen=True)
-class ClassifyResult:
+
+class ClassifyResult(msgspec.Struct, frozen=True):
     data: list[Classification]
     usage: Usage
 
 
-@dataclass(frozen=True)
-class RerankHit:
+class RerankHit(msgspec.Struct, frozen=True):
     index: int  # position in the request's documents
     relevance_score: float  # P(relevant)
     document: str | None  # the text, when return_documents was set
 
+    @classmethod
+    def from_wire(cls, h: messages.RerankHit) -> RerankHit:
+        return cls(h.index, h.relevance_score, h.document.text if h.document else None)
 
-@dataclass(frozen=True)
-class RerankResult:
+
+class RerankResult(msgspec.Struct, frozen=True):
     results: list[RerankHit]  # best first, at most top_n
     usage: Usage
 
 
-@dataclass(frozen=True)
-class GenerateResult:
+class GenerateResult(msgspec.Struct, frozen=True):
     raw: dict | list  # SGLang's /generate reply (meta_info carries prompt/cached tokens, flops)
 
 
-def parse_result(kind: str, body) -> object:
-    return _PARSERS[kind](body)
+def parse_result(kind: str, raw: bytes):
+    """The result of a 200 reply's body; raises msgspec.ValidationError if it does not fit."""
+    return _FROM_WIRE[kind](messages.decode_response(kind, raw))
 
 
-def _score(b: dict) -> ScoreResult:
-    return ScoreResult(b["scores"], Usage.from_json(b.get("usage")))
+def error_message(raw: bytes) -> str:
+    """The words of an error body: the router's ErrorResponse, SGLang's, FastAPI's {detail},
+    or whatever text came back."""
+    try:
+        return messages.decode_error(raw).message
+    except msgspec.DecodeError:
+        pass
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return raw.decode(errors="replace") or "(empty body)"
+    return str(body.get("detail") or body) if isinstance(body, dict) else str(body)
 
 
-def _classify(b: dict) -> ClassifyResult:
-    data = [Classification(d["index"], d.get("label"), d.get("labels") or [d.get("label")],
-                           d["probs"]) for d in b["data"]]
-    return ClassifyResult(data, Usage.from_json(b.get("usage")))
+def _classify(r: messages.ClassifyResponse) -> ClassifyResult:
+    return ClassifyResult([Classification.from_wire(c) for c in r.data], r.usage)
 
 
-def _rerank(b: dict) -> RerankResult:
-    hits = [RerankHit(r["index"], r["relevance_score"], (r.get("document") or {}).get("text"))
-            for r in b["results"]]
-    return RerankResult(hits, Usage.from_json(b.get("usage")))
+def _rerank(r: messages.RerankResponse) -> RerankResult:
+    return RerankResult([RerankHit.from_wire(h) for h in r.results], r.usage)
 
 
-_PARSERS = {"score": _score, "classify": _classify, "rerank": _rerank,
-            "generate": GenerateResult}
+_FROM_WIRE = {"score": lambda r: r, "classify": _classify, "rerank": _rerank,
+              "generate": GenerateResult}
