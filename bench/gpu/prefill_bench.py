@@ -259,8 +259,8 @@ def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> di
     """The Table-2-shaped mix (shared prefixes) through moep-router (true_flops) in front of a
     strategy's servers; a one-server strategy gets it directly, and then publishes no KV events
     (no router reads them: SGLang as its users run one server). --repeats runs the identical
-    requests again on the same servers, each repeat from emptied radix caches; a repeat whose
-    server died (plain SGLang 0.5.17 crashes on this mix, patches/README.md) is recorded with its
+    requests again on the same servers, each repeat from emptied radix caches; a repeat that
+    failed (plain SGLang 0.5.17 crashes on this mix, patches/README.md) is recorded with its
     error and the servers are started again for the next. The row is the median repeat's."""
     from bench.serve import ServeConfig, run_serve
     from moep_sglang.server.router_process import RouterProcess, worker_spec
@@ -277,13 +277,14 @@ def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> di
         return ws, time.monotonic() - t0
 
     workers, startup_s = start()
-    router, runs, errors = None, [], []
+    router, runs, errors, restart = None, [], [], False
     try:
         urls = [w.config.url for w in workers]
         asyncio.run(_send_all(urls, _prompts(len(urls) * 2, 1024, cost.spec.vocab_size, 1)))
         server_args, configs = _server_args(urls[0]), _kernel_configs(workers)
         for rep in range(args.repeats):
-            if not all(w.alive() for w in workers):
+            if restart or not all(w.alive() for w in workers):
+                restart = False
                 stop_all(workers)
                 workers, _ = start()
                 urls = [w.config.url for w in workers]
@@ -303,6 +304,7 @@ def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> di
             except Exception as exc:  # noqa: BLE001 - recorded; the next repeat restarts
                 errors.append({"repeat": rep, "error": str(exc)[-1500:],
                                "servers_alive": [w.alive() for w in workers]})
+                restart = True  # a scheduler that died can leave its process up
                 print(f"{entry:>10}: repeat {rep} FAILED {str(exc)[-300:]}", flush=True)
         if not runs:
             raise RuntimeError(f"every repeat failed: {errors}")
