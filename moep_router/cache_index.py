@@ -10,20 +10,26 @@ prompt's chunk keys followed by a walk of less than one chunk: O(log n), not O(n
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from moep_router.prefix_keys import CHUNK, PromptKeys, longest_held
 
 ROOT = None  # parent of the first block of every sequence
 
 
-@dataclass
+@dataclass(slots=True)
 class _Node:
     parent: int | None  # parent block hash (ROOT for a first block)
     tokens: tuple[int, ...]  # this block's token ids
     depth: int  # tokens from the root through this block
     key: int | None = None  # chunk key of the prefix ending here (at chunk boundaries only)
-    children: dict[tuple[int, ...], int] = field(default_factory=dict)  # tokens -> hash
+    children: dict[tuple[int, ...], int] | None = None  # tokens -> hash; None until a child
+
+    def edges(self) -> dict[tuple[int, ...], int]:
+        if self.children is None:
+            self.children = {}
+        return self.children
 
 
 class CacheIndex:
@@ -40,11 +46,14 @@ class CacheIndex:
     def num_blocks(self) -> int:
         return len(self._nodes)
 
-    def apply_stored(self, block_hashes: list[int], parent: int | None, token_ids: list[int],
-                     block_size: int) -> None:
+    def apply_stored(self, block_hashes: Sequence[int], parent: int | None,
+                     token_ids: Sequence[int], block_size: int) -> None:
         if block_size != self.block_size:
             self.clear()
             self.block_size, self.chunk = block_size, math.lcm(CHUNK, block_size)
+        if block_size == 1 and len(block_hashes) == 1 and token_ids:  # SGLang's page-1 event
+            self._link(block_hashes[0], parent, (token_ids[0],))
+            return
         for i, h in enumerate(block_hashes):
             tokens = tuple(token_ids[i * block_size:(i + 1) * block_size])
             if len(tokens) < block_size:
@@ -70,7 +79,7 @@ class CacheIndex:
         matched = whole * self.chunk
         edges = self._nodes[self._by_key[keys[whole - 1]]].children if whole else self._roots
         tokens, bs = prompt.tokens, self.block_size
-        while matched + bs <= len(tokens):
+        while edges and matched + bs <= len(tokens):
             h = edges.get(tokens[matched:matched + bs])
             if h is None:
                 break
@@ -84,9 +93,13 @@ class CacheIndex:
             return
         if parent is not ROOT and parent not in self._nodes:
             return  # orphan: its ancestors were evicted or never seen; unreachable anyway
-        depth = (self._nodes[parent].depth if parent is not ROOT else 0) + len(tokens)
+        if parent is ROOT:
+            depth, edges = len(tokens), self._roots
+        else:
+            up = self._nodes[parent]
+            depth, edges = up.depth + len(tokens), up.edges()
         node = self._nodes[h] = _Node(parent, tokens, depth)
-        self._edges_of(parent)[tokens] = h
+        edges[tokens] = h
         if depth % self.chunk == 0:
             node.key = self._chunk_key(node)
             self._by_key[node.key] = h
@@ -108,7 +121,7 @@ class CacheIndex:
         if node is None:
             return
         edges = self._edges_of(node.parent)
-        if edges.get(node.tokens) == h:
+        if edges and edges.get(node.tokens) == h:
             del edges[node.tokens]
         stack = [h]
         while stack:
@@ -117,10 +130,11 @@ class CacheIndex:
                 continue
             if node.key is not None and self._by_key.get(node.key) is not None:
                 self._by_key.pop(node.key, None)
-            stack.extend(node.children.values())
+            if node.children:
+                stack.extend(node.children.values())
 
-    def _edges_of(self, parent: int | None) -> dict[tuple[int, ...], int]:
+    def _edges_of(self, parent: int | None) -> dict[tuple[int, ...], int] | None:
         if parent is ROOT:
             return self._roots
         node = self._nodes.get(parent)
-        return node.children if node is not None else {}
+        return node.children if node is not None else None

@@ -14,22 +14,27 @@ import logging
 import zmq
 import zmq.asyncio
 
-from moep_router.messages import END_SEQ, KVEvent, decode_event_batch
+from moep_router.messages import (
+    END_SEQ,
+    AllBlocksCleared,
+    BlockStored,
+    KVEvent,
+    decode_event_batch,
+)
 from moep_router.workers import WorkerState
 
 logger = logging.getLogger("moep_router.kv")
 
 
 def apply_event(state: WorkerState, event: KVEvent) -> None:
-    _APPLY[event.kind](state, event)
-
-
-_APPLY = {
-    "BlockStored": lambda s, e: s.index.apply_stored(
-        list(e.block_hashes), e.parent_block_hash, list(e.token_ids), e.block_size),
-    "BlockRemoved": lambda s, e: s.index.apply_removed(list(e.block_hashes)),
-    "AllBlocksCleared": lambda s, e: s.index.clear(),
-}
+    index = state.index
+    if type(event) is BlockStored:
+        index.apply_stored(event.block_hashes, event.parent_block_hash, event.token_ids,
+                           event.block_size)
+    elif type(event) is AllBlocksCleared:
+        index.clear()
+    else:
+        index.apply_removed(event.block_hashes)
 
 
 def apply_batch(state: WorkerState, seq: int, payload: bytes) -> None:
@@ -127,6 +132,6 @@ def _since_last_clear(batches: list[tuple[int, bytes]]) -> list[tuple[int, bytes
     for i in range(len(batches) - 1, -1, -1):
         payload = batches[i][1]
         if b"AllBlocksCleared" in payload and any(
-                e.kind == "AllBlocksCleared" for e in decode_event_batch(payload)):
+                type(e) is AllBlocksCleared for e in decode_event_batch(payload)):
             return batches[i:]
     return batches

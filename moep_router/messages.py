@@ -25,7 +25,6 @@ or worker may add fields. Structs are encoded with `encode`, decoded with the de
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -33,32 +32,65 @@ import msgspec
 END_SEQ = (-1).to_bytes(8, "big", signed=True)  # SGLang's end-of-replay marker
 
 
-@dataclass(frozen=True)
-class KVEvent:
-    kind: str  # "BlockStored" | "BlockRemoved" | "AllBlocksCleared" (SGLang's tag)
-    block_hashes: tuple[int, ...] = ()  # stored/removed blocks, parent first
-    parent_block_hash: int | None = None  # BlockStored: parent of the first block
-    token_ids: tuple[int, ...] = ()  # BlockStored: tokens of all blocks, concatenated
-    block_size: int = 1  # BlockStored: tokens per block
+class BlockStored(msgspec.Struct, array_like=True, tag=True, frozen=True):
+    """Blocks cached on the worker, parent first (SGLang 0.5.17 sends one per page)."""
+    block_hashes: list[int]  # the stored blocks, each the child of the one before
+    parent_block_hash: int | None  # parent of the first block (None: a first block)
+    token_ids: list[int]  # tokens of all blocks, concatenated
+    block_size: int  # tokens per block (the worker's page size)
+    lora_id: int | None = None
+    medium: str | None = None  # "GPU" (SGLang's StorageMedium)
+
+    kind = "BlockStored"
 
 
-_decoder = msgspec.msgpack.Decoder()
+class BlockRemoved(msgspec.Struct, array_like=True, tag=True, frozen=True):
+    """Blocks evicted on the worker."""
+    block_hashes: list[int]
+    medium: str | None = None
+
+    kind = "BlockRemoved"
+
+
+class AllBlocksCleared(msgspec.Struct, array_like=True, tag=True, frozen=True):
+    """The worker's cache was flushed."""
+
+    kind = "AllBlocksCleared"
+
+
+KVEvent = BlockStored | BlockRemoved | AllBlocksCleared
+
+
+class _EventBatch(msgspec.Struct, array_like=True, frozen=True):
+    ts: float
+    events: list[KVEvent]
+    dp_rank: int | None = None
+
+
+_typed_batch = msgspec.msgpack.Decoder(_EventBatch)  # tagged arrays straight into structs
+_any_batch = msgspec.msgpack.Decoder()
 
 
 def decode_event_batch(payload: bytes) -> list[KVEvent]:
-    batch = _decoder.decode(payload)  # [ts, events, dp_rank]
-    return [e for e in (_event(raw) for raw in batch[1]) if e is not None]
+    """The events of one batch. Decoded straight into the structs (no intermediate lists: the
+    router decodes every token a worker caches, kv_apply.py); a batch holding an event kind this
+    router does not know is decoded event by event, and the unknown events are skipped."""
+    try:
+        return _typed_batch.decode(payload).events
+    except msgspec.ValidationError:
+        batch = _any_batch.decode(payload)  # [ts, events, dp_rank]
+        return [e for e in (_event(raw) for raw in batch[1]) if e is not None]
+
+
+_EVENT_TYPES = {"BlockStored": BlockStored, "BlockRemoved": BlockRemoved,
+                "AllBlocksCleared": AllBlocksCleared}
 
 
 def _event(raw: list) -> KVEvent | None:
-    tag = raw[0]
-    if tag == "BlockStored":
-        return KVEvent(tag, tuple(raw[1]), raw[2], tuple(raw[3]), raw[4])
-    if tag == "BlockRemoved":
-        return KVEvent(tag, tuple(raw[1]))
-    if tag == "AllBlocksCleared":
-        return KVEvent(tag)
-    return None  # future event kinds are ignored, not fatal
+    cls = _EVENT_TYPES.get(raw[0]) if isinstance(raw, list) and raw else None
+    if cls is None:
+        return None  # future event kinds are ignored, not fatal
+    return msgspec.convert(raw, cls)
 
 
 # Responses (router -> client) ------------------------------------------------------------
