@@ -7,7 +7,8 @@ Open loop: /generate requests (a ~100-token text prompt, label logprobs) at a fi
 first straight to a fake worker, then through moep-router (true_flops, with each
 --processes count) and SGLang's gateway (smg, cache_aware), all in front of the same 8 fake
 workers; added latency = router p50/p99 minus the direct p50/p99. Capacity: a closed loop of
-256 requests in flight from 2 client processes for --seconds: requests/s completed.
+256 requests in flight from 2 client processes for --seconds: requests/s completed, and the
+router's CPU time per completed request (user + system, its processes) during that loop.
 Everything shares this machine's cores with the load generator and the fake workers: the
 figures are what this machine sustains, not the routers' ceilings.
 """
@@ -26,7 +27,7 @@ import aiohttp
 import orjson
 
 from bench.common import print_table, write_result
-from bench.compare_routers import LOGS, _SglangRouter, _smg_version
+from bench.compare_routers import LOGS, _cpu_seconds, _SglangRouter, _smg_version
 from moep_sglang import envs
 from moep_sglang.models.checkpoint import ensure_model
 from moep_sglang.models.corpus import paragraph
@@ -108,7 +109,17 @@ def capacity(url: str, seconds: float, bodies: list[bytes], clients: int = 2,
     total = sum(out.get(timeout=seconds + 120) for _ in procs)
     for p in procs:
         p.join()
-    return {"capacity_rps": total / seconds}
+    return {"capacity_rps": total / seconds, "capacity_requests": total}
+
+
+def capacity_with_cpu(url: str, pid: int, seconds: float, bodies: list[bytes]) -> dict:
+    """capacity(), plus the router's own CPU per completed request (its process and children:
+    user + system time during the closed loop)."""
+    before = _cpu_seconds(pid)
+    row = capacity(url, seconds, bodies)
+    cpu = _cpu_seconds(pid) - before
+    return {**row, "router_cpu_s": cpu,
+            "router_cpu_us_per_request": 1e6 * cpu / max(row["capacity_requests"], 1)}
 
 
 def main() -> None:
@@ -142,11 +153,12 @@ def main() -> None:
                 run(router.url)
                 rows.append({"system": f"moep-router true_flops, {n} process"
                                        f"{'es' if n > 1 else ''}", "processes": n,
-                             **run(router.url), **capacity(router.url, a.seconds, bodies)})
+                             **run(router.url),
+                             **capacity_with_cpu(router.url, router.proc.pid, a.seconds, bodies)})
         with _SglangRouter(urls) as smg:
             run(smg.url)
             rows.append({"system": "smg cache_aware", **run(smg.url),
-                         **capacity(smg.url, a.seconds, bodies)})
+                         **capacity_with_cpu(smg.url, smg.proc.pid, a.seconds, bodies)})
     finally:
         fake.terminate()
         fake.wait()
@@ -157,7 +169,8 @@ def main() -> None:
     cols = [("system", "system", "s"), ("achieved_rps", "req/s", ",.0f"),
             ("errors", "errors", "d"), ("p50_ms", "p50 ms", ".2f"), ("p99_ms", "p99 ms", ".2f"),
             ("added_p50_ms", "added p50", ".2f"), ("added_p99_ms", "added p99", ".2f"),
-            ("capacity_rps", "capacity req/s", ",.0f")]
+            ("capacity_rps", "capacity req/s", ",.0f"),
+            ("router_cpu_us_per_request", "router CPU us/req", ",.0f")]
     table = print_table(rows, cols)
     print(write_result("router_latency", {"config": {"rate": a.rate, "seconds": a.seconds,
                                                      "num_workers": a.num_workers,

@@ -74,6 +74,11 @@ class RouterConfig:
     max_items_per_request: int = field(default=4096, metadata={
         "help": "prompts one request may carry (/v1/score items, /v1/classify inputs or labels "
                 "with multi_label, /v1/rerank documents, a /generate batch); beyond: 413"})
+    split_min_items: int = field(default=32, metadata={
+        "help": "a request of at least twice this many prompts whose shared prefix several "
+                "healthy workers hold (cached or in flight; any worker when the prompts share "
+                "nothing) is split into siblings of at least this many prompts, one per such "
+                "worker, run in parallel and answered as one; 0: never split"})
     max_body_bytes: int = field(default=64 * 2**20, metadata={
         "help": "largest request body in bytes; beyond: 413"})
     processes: int = field(default=1, metadata={
@@ -117,6 +122,8 @@ class RouterConfig:
             raise ValueError("--max-inflight-per-worker must be >= 1")
         if self.max_items_per_request < 1:
             raise ValueError("--max-items-per-request must be >= 1")
+        if self.split_min_items < 0:
+            raise ValueError("--split-min-items must be >= 0 (0: never split)")
         if not 1 <= self.processes <= 64:
             raise ValueError("--processes must be between 1 and 64")
         if self.tokenizer_threads < 0:

@@ -3,12 +3,16 @@
 A request is answered exactly once: a worker that fails (connection lost, 5xx, timeout) is marked
 unhealthy and the request is retried on another worker (prefill is idempotent), up to
 `max_retries`; a worker's own 4xx goes back to the client. While every worker is saturated the
-request waits in a bounded central queue (beyond it: 429 with Retry-After).
+request waits in a bounded central queue (beyond it: 429 with Retry-After). A request of many
+prompts whose shared prefix several workers hold is split into siblings (split_job), each routed,
+retried and answered on its own, then merged in prompt order into one answer; if any sibling
+fails for good, the request fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -49,6 +53,22 @@ class DispatchResult:
         return [r.get("meta_info", {}) for r in self.raw]
 
 
+def split_job(job: Job, holders: int, min_items: int) -> list[Job]:
+    """The siblings of a job whose shared prefix `holders` workers hold.
+
+    With n prompts and m = min_items: k = min(holders, floor(n / m)) siblings when k >= 2 (else
+    the job itself), each a contiguous run of floor(n / k) or ceil(n / k) prompts in order. Each
+    sibling still shares the job's prefix, so a worker that already holds it prefills only the
+    items, and one that does not prefills it once for its whole sibling."""
+    n = len(job.prompts)
+    k = min(holders, n // min_items) if min_items > 0 else 1
+    if k < 2:
+        return [job]
+    bounds = [n * i // k for i in range(k + 1)]
+    return [dataclasses.replace(job, prompts=job.prompts[a:b])
+            for a, b in zip(bounds, bounds[1:])]
+
+
 class Dispatcher:
     def __init__(self, config: RouterConfig, registry: WorkerRegistry, policy: Policy,
                  cost: CostModel, metrics: RouterMetrics) -> None:
@@ -73,6 +93,23 @@ class Dispatcher:
 
     # Public API ---------------------------------------------------------------------------
     async def run(self, job: Job) -> DispatchResult:
+        siblings = split_job(job, self._holders(job), self.config.split_min_items)
+        if len(siblings) == 1:
+            return await self._run_one(job)
+        self.metrics.split_requests.inc()
+        parts = await asyncio.gather(*(self._run_one(s) for s in siblings))
+        raw = [r for part in parts for r in part.raw]
+        usage = _sum_usage([p.usage for p in parts])
+        return DispatchResult(job, raw, usage, ",".join(p.worker_id for p in parts))
+
+    def _holders(self, job: Job) -> int:
+        """Healthy workers holding the job's shared prefix (cached, or routed and in flight)."""
+        if len(job.prompts) < 2 * max(self.config.split_min_items, 1):
+            return 1  # too few prompts to split: skip the lookups
+        key = job.routing_key
+        return sum(1 for w in self.registry.healthy() if w.match_len(key) >= job.prefix_len)
+
+    async def _run_one(self, job: Job) -> DispatchResult:
         tried: set[str] = set()
         while True:
             worker = await self._admit(job, tried)
@@ -205,6 +242,14 @@ class Dispatcher:
         self.metrics.flops.inc(flops)
         return Usage(prompt_tokens=prompt, total_tokens=prompt, cached_tokens=cached,
                      prompt_tokens_details=PromptTokensDetails(cached), flops=flops)
+
+
+def _sum_usage(parts: list[Usage]) -> Usage:
+    prompt = sum(u.prompt_tokens for u in parts)
+    cached = sum(u.cached_tokens for u in parts)
+    return Usage(prompt_tokens=prompt, total_tokens=prompt, cached_tokens=cached,
+                 prompt_tokens_details=PromptTokensDetails(cached),
+                 flops=sum(u.flops for u in parts))
 
 
 def _worker_message(body) -> str:

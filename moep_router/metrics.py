@@ -34,6 +34,9 @@ class RouterMetrics:
                              registry=r)
         self.retries = Counter("moep_router_retries_total",
                                "Requests retried on another worker after a failure", registry=r)
+        self.split_requests = Counter("moep_router_split_requests_total",
+                                      "Requests split into siblings over several workers",
+                                      registry=r)
         self.rejected = Counter("moep_router_rejected_total",
                                 "Requests refused for overload", ["reason"], registry=r)
         self.queue_depth = Gauge("moep_router_queue_depth",

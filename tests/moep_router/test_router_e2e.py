@@ -140,3 +140,48 @@ def test_api_key(tiny_model, workers, log_dir):
         assert r.wait_healthy(30).get("/health")[0] == 200  # /health needs no key
     finally:
         r.stop()
+
+
+def _blocks(router) -> dict[str, int]:
+    return {w["url"]: w["cached_blocks"] for w in router.get("/workers")[1]["workers"]}
+
+
+def _wait_blocks(router, at_least: dict[str, int], timeout_s: float = 15) -> None:
+    """Until each worker's index holds at_least[url] blocks (KV events arrive asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = _blocks(router)
+        if all(now[u] >= n for u, n in at_least.items()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"cached blocks {_blocks(router)}, waited for {at_least}")
+
+
+def test_many_items_split_over_the_workers_holding_the_prefix(router, workers):
+    query = "Zs split query. " + DOC
+    # Items that differ in their first token: the prompts share exactly the query.
+    items = [f"{('Yes', 'No', 'Maybe', 'Sure')[i % 4]}, item {i} is safe." for i in range(64)]
+    body = {"query": query, "items": items, "label_token_ids": [661, 362], "apply_softmax": True}
+    before = _requests_per_worker(router)
+    status, fresh = post(f"{router.url}/v1/score", {**body, "query": "Zn never seen. " + DOC})
+    assert status == 200, fresh  # a prefix no worker holds: one worker, not split
+    after = _requests_per_worker(router)
+    assert sorted(after[u] - before[u] for u in after) == [0, 1]
+    blocks = _blocks(router)
+    for w in workers:  # both workers now hold the query (sent to them directly)
+        status, _ = post(f"{w.config.url}/v1/score", {**body, "items": ["Warm."]})
+        assert status == 200
+    _wait_blocks(router, {u: n + 40 for u, n in blocks.items()})
+    before = _requests_per_worker(router)
+    status, via = post(f"{router.url}/v1/score", body)
+    assert status == 200, via
+    after = _requests_per_worker(router)
+    assert sorted(after[u] - before[u] for u in after) == [1, 1]  # one sibling on each
+    _, direct = post(f"{workers[0].config.url}/v1/score", body)
+    assert len(via["scores"]) == 64
+    for a, b in zip(via["scores"], direct["scores"]):  # merged in item order
+        assert a == pytest.approx(b, abs=1e-4)
+    assert via["usage"]["prompt_tokens"] == direct["usage"]["prompt_tokens"]
+    assert via["usage"]["cached_tokens"] >= 64 * 40  # each sibling found the query cached
+    _, metrics = router.get("/metrics")
+    assert "moep_router_split_requests_total 1.0" in str(metrics)
