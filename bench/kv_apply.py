@@ -3,8 +3,10 @@
 Builds SGLang-shaped event batches (msgpack [ts, [event, ...], dp_rank], one BlockStored per page
 as SGLang 0.5.17's radix cache emits them: mem_cache/events.py) for sequences of `seq_len` tokens
 sharing nothing, then times kv_listener.apply_batch over all of them (what the router's event loop
-runs for each batch it receives), then the BlockRemoved batches that evict them again. Reports us
-per token stored / removed and the objects the index keeps alive (the garbage collector's load).
+runs for each batch it replays), then the BlockRemoved batches that evict them again, then the
+stored batches once more as the listener applies live ones (apply_batch_sliced). Reports us per
+token stored / removed / stored in slices and the objects the index keeps alive (the garbage
+collector's load).
 
     python -m bench.kv_apply            # page size 1 and 16, 200,000 tokens each
 """
@@ -65,10 +67,32 @@ def run(num_tokens: int, page: int, seq_len: int = 2000, per_batch: int = 4, see
         apply_batch(state, seq, payload)
     t_remove = time.perf_counter() - t0
     assert state.index.num_blocks == 0 and blocks == num_tokens // page
+    t_sliced = _sliced(stored)
     return {"page_size": page, "tokens": num_tokens, "blocks": blocks, "batches": len(stored),
             "us_per_token_stored": t_store / num_tokens * 1e6,
             "us_per_token_removed": t_remove / num_tokens * 1e6,
+            "us_per_token_stored_sliced": t_sliced / num_tokens * 1e6,
             "tracked_objects_per_block": objects / blocks}
+
+
+def _sliced(stored: list[bytes]) -> float:
+    """Seconds to apply the stored batches as the listener does (apply_batch_sliced: batches
+    over APPLY_SLICE_EVENTS events decoded event by event, the loop served between slices)."""
+    import asyncio
+
+    try:
+        from moep_router.kv_listener import apply_batch_sliced
+    except ImportError:  # the code before slicing
+        return float("nan")
+    state = WorkerState(WorkerSpec("http://fake:2"), float("inf"))
+
+    async def run() -> float:
+        t0 = time.perf_counter()
+        for seq, payload in enumerate(stored):
+            await apply_batch_sliced(state, seq, payload)
+        return time.perf_counter() - t0
+
+    return asyncio.run(run())
 
 
 def main() -> None:
@@ -88,6 +112,7 @@ def main() -> None:
     table = print_table(rows, [("page_size", "page", "d"), ("tokens", "tokens", ",d"),
                                ("us_per_token_stored", "us/token stored", ".3f"),
                                ("us_per_token_removed", "us/token removed", ".3f"),
+                               ("us_per_token_stored_sliced", "us/token sliced", ".3f"),
                                ("tracked_objects_per_block", "GC objects/block", ".2f")])
     write_result(a.name, {"rows": rows, "table": table})
 

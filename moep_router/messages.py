@@ -71,6 +71,30 @@ _typed_batch = msgspec.msgpack.Decoder(_EventBatch)  # tagged arrays straight in
 _any_batch = msgspec.msgpack.Decoder()
 
 
+class _RawEventBatch(msgspec.Struct, array_like=True, frozen=True):
+    ts: float
+    events: list[msgspec.Raw]  # each event's bytes, decoded one by one (decode_event)
+    dp_rank: int | None = None
+
+
+_raw_batch = msgspec.msgpack.Decoder(_RawEventBatch)
+_one_event = msgspec.msgpack.Decoder(KVEvent)
+
+
+def split_event_batch(payload: bytes) -> list[msgspec.Raw]:
+    """The events of one batch as undecoded pieces (~0.1 us per event): a large batch can then be
+    decoded and applied a slice at a time (kv_listener)."""
+    return _raw_batch.decode(payload).events
+
+
+def decode_event(raw: msgspec.Raw) -> KVEvent | None:
+    """One piece of split_event_batch; None for an event kind this router does not know."""
+    try:
+        return _one_event.decode(raw)
+    except msgspec.ValidationError:
+        return _event(_any_batch.decode(raw))
+
+
 def decode_event_batch(payload: bytes) -> list[KVEvent]:
     """The events of one batch. Decoded straight into the structs (no intermediate lists: the
     router decodes every token a worker caches, kv_apply.py); a batch holding an event kind this

@@ -147,3 +147,35 @@ def test_evicting_a_deep_sequence_is_not_recursive():
     idx.apply_stored(list(range(1, n + 1)), None, list(range(n)), 1)
     idx.apply_removed([1])
     assert idx.num_blocks == 0 and idx.match_len(list(range(20))) == 0
+
+
+def test_a_large_batch_is_applied_in_slices_with_the_loop_serving_in_between():
+    import asyncio
+
+    from moep_router.kv_listener import apply_batch_sliced
+
+    tokens = list(range(5000))
+    events = [_stored([i + 1], i or None, [t]) for i, t in enumerate(tokens)]
+    events.insert(2500, ["SomethingNew", 1])  # unknown kinds are skipped here too
+    payload = _payload(*events)
+    whole = WorkerState(WorkerSpec("http://w:1"), threshold_flops=1.0)
+    apply_batch(whole, 7, payload)
+
+    async def run() -> tuple[WorkerState, int]:
+        sliced = WorkerState(WorkerSpec("http://w:2"), threshold_flops=1.0)
+        turns = 0
+
+        async def other() -> None:  # a request being served meanwhile
+            nonlocal turns
+            while sliced.last_seq != 7:
+                turns += 1
+                await asyncio.sleep(0)
+
+        await asyncio.gather(apply_batch_sliced(sliced, 7, payload, slice_events=1000), other())
+        return sliced, turns
+
+    sliced, turns = asyncio.run(run())
+    assert turns >= 4  # 5,001 events in slices of 1,000: the loop ran between them
+    assert sliced.last_seq == whole.last_seq == 7
+    assert sliced.index.num_blocks == whole.index.num_blocks == 5000
+    assert sliced.index.match_len(tokens + [1]) == whole.index.match_len(tokens) == 5000
