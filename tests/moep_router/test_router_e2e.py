@@ -35,13 +35,16 @@ def test_score_through_router_equals_the_worker(router, workers):
 
 def test_shared_prefix_stays_on_one_worker_and_hits_its_cache(router):
     before = _requests_per_worker(router)
+    blocks = _blocks(router)
     cached, flops = [], []
-    for q in ("Is it safe?", "Is it complex?", "Was the team right?", "Is it true?"):
+    for i, q in enumerate(("Is it safe?", "Is it complex?", "Was the team right?", "Is it true?")):
         status, body = post(f"{router.url}/v1/score", {
             "query": DOC, "items": [f" Question: {q} Answer:"], "label_token_ids": [661, 362]})
         assert status == 200, body
         cached.append(body["usage"]["cached_tokens"])
         flops.append(body["usage"]["flops"])
+        if i == 0:  # the answer can beat the worker's KV events to the router: let them land
+            _wait_any_blocks(router, blocks, 60)
     after = _requests_per_worker(router)
     assert sorted(after[u] - before[u] for u in after) == [0, 4]  # all on one worker
     assert cached[0] < 10 and min(cached[1:]) > 60  # the document is reused after the first
@@ -144,6 +147,17 @@ def test_api_key(tiny_model, workers, log_dir):
 
 def _blocks(router) -> dict[str, int]:
     return {w["url"]: w["cached_blocks"] for w in router.get("/workers")[1]["workers"]}
+
+
+def _wait_any_blocks(router, before: dict[str, int], grown: int, timeout_s: float = 15) -> None:
+    """Until some worker's index holds `grown` more blocks than in `before`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = _blocks(router)
+        if max(now[u] - before[u] for u in before) >= grown:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"cached blocks {_blocks(router)}, before {before}")
 
 
 def _wait_blocks(router, at_least: dict[str, int], timeout_s: float = 15) -> None:

@@ -18,12 +18,12 @@ from moep_sglang.server.worker_process import WorkerProcess, free_port_pair
 from tests.helpers import RouterProcess, post, start_worker, worker_spec
 
 
-def _wait(pred, timeout_s=60.0):
+def _wait(pred, timeout_s=60.0, every_s=0.3):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if pred():
             return True
-        time.sleep(0.3)
+        time.sleep(every_s)
     return False
 
 
@@ -39,9 +39,14 @@ def test_killed_worker_loses_no_accepted_request_and_is_readmitted(tiny_model, l
             return post(f"{r.url}/v1/score", {"query": f"{i} {doc}", "items": [" Answer:"],
                                               "label_token_ids": [661, 362]}, timeout=120)
 
+        def inflight(url):
+            return {w["url"]: w for w in r.get("/workers")[1]["workers"]}[url]["inflight"]
+
         with cf.ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(score, i) for i in range(60)]
-            time.sleep(1.0)  # requests are in flight on both workers
+            # Kill once requests are in flight on it (a fixed sleep let a fast machine finish
+            # every request first).
+            assert _wait(lambda: inflight(ws[0].config.url) >= 2, timeout_s=60, every_s=0.02)
             os.killpg(ws[0].pid, signal.SIGKILL)
             results = [f.result() for f in futures]
         assert [s for s, _ in results] == [200] * 60, [b for s, b in results if s != 200][:2]
