@@ -23,12 +23,11 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 from bench.common import print_table, write_result
-from bench.serve import COLUMNS, ServeConfig, run_serve
+from bench.serve import COLUMNS, ServeConfig, flush_caches, run_serve
 from moep_sglang import envs
 from moep_sglang.models.checkpoint import ensure_model
 from moep_sglang.server.router_process import RouterProcess, worker_spec
@@ -78,7 +77,7 @@ def main() -> None:
         time.sleep(3.0)  # let SGLang's own warmup requests finish
         for rep in range(a.repeats):
             for system in systems:
-                _flush(workers)
+                flush_caches([w.config.url for w in workers])
                 rows.append({**_run_system(system, a, model, workers), "repeat": rep})
                 print_table(rows[-1:], COLUMNS)
     finally:
@@ -155,22 +154,6 @@ def _run_system(system: str, a, model: Path, workers: list[WorkerProcess]) -> di
         return {**row, "router_cpu_s": _cpu_seconds(router.proc.pid)}
 
 
-def _flush(workers: list[WorkerProcess], timeout_s: float = 300) -> None:
-    """Empty every worker's radix cache (SGLang refuses with 400 while a request runs)."""
-    deadline = time.monotonic() + timeout_s
-    for w in workers:
-        while True:
-            req = urllib.request.Request(f"{w.config.url}/flush_cache", data=b"{}",
-                                         method="POST",
-                                         headers={"Content-Type": "application/json"})
-            try:
-                urllib.request.urlopen(req, timeout=20).read()
-                break
-            except (urllib.error.HTTPError, urllib.error.URLError, TimeoutError) as exc:
-                # 400: a request is still running; a timeout: seen once right after startup
-                if getattr(exc, "code", 400) != 400 or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
     time.sleep(0.5)
 
 

@@ -37,6 +37,28 @@ class ServeConfig:
     max_len: int = 3500  # table2: longest context in tokens
 
 
+def flush_caches(urls: list[str], timeout_s: float = 300) -> None:
+    """Empty every worker's radix cache before a run (SGLang refuses with 400 while a request
+    runs: retried until timeout_s)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    for url in urls:
+        while True:
+            req = urllib.request.Request(f"{url}/flush_cache", data=b"{}", method="POST",
+                                         headers={"Content-Type": "application/json"})
+            try:
+                urllib.request.urlopen(req, timeout=20).read()
+                break
+            except (urllib.error.HTTPError, urllib.error.URLError, TimeoutError) as exc:
+                # 400: a request is still running; a timeout: seen once right after startup
+                if getattr(exc, "code", 400) != 400 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    time.sleep(0.5)
+
+
 def run_serve(config: ServeConfig) -> dict:
     tok = RouterTokenizer(config.model)
     reqs = _workload(config)

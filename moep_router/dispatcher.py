@@ -104,8 +104,9 @@ class Dispatcher:
 
     def _holders(self, job: Job) -> int:
         """Healthy workers holding the job's shared prefix (cached, or routed and in flight)."""
-        if len(job.prompts) < 2 * max(self.config.split_min_items, 1):
-            return 1  # too few prompts to split: skip the lookups
+        m = self.config.split_min_items
+        if not m or len(job.prompts) < 2 * m:
+            return 1  # splitting off, or too few prompts to split: skip the lookups
         key = job.routing_key
         return sum(1 for w in self.registry.healthy() if w.match_len(key) >= job.prefix_len)
 
@@ -240,16 +241,17 @@ class Dispatcher:
         self.metrics.prompt_tokens.inc(prompt)
         self.metrics.cached_tokens.inc(cached)
         self.metrics.flops.inc(flops)
-        return Usage(prompt_tokens=prompt, total_tokens=prompt, cached_tokens=cached,
-                     prompt_tokens_details=PromptTokensDetails(cached), flops=flops)
+        return _usage_of(prompt, cached, flops)
+
+
+def _usage_of(prompt: int, cached: int, flops: int) -> Usage:
+    return Usage(prompt_tokens=prompt, total_tokens=prompt, cached_tokens=cached,
+                 prompt_tokens_details=PromptTokensDetails(cached), flops=flops)
 
 
 def _sum_usage(parts: list[Usage]) -> Usage:
-    prompt = sum(u.prompt_tokens for u in parts)
-    cached = sum(u.cached_tokens for u in parts)
-    return Usage(prompt_tokens=prompt, total_tokens=prompt, cached_tokens=cached,
-                 prompt_tokens_details=PromptTokensDetails(cached),
-                 flops=sum(u.flops for u in parts))
+    return _usage_of(sum(u.prompt_tokens for u in parts), sum(u.cached_tokens for u in parts),
+                     sum(u.flops for u in parts))
 
 
 def _worker_message(body) -> str:

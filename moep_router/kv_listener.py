@@ -47,8 +47,9 @@ def apply_batch(state: WorkerState, seq: int, payload: bytes) -> None:
 
 # Events applied between two turns of the event loop: a prefill step of 32K tokens is 32K events
 # at page size 1 (~80 ms to apply on the 2-core machine, bench/kv_apply.py); in slices of 1,024
-# (~2.5 ms) requests are routed in between. The index then holds a prefix of the batch, i.e. the worker's cache as
-# it was at some point in the event order: it may under-report for a moment, never over-report.
+# (~2.5 ms) requests are routed in between. The index then holds a prefix of the batch, i.e. the
+# worker's cache as it was at some point in the event order: it may under-report for a moment,
+# never over-report.
 APPLY_SLICE_EVENTS = 1024
 MIN_EVENT_BYTES = 16  # an encoded event takes at least this (["BlockRemoved", [h]]: 16 bytes)
 

@@ -240,21 +240,6 @@ def split_env(flags: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
     return tuple(f for f in flags if not f.startswith("ENV:")), env
 
 
-def _flush_caches(urls: list[str]) -> None:
-    """Empty every server's radix cache (SGLang's /flush_cache; refused while requests run)."""
-    async def flush() -> None:
-        async with aiohttp.ClientSession() as s:
-            for u in urls:
-                for _ in range(50):
-                    async with s.post(f"{u}/flush_cache") as r:
-                        if r.status == 200:
-                            break
-                    await asyncio.sleep(0.2)
-                else:
-                    raise RuntimeError(f"{u}/flush_cache refused for 10 s")
-    asyncio.run(flush())
-
-
 def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> dict:
     """The Table-2-shaped mix (shared prefixes) through moep-router (true_flops) in front of a
     strategy's servers; a one-server strategy gets it directly, and then publishes no KV events
@@ -262,7 +247,7 @@ def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> di
     requests again on the same servers, each repeat from emptied radix caches; a repeat that
     failed (plain SGLang 0.5.17 crashes on this mix, patches/README.md) is recorded with its
     error and the servers are started again for the next. The row is the median repeat's."""
-    from bench.serve import ServeConfig, run_serve
+    from bench.serve import ServeConfig, flush_caches, run_serve
     from moep_sglang.server.router_process import RouterProcess, worker_spec
 
     name, variant, extra = split_entry(entry, args.variants)
@@ -296,7 +281,7 @@ def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> di
                 router = RouterProcess(model, specs, log_dir / f"router-{name}.log", "--policy",
                                        "true_flops").start(wait_healthy=True)
             try:
-                _flush_caches(urls)
+                flush_caches(urls)
                 runs.append(run_serve(ServeConfig(
                     router.url if router else urls[0], model, "table2", args.mix_scale, 0,
                     args.concurrency, entry, args.mix_api, length_scale=1.0,
