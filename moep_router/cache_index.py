@@ -48,6 +48,8 @@ class CacheIndex:
 
     def apply_stored(self, block_hashes: Sequence[int], parent: int | None,
                      token_ids: Sequence[int], block_size: int) -> None:
+        if block_size < self.block_size and len(block_hashes) == 1:
+            return  # a node's partial last page (SGLang sends it as a shorter block): unmatched
         if block_size != self.block_size:
             self.clear()
             self.block_size, self.chunk = block_size, math.lcm(CHUNK, block_size)

@@ -45,29 +45,49 @@ def apply_batch(state: WorkerState, seq: int, payload: bytes) -> None:
     state.last_seq = seq
 
 
-# Events applied between two turns of the event loop: a prefill step of 32K tokens is 32K events
+# Blocks applied between two turns of the event loop: a prefill step of 32K tokens is 32K blocks
 # at page size 1 (~80 ms to apply on the 2-core machine, bench/kv_apply.py); in slices of 1,024
-# (~2.5 ms) requests are routed in between. The index then holds a prefix of the batch, i.e. the
-# worker's cache as it was at some point in the event order: it may under-report for a moment,
-# never over-report.
-APPLY_SLICE_EVENTS = 1024
-MIN_EVENT_BYTES = 16  # an encoded event takes at least this (["BlockRemoved", [h]]: 16 bytes)
+# (~2.5 ms) requests are routed in between. A worker with the moep plugin sends one event per
+# radix node (thousands of blocks), so an event is applied in slices too: its blocks form a
+# chain, and a slice's first block is the child of the previous slice's last. The index then
+# holds a prefix of the batch, i.e. the worker's cache as it was at some point in the event
+# order: it may under-report for a moment, never over-report.
+APPLY_SLICE_BLOCKS = 1024
+# An encoded block takes at least ~10 bytes (its 64-bit hash, 9 bytes, and a token id), so a
+# payload below APPLY_SLICE_BLOCKS x this holds less than a slice and is applied at once.
+MIN_BLOCK_BYTES = 10
 
 
 async def apply_batch_sliced(state: WorkerState, seq: int, payload: bytes,
-                             slice_events: int = APPLY_SLICE_EVENTS) -> None:
-    """apply_batch, yielding to the event loop every slice_events events."""
-    if len(payload) < slice_events * MIN_EVENT_BYTES:  # fewer events than a slice: at once
+                             slice_blocks: int = APPLY_SLICE_BLOCKS) -> None:
+    """apply_batch, yielding to the event loop after every slice_blocks blocks."""
+    if len(payload) < slice_blocks * MIN_BLOCK_BYTES:  # fewer blocks than a slice: at once
         apply_batch(state, seq, payload)
         return
-    pieces = split_event_batch(payload)
-    for start in range(0, len(pieces), slice_events):
-        if start:
+    budget = slice_blocks
+    for raw in split_event_batch(payload):
+        event = decode_event(raw)
+        if event is None:
+            continue
+        if type(event) is not BlockStored or len(event.block_hashes) <= budget:
+            apply_event(state, event)
+            budget -= max(1, len(getattr(event, "block_hashes", ())))
+        else:  # a long chain of blocks: slice it
+            hashes, tokens, bs = event.block_hashes, event.token_ids, event.block_size
+            parent, start = event.parent_block_hash, 0
+            while start < len(hashes):
+                if budget <= 0:
+                    await asyncio.sleep(0)
+                    budget = slice_blocks
+                end = start + budget
+                state.index.apply_stored(hashes[start:end], parent, tokens[start * bs:end * bs],
+                                         bs)
+                parent = hashes[min(end, len(hashes)) - 1]
+                budget -= min(end, len(hashes)) - start
+                start = end
+        if budget <= 0:
             await asyncio.sleep(0)
-        for raw in pieces[start:start + slice_events]:
-            event = decode_event(raw)
-            if event is not None:
-                apply_event(state, event)
+            budget = slice_blocks
     state.last_seq = seq
 
 

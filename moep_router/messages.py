@@ -33,7 +33,8 @@ END_SEQ = (-1).to_bytes(8, "big", signed=True)  # SGLang's end-of-replay marker
 
 
 class BlockStored(msgspec.Struct, array_like=True, tag=True, frozen=True):
-    """Blocks cached on the worker, parent first (SGLang 0.5.17 sends one per page)."""
+    """Blocks cached on the worker, parent first (SGLang 0.5.17 sends one block per event; a
+    worker with the moep plugin one event per radix node, all its pages)."""
     block_hashes: list[int]  # the stored blocks, each the child of the one before
     parent_block_hash: int | None  # parent of the first block (None: a first block)
     token_ids: list[int]  # tokens of all blocks, concatenated

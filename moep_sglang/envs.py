@@ -39,3 +39,8 @@ def moe_config_dir() -> Path | None:
 def tuned_moe_configs() -> bool:
     """MOEP_TUNED_MOE_CONFIGS=0: ignore moep's tuned fused-MoE configs (SGLang's own choice)."""
     return _get("MOEP_TUNED_MOE_CONFIGS", "1") != "0"
+
+
+def kv_events_per_node() -> bool:
+    """MOEP_KV_EVENTS_PER_NODE=0: publish SGLang's own one-BlockStored-per-page KV events."""
+    return _get("MOEP_KV_EVENTS_PER_NODE", "1") != "0"

@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from moep_sglang.plugin import asyncep_hooks, cpu_fallbacks, fp8_cpu, logprobs, moe_configs, score
+from moep_sglang.plugin import (
+    asyncep_hooks,
+    cpu_fallbacks,
+    fp8_cpu,
+    kv_events,
+    logprobs,
+    moe_configs,
+    score,
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,16 @@ HOOKS: tuple[HookSpec, ...] = (
         "sglang.srt.layers.moe.moe_runner.triton_utils.fused_moe_triton_config.get_moe_configs",
         moe_configs.tuned_first, "AROUND",
         "fused-MoE Triton configs: moep's tuned files (H100/H200, Triton 3.6) before SGLang's",
+    ),
+    HookSpec(
+        "sglang.srt.mem_cache.events.KVCacheEventMixin._record_store_event",
+        kv_events.store_event_per_node, "AROUND",
+        "KV events cost a worker ~5 us per cached token (one event per page): one per node",
+    ),
+    HookSpec(
+        "sglang.srt.mem_cache.events.KVCacheEventMixin._record_remove_event",
+        kv_events.remove_event_vectorised, "AROUND",
+        "the matching BlockRemoved: one hash conversion pass per node, not one call per page",
     ),
     HookSpec(
         "sglang.srt.layers.quantization.unquant.UnquantizedFusedMoEMethod.create_weights",

@@ -34,6 +34,16 @@ def test_block_size_one_chain_matches_exact_prefix():
     assert idx.match_len([5, 6, 9, 1]) == 3
 
 
+def test_a_nodes_partial_last_page_keeps_the_index():
+    # SGLang sends a node's partial last page as a block of its own, shorter than the page size:
+    # it is never matched, and it is not a change of page size (which would clear the index).
+    idx = CacheIndex()
+    idx.apply_stored([1, 2], None, [1, 2, 3, 4, 5, 6, 7, 8], 4)
+    idx.apply_stored([3], 2, [9, 10, 11], 3)
+    assert idx.num_blocks == 2 and idx.block_size == 4
+    assert idx.match_len([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]) == 8
+
+
 def test_multi_token_blocks_and_partial_blocks():
     idx = CacheIndex()
     idx.apply_stored([1, 2], None, [1, 2, 3, 4, 5, 6, 7], 4)  # second block partial: ignored
@@ -171,7 +181,7 @@ def test_a_large_batch_is_applied_in_slices_with_the_loop_serving_in_between():
                 turns += 1
                 await asyncio.sleep(0)
 
-        await asyncio.gather(apply_batch_sliced(sliced, 7, payload, slice_events=1000), other())
+        await asyncio.gather(apply_batch_sliced(sliced, 7, payload, slice_blocks=1000), other())
         return sliced, turns
 
     sliced, turns = asyncio.run(run())
@@ -179,3 +189,36 @@ def test_a_large_batch_is_applied_in_slices_with_the_loop_serving_in_between():
     assert sliced.last_seq == whole.last_seq == 7
     assert sliced.index.num_blocks == whole.index.num_blocks == 5000
     assert sliced.index.match_len(tokens + [1]) == whole.index.match_len(tokens) == 5000
+
+
+def test_one_long_chain_event_is_applied_in_slices():
+    # A moep worker sends one BlockStored per radix node: here 5,000 blocks in one event, cut
+    # into chained slices with the loop running in between, ending in the same index.
+    import asyncio
+
+    from moep_router.kv_listener import apply_batch_sliced
+
+    tokens = list(range(5000))
+    payload = _payload(_stored(list(range(1, 5001)), None, tokens),
+                       _stored([9001, 9002], 5000, [1, 2]))
+    whole = WorkerState(WorkerSpec("http://w:1"), threshold_flops=1.0)
+    apply_batch(whole, 3, payload)
+
+    async def run() -> tuple[WorkerState, int]:
+        sliced = WorkerState(WorkerSpec("http://w:2"), threshold_flops=1.0)
+        turns = 0
+
+        async def other() -> None:
+            nonlocal turns
+            while sliced.last_seq != 3:
+                turns += 1
+                await asyncio.sleep(0)
+
+        await asyncio.gather(apply_batch_sliced(sliced, 3, payload, slice_blocks=1000), other())
+        return sliced, turns
+
+    sliced, turns = asyncio.run(run())
+    assert turns >= 4
+    assert sliced.index.num_blocks == whole.index.num_blocks == 5002
+    assert sliced.index.match_len(tokens + [1, 2, 3]) == whole.index.match_len(tokens + [1, 2]) \
+        == 5002
