@@ -10,6 +10,8 @@
 #   fa3check                  FlashAttention-3 (staged, trimmed) against torch SDPA
 #   one30b | one235b          one GPU: ours vs sglang_default (SGLang as users run it), same call
 #   onemix                    one GPU: the Table-2-shaped mix, radix caches on, ours vs sglang_default
+#   onekv                     one GPU: the same mix with KV events published (as behind moep-router):
+#                             per radix node (ours) vs per page (SGLang's), clocks sampled
 #   profile | profile235      one GPU: time breakdown of a forward (profile_forward.py)
 #   diag                      one GPU: that breakdown under the benchmark's load, host calls, caches
 #   barestart                 one GPU: first start from emptied JIT caches + the carried kernel cache
@@ -40,6 +42,18 @@ fi
 caches() {  # every JIT cache on the machine: size, then the newest files with their times
   du -sh "$MOEP_KCACHE"/* ~/.cache/* ~/.triton /tmp/torchinductor_* 2>/dev/null
   find "$MOEP_KCACHE" ~/.cache ~/.triton -type f -printf "%TT %8s %p\n" 2>/dev/null | sort | tail -80
+}
+gpumon() {  # sample the GPUs' clocks, power and throttle reasons every 250 ms into $R/gpumon.csv
+  local q=timestamp,index,clocks.sm,clocks.mem,power.draw,power.limit,temperature.gpu,utilization.gpu
+  for reasons in clocks_event_reasons.active clocks_throttle_reasons.active; do  # newer, older name
+    nvidia-smi --query-gpu=$q,$reasons --format=csv -c 1 >/dev/null 2>&1 && { q=$q,$reasons; break; }
+  done
+  nvidia-smi --query-gpu=$q --format=csv,nounits -lms 250 > "$R/gpumon.csv" 2>&1 &
+  GPUMON=$!
+}
+gpumon_summary() {  # stop the sampler; print SM clock / power quantiles over the busy samples
+  kill "$GPUMON" 2>/dev/null; wait "$GPUMON" 2>/dev/null
+  python3 bench/gpu/gpumon.py "$R/gpumon.csv" | tee "$R/gpumon_summary.txt"
 }
 pack() { tar czf "$OUT/$STEP.tgz" -C "$OUT" "$STEP" && rm -rf "$R"; }
 pair() {  # pair NAME "args on GPU 0" "args on GPU 1": two 1-GPU runs at once, one per GPU
@@ -118,22 +132,38 @@ case "$STEP" in
   one30b)  # Qwen3-30B-A3B at 4K and 32K on one GPU: plain SGLang first, then ours (the launcher's
            # defaults); 3 timed repeats each. Variants for STRATS (replicas/b64k, replicas/graphs):
            # 64K-token prefill batches, prefill CUDA graphs
-    $BENCH --preset qwen3-30b-a3b --gpus 1 --prompts 64 --prompt-len 4096,32768 --repeats 3 \
+    gpumon
+    $BENCH --preset qwen3-30b-a3b --gpus 1 --prompts 64 --prompt-len "${LENS:-4096,32768}" --repeats 3 \
       --variant b64k=--max-prefill-tokens=65536,--chunked-prefill-size=65536 \
       --variant graphs=--cuda-graph-backend-prefill=breakable \
       --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
-      --name h200_30b_one_gpu --label "one H200, launcher defaults (fa3) vs SGLang defaults"
-    cp "$R"/*.json "$OUT"/; pack ;;
+      --name "h200_30b_one_gpu${TAG:-}" --label "one H200, launcher defaults (fa3) vs SGLang defaults"
+    gpumon_summary
+    cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
   onemix)  # the Table-2-shaped mix at the paper's lengths (capped at 32K), radix caches on, one
            # GPU (no router: one server, no KV events), the identical /generate requests to every
            # server, REPEATS runs each from emptied caches; `sgcfg`: ours on SGLang's MoE configs
+    gpumon
     $BENCH --preset qwen3-30b-a3b --gpus 1 --workload table2 --mix-scale "${SCALE:-1}" \
       --mix-api generate --repeats "${REPEATS:-3}" --out "$R" \
       --strategies "${STRATS:-sglang_default,replicas,replicas/sgcfg}" \
       --variant c8k=--chunked-prefill-size=8192,--max-prefill-tokens=16384 \
       --variant sgcfg=ENV:MOEP_TUNED_MOE_CONFIGS=0 \
       --name "h200_30b_table2_one_gpu${TAG:-}" --label "one H200, launcher defaults vs SGLang defaults, radix cache"
-    cp "$R"/*.json "$OUT"/; pack ;;
+    gpumon_summary
+    cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
+  onekv)  # the mix as a worker behind moep-router runs it: KV events published (nobody subscribes;
+          # the worker encodes and sends them all the same); kv: one event per radix node (the
+          # plugin's default), kvsg: SGLang's one per page; GPU clocks and power sampled meanwhile
+    gpumon
+    $BENCH --preset qwen3-30b-a3b --gpus 1 --workload table2 --mix-scale "${SCALE:-1}" \
+      --mix-api generate --repeats "${REPEATS:-3}" --out "$R" \
+      --strategies "${STRATS:-replicas/kv,replicas/kvsg}" \
+      --variant kv=--kv-events-port=29555 \
+      --variant kvsg=--kv-events-port=29565,ENV:MOEP_KV_EVENTS_PER_NODE=0 \
+      --name "h200_30b_table2_one_gpu_kv${TAG:-}" --label "one H200, mix, KV events published: per node vs per page"
+    gpumon_summary
+    cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
   one235b)  # the 235B shape, 12 layers (what one GPU holds with room for KV), at 4K
     $BENCH --preset qwen3-235b-a22b --num-layers 12 --gpus 1 --prompts 48 --prompt-len 4096 \
       --strategies "${STRATS:-sglang_default,replicas}" --out "$R" --name h200_235b12l_one_gpu \

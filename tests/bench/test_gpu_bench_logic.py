@@ -184,3 +184,21 @@ def test_prompts_of_different_lengths_share_no_prefix():
     short, long_ = _prompts(8, 4096, 150000, 2), _prompts(1, 32768, 150000, 2)
     assert all(p[:16] != long_[0][:16] for p in short)  # a radix cache finds nothing to reuse
     assert _prompts(8, 4096, 150000, 2) == short  # seeded: the same prompts every run
+
+
+def test_gpumon_summary_reads_nvidia_smi_csv(tmp_path):
+    from bench.gpu.gpumon import summarise
+
+    log = tmp_path / "gpumon.csv"
+    log.write_text(
+        "timestamp, index, clocks.current.sm [MHz], clocks.current.memory [MHz], power.draw [W], "
+        "power.limit [W], temperature.gpu, utilization.gpu [%], clocks_event_reasons.active\n"
+        "2026/12/04 05:10:00.000, 0, 1980, 3201, 650.1, 700.00, 60, 100, 0x0000000000000000\n"
+        "2026/12/04 05:10:00.250, 0, 1500, 3201, 699.1, 700.00, 62, 100, 0x0000000000000004\n"
+        "2026/12/04 05:10:00.500, 0, 1400, 3201, 698.0, 700.00, 63, 97, 0x0000000000000004\n"
+        "2026/12/04 05:10:00.750, 0, 345, 3201, 90.1, 700.00, 40, 0, 0x0000000000000001\n"
+        "2026/12/04 05:10:01.000, 0, [N/A], 3201, [N/A], 700.00, 40, [N/A], [N/A]\n")
+    text = summarise(str(log))
+    assert text.startswith("3 busy samples (utilization >= 50%) of 5")
+    assert "median 1500" in text and "max 1980" in text
+    assert "sw_power_cap 67%" in text and "gpu_idle" not in text
