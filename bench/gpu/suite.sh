@@ -131,9 +131,12 @@ case "$STEP" in
   fa3check) python3 bench/gpu/fa3_check.py ;;
   one30b)  # Qwen3-30B-A3B at 4K and 32K on one GPU: plain SGLang first, then ours (the launcher's
            # defaults); 3 timed repeats each. Variants for STRATS (replicas/b64k, replicas/graphs):
-           # 64K-token prefill batches, prefill CUDA graphs
+           # 64K-token prefill batches, prefill CUDA graphs. 262,144 tokens per length: the first
+           # length of LENS gets 262,144 / length prompts (64 at 4K, 8 at 32K), the driver scales
+           # the others the same way
+    LENS=${LENS:-4096,32768}
     gpumon
-    $BENCH --preset qwen3-30b-a3b --gpus 1 --prompts 64 --prompt-len "${LENS:-4096,32768}" --repeats 3 \
+    $BENCH --preset qwen3-30b-a3b --gpus 1 --prompts $((262144 / ${LENS%%,*})) --prompt-len "$LENS" --repeats 3 \
       --variant b64k=--max-prefill-tokens=65536,--chunked-prefill-size=65536 \
       --variant graphs=--cuda-graph-backend-prefill=breakable \
       --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \

@@ -159,11 +159,31 @@ def test_evicting_a_deep_sequence_is_not_recursive():
     assert idx.num_blocks == 0 and idx.match_len(list(range(20))) == 0
 
 
-def test_a_large_batch_is_applied_in_slices_with_the_loop_serving_in_between():
+def _apply_sliced_counting_turns(seq: int, payload: bytes, slice_blocks: int = 1000):
+    """Apply `payload` in slices on an event loop while another task (a request being served
+    meanwhile) counts the turns it got: (the sliced worker state, turns)."""
     import asyncio
 
     from moep_router.kv_listener import apply_batch_sliced
 
+    async def run() -> tuple[WorkerState, int]:
+        sliced = WorkerState(WorkerSpec("http://w:2"), threshold_flops=1.0)
+        turns = 0
+
+        async def other() -> None:
+            nonlocal turns
+            while sliced.last_seq != seq:
+                turns += 1
+                await asyncio.sleep(0)
+
+        await asyncio.gather(apply_batch_sliced(sliced, seq, payload, slice_blocks=slice_blocks),
+                             other())
+        return sliced, turns
+
+    return asyncio.run(run())
+
+
+def test_a_large_batch_is_applied_in_slices_with_the_loop_serving_in_between():
     tokens = list(range(5000))
     events = [_stored([i + 1], i or None, [t]) for i, t in enumerate(tokens)]
     events.insert(2500, ["SomethingNew", 1])  # unknown kinds are skipped here too
@@ -171,20 +191,7 @@ def test_a_large_batch_is_applied_in_slices_with_the_loop_serving_in_between():
     whole = WorkerState(WorkerSpec("http://w:1"), threshold_flops=1.0)
     apply_batch(whole, 7, payload)
 
-    async def run() -> tuple[WorkerState, int]:
-        sliced = WorkerState(WorkerSpec("http://w:2"), threshold_flops=1.0)
-        turns = 0
-
-        async def other() -> None:  # a request being served meanwhile
-            nonlocal turns
-            while sliced.last_seq != 7:
-                turns += 1
-                await asyncio.sleep(0)
-
-        await asyncio.gather(apply_batch_sliced(sliced, 7, payload, slice_blocks=1000), other())
-        return sliced, turns
-
-    sliced, turns = asyncio.run(run())
+    sliced, turns = _apply_sliced_counting_turns(7, payload)
     assert turns >= 4  # 5,001 events in slices of 1,000: the loop ran between them
     assert sliced.last_seq == whole.last_seq == 7
     assert sliced.index.num_blocks == whole.index.num_blocks == 5000
@@ -194,30 +201,13 @@ def test_a_large_batch_is_applied_in_slices_with_the_loop_serving_in_between():
 def test_one_long_chain_event_is_applied_in_slices():
     # A moep worker sends one BlockStored per radix node: here 5,000 blocks in one event, cut
     # into chained slices with the loop running in between, ending in the same index.
-    import asyncio
-
-    from moep_router.kv_listener import apply_batch_sliced
-
     tokens = list(range(5000))
     payload = _payload(_stored(list(range(1, 5001)), None, tokens),
                        _stored([9001, 9002], 5000, [1, 2]))
     whole = WorkerState(WorkerSpec("http://w:1"), threshold_flops=1.0)
     apply_batch(whole, 3, payload)
 
-    async def run() -> tuple[WorkerState, int]:
-        sliced = WorkerState(WorkerSpec("http://w:2"), threshold_flops=1.0)
-        turns = 0
-
-        async def other() -> None:
-            nonlocal turns
-            while sliced.last_seq != 3:
-                turns += 1
-                await asyncio.sleep(0)
-
-        await asyncio.gather(apply_batch_sliced(sliced, 3, payload, slice_blocks=1000), other())
-        return sliced, turns
-
-    sliced, turns = asyncio.run(run())
+    sliced, turns = _apply_sliced_counting_turns(3, payload)
     assert turns >= 4
     assert sliced.index.num_blocks == whole.index.num_blocks == 5002
     assert sliced.index.match_len(tokens + [1, 2, 3]) == whole.index.match_len(tokens + [1, 2]) \
