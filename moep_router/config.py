@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
+from moep_router.pending import DEFAULT_SETTLE_S
+
 DEFAULT_RERANK_TEMPLATE = (
     "Query: {query}\nDocument: {document}\nIs the document relevant to the query? Answer:"
 )
@@ -88,6 +90,10 @@ class RouterConfig:
         "help": "threads that parse and tokenize request bodies holding 2,048 or more characters "
                 "of text, off the event loop (HF tokenizers releases the GIL); shorter ones are "
                 "parsed on the loop; 0: all on the loop"})
+    pending_settle_s: float = field(default=DEFAULT_SETTLE_S, metadata={
+        "help": "seconds a finished request's prefix still counts as cached on its worker when "
+                "the worker's KV events have not indexed it yet (they can arrive after the "
+                "answer); 0: only while the request is in flight"})
     max_retries: int = field(default=2, metadata={
         "help": "other workers tried when a worker fails mid-request"})
     request_timeout_s: float = field(default=600.0, metadata={
@@ -132,6 +138,8 @@ class RouterConfig:
             raise ValueError("--max-body-bytes must be >= 1024")
         if self.request_overhead_flops < 0:
             raise ValueError("--request-overhead-flops must be >= 0")
+        if self.pending_settle_s < 0:
+            raise ValueError("--pending-settle-s must be >= 0")
         if self.threshold_flops <= 0:
             raise ValueError("--threshold-flops must be > 0")
 

@@ -63,7 +63,7 @@ class Router:
             config.rerank_template, config.max_items_per_request)
         self.metrics = RouterMetrics()
         self.registry = WorkerRegistry(config.threshold_flops, self.board,
-                                       shared.index if shared else 0)
+                                       shared.index if shared else 0, config.pending_settle_s)
         self.dispatcher = Dispatcher(config, self.registry, make_policy(config.policy),
                                      self.cost, self.metrics)
         self.zmq_ctx = zmq.asyncio.Context()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from moep_router.cache_index import CacheIndex
 from moep_router.config import WorkerSpec
 from moep_router.load_board import LoadBoard, WorkerLoad
-from moep_router.pending import PendingPrefixes
+from moep_router.pending import DEFAULT_SETTLE_S, PendingPrefixes
 from moep_router.policies.base import WorkerView
 from moep_router.prefix_keys import PromptKeys
 
@@ -18,7 +18,7 @@ class WorkerState:
     spec: WorkerSpec
     threshold_flops: float  # T: from the worker's report, its --worker option, or the default
     index: CacheIndex = field(default_factory=CacheIndex)  # exact, from KV events
-    pending: PendingPrefixes = field(default_factory=PendingPrefixes)  # routed, unfinished
+    pending: PendingPrefixes = field(default_factory=PendingPrefixes)  # routed, not yet indexed
     outstanding_flops: float = 0.0  # predicted FLOPs of unfinished requests
     num_inflight: int = 0  # unfinished requests
     healthy: bool = True  # False: skipped by routing until a health check passes
@@ -54,8 +54,15 @@ class WorkerState:
                           cost_of_match(match))
 
     def reset_index(self) -> None:
+        """Relearn the index from the worker's next events (its cache is still there)."""
         self.index.clear()
         self.last_seq = -1
+
+    def cache_lost(self) -> None:
+        """The worker's cache is gone (its process died or restarted): nothing indexed or
+        promised by finished requests is there any more."""
+        self.reset_index()
+        self.pending.forget_settling()
 
     # Transitions: the only writers of healthy / lost / the counters below --------------------
     #   healthy --request failed--> out, lost (index reset now)
@@ -69,7 +76,9 @@ class WorkerState:
         self.publish_load()
 
     def release(self, prompt: PromptKeys, predicted_flops: float) -> None:
-        self.pending.remove(prompt)
+        """The request finished: its FLOPs leave the load now, its prefix stays promised until
+        the worker's KV events can have indexed it (pending.py)."""
+        self.pending.finish(prompt)
         self.outstanding_flops = max(0.0, self.outstanding_flops - predicted_flops)
         self.num_inflight -= 1
         self.publish_load()
@@ -85,7 +94,7 @@ class WorkerState:
         self.num_failures += 1
         self.healthy = False
         self.lost = True
-        self.reset_index()
+        self.cache_lost()
 
     def request_answered(self) -> None:
         self.num_requests += 1
@@ -97,7 +106,7 @@ class WorkerState:
         if self.healthy:
             return False
         if self.lost:
-            self.reset_index()
+            self.cache_lost()
         self.healthy, self.lost = True, False
         return True
 
@@ -122,17 +131,19 @@ class WorkerRegistry:
     """Public API: add / remove / get / healthy / all."""
 
     def __init__(self, default_threshold: float = math.inf, board: LoadBoard | None = None,
-                 proc: int = 0) -> None:
+                 proc: int = 0, pending_settle_s: float = DEFAULT_SETTLE_S) -> None:
         self._workers: dict[str, WorkerState] = {}
         self.default_threshold = default_threshold
         self.board, self.proc = board, proc  # --processes N: the shared load, this process
+        self.pending_settle_s = pending_settle_s
 
     def add(self, spec: WorkerSpec) -> WorkerState:
         if spec.url in self._workers:
             raise ValueError(f"worker {spec.url} is already registered")
         t = spec.threshold_flops if spec.threshold_flops is not None else self.default_threshold
         shared = WorkerLoad(self.board, self.proc, spec.url) if self.board else None
-        state = WorkerState(spec, t, threshold_source="spec" if spec.threshold_flops is not None
+        state = WorkerState(spec, t, pending=PendingPrefixes(self.pending_settle_s),
+                            threshold_source="spec" if spec.threshold_flops is not None
                             else "default", shared=shared)
         state.publish_load()  # a worker added again starts from this process's zero
         self._workers[spec.url] = state

@@ -1,12 +1,28 @@
 """WorkerState owns its transitions (routing bookkeeping, failures, health, re-admission)."""
 
 from moep_router.config import WorkerSpec
+from moep_router.pending import PendingPrefixes
+from moep_router.policies import make_policy
+from moep_router.policies.base import RouteParams
 from moep_router.prefix_keys import CHUNK, PromptKeys
 from moep_router.workers import WorkerRegistry, WorkerState
 
 
-def _worker() -> WorkerState:
-    return WorkerRegistry(default_threshold=10.0).add(WorkerSpec("http://w:1"))
+def _worker(settle_s: float = 1.0) -> WorkerState:
+    return WorkerRegistry(default_threshold=10.0, pending_settle_s=settle_s).add(
+        WorkerSpec("http://w:1"))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _settling_worker(url: str, clock: _Clock) -> WorkerState:
+    return WorkerState(WorkerSpec(url), 10.0, pending=PendingPrefixes(1.0, clock=clock))
 
 
 def _stored(state: WorkerState, tokens: tuple[int, ...]) -> None:
@@ -15,12 +31,56 @@ def _stored(state: WorkerState, tokens: tuple[int, ...]) -> None:
 
 
 def test_reserve_and_release_balance_the_load_and_the_pending_prefix():
-    w = _worker()
+    w = _worker(settle_s=0.0)  # no settling: the prefix is promised while in flight only
     key = PromptKeys(tuple(range(2 * CHUNK)))  # pending prefixes count whole chunks
     w.reserve(key, 5.0)
     assert (w.num_inflight, w.outstanding_flops, w.match_len(key)) == (1, 5.0, 2 * CHUNK)
     w.release(key, 5.0)
     assert (w.num_inflight, w.outstanding_flops, w.match_len(key)) == (0, 0.0, 0)
+
+
+def test_a_finished_prefix_stays_promised_until_its_kv_events_can_have_landed():
+    clock = _Clock()
+    w = _settling_worker("http://w:1", clock)
+    key = PromptKeys(tuple(range(2 * CHUNK)))
+    w.reserve(key, 5.0)
+    w.release(key, 5.0)
+    # The load is released at once; the prefix stays matchable for settle_s (1 s) more.
+    assert (w.num_inflight, w.outstanding_flops, w.match_len(key)) == (0, 0.0, 2 * CHUNK)
+    assert w.pending.num_prompts == 0 and w.pending.num_settling == 1
+    clock.now += 0.99
+    assert w.match_len(key) == 2 * CHUNK
+    clock.now += 0.02
+    assert w.match_len(key) == 0 and w.pending.num_settling == 0
+
+
+def test_a_sequential_follow_up_goes_where_its_prefix_was_just_answered():
+    # A client sends its next request as soon as the answer arrives, before the worker's KV
+    # events reach the router: the worker that answered must still win on its prefix, though
+    # it is the busier one (without the settling promise the policy picks the idle worker).
+    clock = _Clock()
+    answered, idle = _settling_worker("http://a:1", clock), _settling_worker("http://b:1", clock)
+    doc = tuple(range(1000, 1000 + 4 * CHUNK))
+    first, other = PromptKeys(doc + (1, 2)), PromptKeys(tuple(range(5000, 5000 + 3 * CHUNK)))
+    answered.reserve(first, 3.0)
+    answered.reserve(other, 3.0)  # still in flight: `answered` stays the busier worker
+    answered.release(first, 3.0)
+    follow_up = PromptKeys(doc + (3, 4))
+    views = tuple(w.view(follow_up, lambda m: 1.0) for w in (answered, idle))
+    picked = make_policy("true_flops").route(RouteParams(follow_up.tokens, views)).worker_id
+    assert picked == "http://a:1"
+
+
+def test_a_lost_worker_forgets_settling_prefixes_but_not_those_in_flight():
+    clock = _Clock()
+    w = _settling_worker("http://w:1", clock)
+    done, running = PromptKeys(tuple(range(CHUNK))), PromptKeys(tuple(range(50, 50 + CHUNK)))
+    for key in (done, running):
+        w.reserve(key, 1.0)
+    w.release(done, 1.0)
+    w.request_failed()  # its process is presumed gone, and its cache with it
+    assert w.match_len(done) == 0 and w.match_len(running) == CHUNK
+    assert w.pending.num_settling == 0 and w.pending.num_prompts == 1
 
 
 def test_a_failed_request_takes_the_worker_out_and_forgets_its_cache():
