@@ -3,8 +3,9 @@
 Builds SGLang-shaped event batches (msgpack [ts, [event, ...], dp_rank]) for sequences of
 `seq_len` tokens sharing nothing, in both shapes a worker sends: one BlockStored per page (SGLang
 0.5.17's radix cache, mem_cache/events.py: "page") or one per radix node, all its pages (a worker
-with the moep plugin, moep_sglang/plugin/kv_events.py: "node"), then times kv_listener.apply_batch over all of them (what the router's event loop
-runs for each batch it replays), then the BlockRemoved batches that evict them again, then the
+with the moep plugin, moep_sglang/plugin/kv_events.py: "node"), then times
+kv_listener.apply_batch over all of them (what the router's event loop runs for each batch it
+replays), then the BlockRemoved batches that evict them again, then the
 stored batches once more as the listener applies live ones (apply_batch_sliced). Reports us per
 token stored / removed / stored in slices and the objects the index keeps alive (the garbage
 collector's load).
@@ -74,7 +75,8 @@ def run(num_tokens: int, page: int, seq_len: int = 2000, per_batch: int = 4, see
     t_remove = time.perf_counter() - t0
     assert state.index.num_blocks == 0 and blocks == num_tokens // page
     t_sliced = _sliced(stored)
-    return {"page_size": page, "events": shape, "tokens": num_tokens, "blocks": blocks, "batches": len(stored),
+    return {"page_size": page, "events": shape, "tokens": num_tokens, "blocks": blocks,
+            "batches": len(stored),
             "us_per_token_stored": t_store / num_tokens * 1e6,
             "us_per_token_removed": t_remove / num_tokens * 1e6,
             "us_per_token_stored_sliced": t_sliced / num_tokens * 1e6,

@@ -68,9 +68,12 @@ class CacheIndex:
             self._unlink(h)
 
     def clear(self) -> None:
+        """Empty; the block size is learned again from the next BlockStored (a worker that
+        restarts may come back with another page size)."""
         self._nodes.clear()
         self._roots.clear()
         self._by_key.clear()
+        self.block_size, self.chunk = 1, CHUNK
 
     def match_len(self, prompt: PromptKeys | list[int] | tuple[int, ...]) -> int:
         """Number of leading tokens of the prompt cached on the worker."""

@@ -53,42 +53,51 @@ def apply_batch(state: WorkerState, seq: int, payload: bytes) -> None:
 # holds a prefix of the batch, i.e. the worker's cache as it was at some point in the event
 # order: it may under-report for a moment, never over-report.
 APPLY_SLICE_BLOCKS = 1024
-# An encoded block takes at least ~10 bytes (its 64-bit hash, 9 bytes, and a token id), so a
-# payload below APPLY_SLICE_BLOCKS x this holds less than a slice and is applied at once.
+# An encoded block takes about 10 bytes or more (a 64-bit hash is 9 bytes in msgpack; a stored
+# block adds its token ids), so a payload below APPLY_SLICE_BLOCKS x this holds about a slice of
+# blocks or fewer and is applied at once.
 MIN_BLOCK_BYTES = 10
 
 
 async def apply_batch_sliced(state: WorkerState, seq: int, payload: bytes,
                              slice_blocks: int = APPLY_SLICE_BLOCKS) -> None:
     """apply_batch, yielding to the event loop after every slice_blocks blocks."""
-    if len(payload) < slice_blocks * MIN_BLOCK_BYTES:  # fewer blocks than a slice: at once
+    if len(payload) < slice_blocks * MIN_BLOCK_BYTES:  # about a slice or less: at once
         apply_batch(state, seq, payload)
         return
-    budget = slice_blocks
+    budget = slice_blocks  # blocks left to apply before the next yield
     for raw in split_event_batch(payload):
         event = decode_event(raw)
         if event is None:
             continue
-        if type(event) is not BlockStored or len(event.block_hashes) <= budget:
+        if type(event) is BlockStored and len(event.block_hashes) > budget:
+            budget = await _apply_chain_sliced(state, event, budget, slice_blocks)
+        else:
             apply_event(state, event)
             budget -= max(1, len(getattr(event, "block_hashes", ())))
-        else:  # a long chain of blocks: slice it
-            hashes, tokens, bs = event.block_hashes, event.token_ids, event.block_size
-            parent, start = event.parent_block_hash, 0
-            while start < len(hashes):
-                if budget <= 0:
-                    await asyncio.sleep(0)
-                    budget = slice_blocks
-                end = start + budget
-                state.index.apply_stored(hashes[start:end], parent, tokens[start * bs:end * bs],
-                                         bs)
-                parent = hashes[min(end, len(hashes)) - 1]
-                budget -= min(end, len(hashes)) - start
-                start = end
         if budget <= 0:
             await asyncio.sleep(0)
             budget = slice_blocks
     state.last_seq = seq
+
+
+async def _apply_chain_sliced(state: WorkerState, event: BlockStored, budget: int,
+                              slice_blocks: int) -> int:
+    """One long BlockStored (a radix node's chain of blocks) in chained slices, the first
+    filling what is left of `budget`, the rest slice_blocks long with a yield before each;
+    returns the budget left after the last slice."""
+    hashes, tokens, bs = event.block_hashes, event.token_ids, event.block_size
+    parent, start = event.parent_block_hash, 0
+    while start < len(hashes):
+        if budget <= 0:
+            await asyncio.sleep(0)
+            budget = slice_blocks
+        end = min(start + budget, len(hashes))
+        state.index.apply_stored(hashes[start:end], parent, tokens[start * bs:end * bs], bs)
+        parent = hashes[end - 1]
+        budget -= end - start
+        start = end
+    return budget
 
 
 class KVListener:
@@ -133,7 +142,7 @@ class KVListener:
     async def _receive(self, seq: int, payload: bytes) -> None:
         s = self.state
         if seq == 0 and s.last_seq > 0:
-            s.reset_index()  # the publisher restarted: a new, empty cache
+            s.cache_lost()  # the publisher restarted: a new, empty cache
         elif seq <= s.last_seq:
             return  # already applied through replay
         elif s.last_seq >= 0 and seq != s.last_seq + 1:

@@ -4,9 +4,9 @@ SGLang 0.5.17's radix cache (`mem_cache/events.py`) records a stored node as one
 per page: at page size 1 that is one event, two Python lists and a hash conversion per cached
 token, all on the scheduler thread. The lists are tracked by the garbage collector, which then
 runs its collections over the scheduler's whole heap. Measured on a CPU worker (tiny model,
-distinct 1,900-token prompts): 54K tok/s without KV events, 42K with them; in isolation
-~5 us per token with the collector on, 0.5 us with it off. On one H200 the Table-2 mix lost
-~26% to them (bench/results/gpu/h200_30b_table2_one_gpu_kv_events.json).
+distinct 1,900-token prompts, bench/results/kv_events_worker_cpu.json): 53.6K tok/s without KV
+events, 43.5K with SGLang's, 51.4K with ours; on one H200 the Table-2 mix ran at 0.70x of no
+events with SGLang's and 0.97x with ours (bench/results/gpu/h200_30b_table2_one_gpu_kv.json).
 
 The event format already carries several blocks per event (`block_hashes`, concatenated
 `token_ids`, one `block_size`: vLLM's shape, which our router and other consumers read), so we
@@ -45,7 +45,8 @@ def store_event_per_node(original, self, node: Any, medium=None):
     parent = None
     if node.parent is not None and node.parent is not self.root_node and node.parent.hash_value:
         parent = int64s(node.parent.hash_value[-1:])[0]
-    hashes = int64s(node.hash_value)  # one per page, partial last page included
+    pages = -(-n // page)  # the partial last page included
+    hashes = int64s(node.hash_value[:pages])  # one per page, as SGLang indexes them
     tokens = list(key.token_ids[:n])
     whole = n // page * page  # tokens in whole pages
     medium = medium or StorageMedium.GPU
@@ -56,7 +57,7 @@ def store_event_per_node(original, self, node: Any, medium=None):
                                  medium=medium))
         parent = hashes[whole // page - 1]
     if whole < n:  # the partial last page, its own block of n - whole tokens
-        queue.append(BlockStored(block_hashes=[hashes[-1]], parent_block_hash=parent,
+        queue.append(BlockStored(block_hashes=[hashes[whole // page]], parent_block_hash=parent,
                                  token_ids=tokens[whole:], block_size=n - whole, lora_id=None,
                                  medium=medium))
     return None

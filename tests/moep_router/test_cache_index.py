@@ -44,6 +44,18 @@ def test_a_nodes_partial_last_page_keeps_the_index():
     assert idx.match_len([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]) == 8
 
 
+def test_after_a_clear_a_smaller_page_size_is_learned_again():
+    # A worker restarted at page size 1 after running at 16: its one-token blocks are not
+    # partial pages of the old size.
+    idx = CacheIndex()
+    idx.apply_stored([1], None, list(range(16)), 16)
+    idx.clear()
+    for i in range(20):
+        idx.apply_stored([100 + i], 100 + i - 1 if i else None, [i], 1)
+    assert idx.block_size == 1 and idx.num_blocks == 20
+    assert idx.match_len(list(range(20)) + [99]) == 20
+
+
 def test_multi_token_blocks_and_partial_blocks():
     idx = CacheIndex()
     idx.apply_stored([1, 2], None, [1, 2, 3, 4, 5, 6, 7], 4)  # second block partial: ignored
@@ -212,3 +224,19 @@ def test_one_long_chain_event_is_applied_in_slices():
     assert sliced.index.num_blocks == whole.index.num_blocks == 5002
     assert sliced.index.match_len(tokens + [1, 2, 3]) == whole.index.match_len(tokens + [1, 2]) \
         == 5002
+
+
+def test_a_chain_that_starts_mid_slice_is_applied_in_chained_slices():
+    # 300 one-block events use part of the first slice's budget; the long chain after them
+    # fills the rest of it, then goes on in whole slices, parents chained across every cut.
+    singles = [_stored([50_000 + i], None, [10_000 + i]) for i in range(300)]
+    chain = list(range(2500))
+    payload = _payload(*singles, _stored(list(range(1, 2501)), None, chain))
+    whole = WorkerState(WorkerSpec("http://w:1"), threshold_flops=1.0)
+    apply_batch(whole, 5, payload)
+
+    sliced, turns = _apply_sliced_counting_turns(5, payload)
+    assert turns >= 2  # 2,800 blocks in slices of 1,000
+    assert sliced.index.num_blocks == whole.index.num_blocks == 2800
+    assert sliced.index.match_len(chain + [1]) == whole.index.match_len(chain) == 2500
+    assert sliced.index.match_len([10_299]) == 1

@@ -38,7 +38,8 @@ def _cache(page: int, ours: bool, monkeypatch) -> RadixCache:
     cache = RadixCache.create_simulated(mock_allocator=_Allocator(), page_size=page,
                                         enable_kv_cache_events=True)
     if ours:  # what the plugin's AROUND hooks install, on this instance only
-        store, remove = KVCacheEventMixin._record_store_event, KVCacheEventMixin._record_remove_event
+        mixin = KVCacheEventMixin
+        store, remove = mixin._record_store_event, mixin._record_remove_event
         monkeypatch.setattr(cache, "_record_store_event",
                             lambda node, medium=None: kv_events.store_event_per_node(
                                 store, cache, node, medium))
@@ -132,3 +133,21 @@ def test_int64s_is_sglangs_conversion():
     rng = random.Random(0)
     digests = ["%064x" % rng.getrandbits(256) for _ in range(1000)] + ["f" * 64, "0" * 64]
     assert kv_events.int64s(digests) == [hash_str_to_int64(h) for h in digests]
+
+
+def test_a_nodes_partial_last_page_is_described_as_sglang_does(monkeypatch):
+    # RadixCache.insert cuts keys to whole pages; its _insert_helper (below it) does not, so a
+    # node can end mid-page: that page is its own, shorter block in both shapes.
+    page, seqs = 4, _sequences(7)
+
+    def run(ours: bool) -> list:
+        cache = _cache(page, ours, monkeypatch)
+        for s in seqs:
+            cache._insert_helper(cache.root_node, RadixKey(s),
+                                 torch.tensor(s, dtype=torch.int64))
+        return cache.take_events()
+
+    theirs, ours = run(False), run(True)
+    assert _blocks(ours) == _blocks(theirs)
+    partial = [e for e in ours if isinstance(e, BlockStored) and e.block_size < page]
+    assert partial and all(len(e.block_hashes) == 1 for e in partial)
