@@ -57,10 +57,14 @@ def main() -> None:
                         "smg:POLICY (SGLang's gateway with that policy)")
     p.add_argument("--repeats", type=int, default=3,
                    help="runs per system, interleaved (ABCABC...)")
+    p.add_argument("--rates", default=None,
+                   help="shared_prefix: comma-separated requests/s of its arrival stages "
+                        "(default: the workload's 4,8,16)")
     p.add_argument("--out", default=None, help="result name (default compare_routers_WORKLOAD)")
     p.add_argument("--api", default="generate", choices=["generate", "score"],
                    help="API for moep-router's policies (SGLang's router: always generate)")
     a = p.parse_args()
+    a.rates = tuple(float(r) for r in a.rates.split(",")) if a.rates else None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop workers on SIGTERM too
     model = ensure_model(envs.model_cache_dir(), a.preset)
     workers = [WorkerProcess(WorkerConfig(model, free_port(), LOGS / f"worker{i}.log",
@@ -87,8 +91,9 @@ def main() -> None:
     summary = summarise(rows, systems)
     table = print_table(summary, SUMMARY_COLUMNS)
     path = write_result(a.out or f"compare_routers_{a.workload}", {
-        "config": {"api": a.api, "preset": a.preset, "num_workers": a.num_workers, "workload": a.workload,
-                   "scale": a.scale, "concurrency": a.concurrency,
+        "config": {"api": a.api, "preset": a.preset, "num_workers": a.num_workers,
+                   "workload": a.workload, "scale": a.scale, "rates": a.rates,
+                   "concurrency": a.concurrency,
                    "threshold_flops": a.threshold_flops,
                    "request_overhead_flops": a.request_overhead_flops, "worker_cpu_threads": 1,
                    "worker_flags": ["--sleep-on-idle"], "repeats": a.repeats,
@@ -137,7 +142,7 @@ def _smg_version() -> str | None:
 def _run_system(system: str, a, model: Path, workers: list[WorkerProcess]) -> dict:
     smg = system.startswith(("smg", "sglang_router"))
     cfg = lambda url: ServeConfig(url, model, a.workload, a.scale, 0, a.concurrency, system,  # noqa: E731
-                                  "generate" if smg else a.api)
+                                  "generate" if smg else a.api, rates=a.rates)
     if smg:
         policy = system.split(":", 1)[1] if ":" in system else "cache_aware"
         with _SglangRouter([w.config.url for w in workers], policy) as smg:

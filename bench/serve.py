@@ -35,6 +35,7 @@ class ServeConfig:
     api: str = "score"  # "score": /v1/score; "generate": the same work as one /generate
     length_scale: float = 0.25  # table2: context lengths x this (1.0: the paper's lengths)
     max_len: int = 3500  # table2: longest context in tokens
+    rates: tuple[float, ...] | None = None  # shared_prefix: its stages' requests/s (None: its own)
 
 
 def flush_caches(urls: list[str], timeout_s: float = 300) -> None:
@@ -140,6 +141,8 @@ def _workload(config: ServeConfig) -> list[BenchRequest]:
     if config.workload == "table2":
         return fn(seed=config.seed, scale=config.scale, length_scale=config.length_scale,
                   max_len=config.max_len)
+    if config.workload == "shared_prefix" and config.rates:
+        return fn(seed=config.seed, rates=config.rates)
     return fn(seed=config.seed)
 
 

@@ -39,7 +39,7 @@ def test_shared_prefix_stays_on_one_worker_and_hits_its_cache(router):
     # (--pending-settle-s) keeps the follow-up on the worker that cached the document.
     before = _requests_per_worker(router)
     cached, flops = [], []
-    for i, q in enumerate(("Is it safe?", "Is it complex?", "Was the team right?", "Is it true?")):
+    for q in ("Is it safe?", "Is it complex?", "Was the team right?", "Is it true?"):
         status, body = post(f"{router.url}/v1/score", {
             "query": DOC, "items": [f" Question: {q} Answer:"], "label_token_ids": [661, 362]})
         assert status == 200, body
