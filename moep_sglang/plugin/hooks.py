@@ -85,7 +85,7 @@ HOOKS: tuple[HookSpec, ...] = (
     HookSpec(
         "sglang.srt.mem_cache.events.KVCacheEventMixin._record_store_event",
         kv_events.store_event_per_node, "AROUND",
-        "KV events: one BlockStored per radix node, not one per page (a worker's speed with them on)",
+        "KV events: one BlockStored per radix node, not one per page (worker speed with them)",
     ),
     HookSpec(
         "sglang.srt.mem_cache.events.KVCacheEventMixin._record_remove_event",
