@@ -149,17 +149,6 @@ def _blocks(router) -> dict[str, int]:
     return {w["url"]: w["cached_blocks"] for w in router.get("/workers")[1]["workers"]}
 
 
-def _wait_any_blocks(router, before: dict[str, int], grown: int, timeout_s: float = 15) -> None:
-    """Until some worker's index holds `grown` more blocks than in `before`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        now = _blocks(router)
-        if max(now[u] - before[u] for u in before) >= grown:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"cached blocks {_blocks(router)}, before {before}")
-
-
 def _wait_blocks(router, at_least: dict[str, int], timeout_s: float = 15) -> None:
     """Until each worker's index holds at_least[url] blocks (KV events arrive asynchronously)."""
     deadline = time.monotonic() + timeout_s
