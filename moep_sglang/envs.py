@@ -44,3 +44,9 @@ def tuned_moe_configs() -> bool:
 def kv_events_per_node() -> bool:
     """MOEP_KV_EVENTS_PER_NODE=0: publish SGLang's own one-BlockStored-per-page KV events."""
     return _get("MOEP_KV_EVENTS_PER_NODE", "1") != "0"
+
+
+def prefix_dedup() -> bool:
+    """MOEP_PREFIX_DEDUP=0: let prompts of one group that share an uncached prefix into one
+    prefill batch (SGLang's behaviour) instead of one computing it for the others."""
+    return _get("MOEP_PREFIX_DEDUP", "1") != "0"

@@ -145,13 +145,18 @@ case "$STEP" in
     cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
   onemix)  # the Table-2-shaped mix at the paper's lengths (capped at 32K), radix caches on, one
            # GPU (no router: one server, no KV events), the identical /generate requests to every
-           # server, REPEATS runs each from emptied caches; `sgcfg`: ours on SGLang's MoE configs
+           # server, REPEATS runs each from emptied caches; `sgcfg`: ours on SGLang's MoE configs;
+           # `nodd`: without in-batch prefix deduplication; `c16`/`c32`: 16K/32K-token batches,
+           # prefill graphs still captured only up to 8K tokens
     gpumon
     $BENCH --preset qwen3-30b-a3b --gpus 1 --workload table2 --mix-scale "${SCALE:-1}" \
       --mix-api generate --repeats "${REPEATS:-3}" --out "$R" \
       --strategies "${STRATS:-sglang_default,replicas,replicas/sgcfg}" \
       --variant c8k=--chunked-prefill-size=8192,--max-prefill-tokens=16384 \
       --variant sgcfg=ENV:MOEP_TUNED_MOE_CONFIGS=0 \
+      --variant nodd=ENV:MOEP_PREFIX_DEDUP=0 \
+      --variant c16=--chunked-prefill-size=16384,--max-prefill-tokens=16384,--cuda-graph-max-bs-prefill=8192 \
+      --variant c32=--chunked-prefill-size=32768,--max-prefill-tokens=32768,--cuda-graph-max-bs-prefill=8192 \
       --name "h200_30b_table2_one_gpu${TAG:-}" --label "one H200, launcher defaults vs SGLang defaults, radix cache"
     gpumon_summary
     cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;

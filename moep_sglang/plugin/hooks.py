@@ -16,6 +16,7 @@ from moep_sglang.plugin import (
     kv_events,
     logprobs,
     moe_configs,
+    prefix_dedup,
     score,
 )
 
@@ -35,6 +36,7 @@ _RUNNER = "sglang.srt.model_executor.model_runner.ModelRunner"
 _MOE = "sglang.srt.layers.moe.fused_moe_triton.layer.FusedMoE"
 _FP8 = "sglang.srt.layers.quantization.fp8"
 _SCORE_MIXIN = "sglang.srt.managers.tokenizer_manager_score_mixin.TokenizerManagerScoreMixin"
+_ADDER = "sglang.srt.managers.schedule_policy.PrefillAdder"
 
 HOOKS: tuple[HookSpec, ...] = (
     HookSpec(
@@ -91,6 +93,15 @@ HOOKS: tuple[HookSpec, ...] = (
         "sglang.srt.mem_cache.events.KVCacheEventMixin._record_remove_event",
         kv_events.remove_event_vectorised, "AROUND",
         "the matching BlockRemoved: one hash conversion pass per node, not one call per page",
+    ),
+    HookSpec(
+        f"{_ADDER}.add_one_req", prefix_dedup.skip_shared_prefix, "AROUND",
+        "prompts sharing an uncached prefix in one batch computed it each: one does, the rest "
+        "wait a step for the cache",
+    ),
+    HookSpec(
+        f"{_ADDER}.add_chunked_req", prefix_dedup.reclaim_chunk, "AROUND",
+        "the same rule across a chunked prompt's chunks: it claims its next window each chunk",
     ),
     HookSpec(
         "sglang.srt.layers.quantization.unquant.UnquantizedFusedMoEMethod.create_weights",
