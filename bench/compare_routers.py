@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -97,6 +98,9 @@ def main() -> None:
                    "threshold_flops": a.threshold_flops,
                    "request_overhead_flops": a.request_overhead_flops, "worker_cpu_threads": 1,
                    "worker_flags": ["--sleep-on-idle"], "repeats": a.repeats,
+                   # the workers inherit this environment: MOEP_PREFIX_DEDUP=0 and the like
+                   "worker_env": {k: v for k, v in sorted(os.environ.items())
+                                  if k.startswith("MOEP_")},
                    "order": "interleaved", "smg_version": _smg_version()},
         "summary": summary, "rows": rows, "table": table})
     print(path)

@@ -117,7 +117,10 @@ def _applies(adder) -> bool:
 def skip_shared_prefix(original, adder, req, *args, **kwargs):
     """AROUND PrefillAdder.add_one_req: skip a prompt whose uncached window another admitted
     prompt is computing; claim the window of a prompt admitted."""
-    if not _applies(adder):
+    # A full running batch here means SGLang just preempted lower-priority work to make room
+    # for req (priority preemption): admit it as SGLang decided.
+    running = adder.running_batch
+    if not _applies(adder) or (running is not None and running.batch_is_full):
         return original(adder, req, *args, **kwargs)
     if _dedup.should_skip(req):
         from sglang.srt.managers.schedule_policy import AddReqResult

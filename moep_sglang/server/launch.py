@@ -68,7 +68,9 @@ NO_REUSE_DEFAULTS: tuple[tuple[str, str | None], ...] = (
 # their shared prefix is cached, and computes it once per prompt: on the Table-2-shaped mix on
 # one H200, 32K batches without graphs got 77% of the ideal cached tokens and 50.0K tok/s, 8K
 # chunks 100% and 60.8K, 8K chunks with prefill graphs 72.4K / 70.5K (the many small batches
-# of short prompts are launch-bound) (h200_30b_table2_one_gpu*.json).
+# of short prompts are launch-bound) (h200_30b_table2_one_gpu*.json). Those runs predate the
+# plugin's in-batch prefix deduplication (moep_sglang/plugin/prefix_dedup.py), which removes that
+# cause; larger batches with it (suite.sh onemix variants c16, c32) are not measured yet.
 REUSE_DEFAULTS: tuple[tuple[str, str | None], ...] = (
     ("--chunked-prefill-size", "8192"),
     ("--max-prefill-tokens", "16384"),
