@@ -68,6 +68,7 @@ def main() -> None:
     p.add_argument("--preset", default="small")
     p.add_argument("--scale", type=float, default=0.5)
     p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--out", default="worker_profile_cpu", help="result name under bench/results/")
     a = p.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     model = ensure_model(envs.model_cache_dir(), a.preset)
@@ -111,7 +112,7 @@ def main() -> None:
                                   ("share", "share of its samples", ".1%")])
     print(f"{row['tokens_per_s']:,.0f} tok/s, {row['requests']} requests in {wall:.1f} s, "
           f"{row['cached_vs_ideal']:.1%} of the ideal cached")
-    write_result("worker_profile_cpu", {
+    write_result(a.out, {
         "config": {"preset": a.preset, "workload": "table2", "scale": a.scale,
                    "concurrency": a.concurrency, "api": "generate", "worker_cpu_threads": 1,
                    "worker_flags": ["--sleep-on-idle"], "py_spy": "record --nonblocking -r 100"},

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from moep_sglang.plugin import (
     asyncep_hooks,
+    cpu_attention,
     cpu_fallbacks,
     fp8_cpu,
     kv_events,
@@ -48,6 +49,11 @@ HOOKS: tuple[HookSpec, ...] = (
         "sglang.kernels.ops.elementwise.elementwise.fused_gate_sigmoid_mul_add",
         cpu_fallbacks.gate_sigmoid_mul_add, "AROUND",
         "Triton-only shared-expert gate of Qwen2-MoE killed CPU workers; torch on CPU tensors",
+    ),
+    HookSpec(
+        "sglang.srt.layers.attention.torch_native_backend.TorchNativeAttnBackend."
+        "_run_sdpa_forward_extend", cpu_attention.extend_without_prefix_queries, "AROUND",
+        "CPU prefill attention recomputed the cached prefix's queries: only the new ones",
     ),
     HookSpec(
         f"{_FP8}.Fp8LinearMethod.process_weights_after_loading_block_quant",
