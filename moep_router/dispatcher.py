@@ -176,7 +176,7 @@ class Dispatcher:
             raise Overloaded(f"request failed on every worker ({len(tried)})", 503, 2)
         t0 = time.perf_counter()
         key = job.routing_key
-        price = lambda m: self._job_flops(job, m)  # noqa: E731
+        price = self._pricer(job)
         views = (w.view(key, price) for w in candidates)  # load read once per worker
         open_ = tuple(v for v in views if v.num_inflight < self.config.max_inflight_per_worker)
         result = self.policy.route(RouteParams(key.tokens, open_))
@@ -184,17 +184,33 @@ class Dispatcher:
         return self.registry.get(result.worker_id) if result.worker_id else None
 
     # Bookkeeping ----------------------------------------------------------------------------
+    def _pricer(self, job: Job):
+        """_job_flops(job, m) as a function of m, computed once per distinct m (most workers
+        of a request share the same match, often 0)."""
+        prices: dict[int, float] = {}
+
+        def price(match: int) -> float:
+            flops = prices.get(match)
+            if flops is None:
+                flops = prices[match] = self._job_flops(job, match)
+            return flops
+
+        return price
+
     def _job_flops(self, job: Job, match: int, later_cached=None) -> float:
         """Predicted load of the job on a worker caching `match` tokens of its routing key.
 
         The prompts after the first find the shared prefix cached by the first; later_cached(p)
         says how many tokens of such a prompt are cached (default: the shared prefix)."""
+        first = self.cost.flops(len(job.prompts[0]), match)
+        overhead = self.config.request_overhead_flops * len(job.prompts)
+        if len(job.prompts) == 1:
+            return float(first + overhead)
         if later_cached is None:
             shared = max(match, job.prefix_len)
             later_cached = lambda p: shared  # noqa: E731
-        first = self.cost.flops(len(job.prompts[0]), match)
         rest = sum(self.cost.flops(len(p), later_cached(p)) for p in job.prompts[1:])
-        return float(first + rest + self.config.request_overhead_flops * len(job.prompts))
+        return float(first + rest + overhead)
 
     def _predict_flops(self, worker: WorkerState, job: Job) -> float:
         """As _job_flops, with the worker's own index consulted for every later prompt."""
@@ -207,7 +223,8 @@ class Dispatcher:
 
     async def _release(self, worker: WorkerState, job: Job, predicted: float) -> None:
         worker.release(job.routing_key, predicted)
-        await self.wake()
+        if self._num_waiting:  # only queued requests wait on _freed: none, nothing to wake
+            await self.wake()
 
     def _fail(self, worker: WorkerState, exc: Exception) -> None:
         worker.request_failed()

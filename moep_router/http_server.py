@@ -56,8 +56,7 @@ def _prefill_handler(router, path: str):
             status = exc.status
             raise
         finally:
-            router.metrics.requests.labels(path, str(status)).inc()
-            router.metrics.latency.labels(path).observe(time.perf_counter() - t0)
+            router.metrics.request_done(path, status, time.perf_counter() - t0)
 
     return handler
 

@@ -57,6 +57,18 @@ class RouterMetrics:
         self.worker_threshold = Gauge("moep_router_worker_threshold_flops",
                                       "Saturation threshold T", ["worker"], registry=r,
                                       multiprocess_mode=LATEST)
+        # (endpoint, status) -> (its requests counter, its latency histogram), made on first use
+        self._request_children: dict[tuple[str, int], tuple] = {}
+
+    def request_done(self, endpoint: str, status: int, seconds: float) -> None:
+        """One answered request: its count and latency. The labelled children are looked up
+        once per (endpoint, status), not per request (labels() takes a lock and builds keys)."""
+        children = self._request_children.get((endpoint, status))
+        if children is None:
+            children = self._request_children[endpoint, status] = (
+                self.requests.labels(endpoint, str(status)), self.latency.labels(endpoint))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self, workers) -> bytes:
         for w in workers:
