@@ -16,7 +16,6 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
 
 from moep_router.config import RouterConfig
@@ -25,6 +24,7 @@ from moep_router.jobs import BadRequest, Job
 from moep_router.messages import PromptTokensDetails, Usage
 from moep_router.metrics import RouterMetrics
 from moep_router.policies.base import Policy, RouteParams
+from moep_router.worker_http import WorkerClient
 from moep_router.workers import WorkerRegistry, WorkerState
 
 
@@ -79,17 +79,14 @@ class Dispatcher:
         self.metrics = metrics
         self._freed = asyncio.Condition()
         self._num_waiting = 0
-        self._session: aiohttp.ClientSession | None = None
+        self._client: WorkerClient | None = None
 
     async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_s)
-        self._session = aiohttp.ClientSession(
-            timeout=timeout, connector=aiohttp.TCPConnector(limit=0),
-            json_serialize=lambda o: orjson.dumps(o).decode())
+        self._client = WorkerClient(self.config.request_timeout_s)
 
     async def close(self) -> None:
-        if self._session:
-            await self._session.close()
+        if self._client:
+            self._client.close()
 
     # Public API ---------------------------------------------------------------------------
     async def run(self, job: Job) -> DispatchResult:
@@ -231,13 +228,12 @@ class Dispatcher:
 
     # Forwarding -----------------------------------------------------------------------------
     async def _forward(self, worker: WorkerState, job: Job) -> list[dict]:
-        url = f"{worker.spec.url}/generate"
         try:
-            async with self._session.post(url, json=job.generate_body()) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            reply = await self._client.post(worker.spec.url, "/generate",
+                                            orjson.dumps(job.generate_body()))
+        except OSError as exc:  # connection refused or lost, bad reply, timeout
             raise WorkerFailure(f"{worker.worker_id}: {type(exc).__name__}: {exc}") from exc
+        raw, status = reply.body, reply.status
         if status >= 500:
             raise WorkerFailure(f"{worker.worker_id} answered {status}: {raw[:200]!r}")
         body = orjson.loads(raw) if raw else {}
