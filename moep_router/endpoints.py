@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from moep_router.jobs import BadRequest, Job, label_scores
@@ -114,8 +113,7 @@ def parse_generate(body: dict, ctx: EndpointContext) -> Job:
     prompts = [_text_or_ids(v, "input", ctx, special=True) for v in values]
     rest = {k: v for k, v in body.items() if k not in ("text", "input_ids")}
     rest.setdefault("sampling_params", {"max_new_tokens": 0})
-    job = _job("generate", prompts, (), False, ctx, batched=batched)
-    return dataclasses.replace(job, worker_body=rest)
+    return _job("generate", prompts, (), False, ctx, worker_body=rest, batched=batched)
 
 
 def text_chars(body) -> int:
@@ -180,7 +178,8 @@ _SHAPERS = {"score": _score_response, "classify": _classify_response,
 
 
 # Helpers ------------------------------------------------------------------------------------
-def _job(kind, prompts, label_ids, softmax, ctx: EndpointContext, **extra) -> Job:
+def _job(kind, prompts, label_ids, softmax, ctx: EndpointContext, worker_body=None,
+         **extra) -> Job:
     limit = ctx.spec.max_context_len
     for i, p in enumerate(prompts):
         if not p:
@@ -189,7 +188,7 @@ def _job(kind, prompts, label_ids, softmax, ctx: EndpointContext, **extra) -> Jo
             raise BadRequest(f"prompt {i} has {len(p)} tokens; the model context is {limit}")
     tuples = tuple(tuple(p) for p in prompts)
     return Job(kind, tuples, _common_prefix_len(tuples), tuple(label_ids), softmax,
-               {"model": ctx.model_name, **extra}, {})
+               {"model": ctx.model_name, **extra}, worker_body or {})
 
 
 def _common_prefix_len(prompts: tuple[tuple[int, ...], ...]) -> int:

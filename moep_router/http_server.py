@@ -22,20 +22,41 @@ from moep_router.messages import ErrorResponse, encode
 
 PARSERS = {"/v1/score": parse_score, "/v1/classify": parse_classify,
            "/v1/rerank": parse_rerank, "/generate": parse_generate}
-OPEN_PATHS = {"/health", "/metrics"}  # no API key needed
 
 
 def build_app(router) -> web.Application:
-    app = web.Application(middlewares=[_errors, _auth(router.config.api_key)],
-                          client_max_size=router.config.max_body_bytes)
+    """Every route's handler wrapped in _guarded (auth, errors as JSON) itself: no aiohttp
+    middlewares, whose chain aiohttp walks on every request."""
+    key = router.config.api_key
+    app = web.Application(client_max_size=router.config.max_body_bytes)
     for path in PARSERS:
-        app.router.add_post(path, _prefill_handler(router, path))
-    app.router.add_get("/health", lambda r: _health(router))
-    app.router.add_get("/metrics", lambda r: _metrics(router))
-    app.router.add_get("/workers", lambda r: _json(_workers(router)))
-    app.router.add_post("/workers", lambda r: _add_worker(router, r))
-    app.router.add_delete("/workers", lambda r: _remove_worker(router, r))
+        app.router.add_post(path, _guarded(_prefill_handler(router, path), key))
+    app.router.add_get("/health", _guarded(lambda r: _health(router), None))
+    app.router.add_get("/metrics", _guarded(lambda r: _metrics(router), None))
+    app.router.add_get("/workers", _guarded(lambda r: _workers_reply(router), key))
+    app.router.add_post("/workers", _guarded(lambda r: _add_worker(router, r), key))
+    app.router.add_delete("/workers", _guarded(lambda r: _remove_worker(router, r), key))
     return app
+
+
+def _guarded(handler, api_key: str | None):
+    """handler behind the API key (None: open), its BadRequest and Overloaded as JSON errors."""
+    expected = f"Bearer {api_key}" if api_key else None
+
+    async def guarded(request: web.Request) -> web.Response:
+        if expected is not None and request.headers.get("Authorization", "") != expected:
+            return _error(401, "missing or wrong API key: send `Authorization: Bearer KEY`",
+                          "authentication_error")
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return _error(exc.status, str(exc), "invalid_request_error")
+        except Overloaded as exc:
+            resp = _error(exc.status, str(exc), "overloaded")
+            resp.headers["Retry-After"] = str(exc.retry_after_s)
+            return resp
+
+    return guarded
 
 
 def _prefill_handler(router, path: str):
@@ -76,30 +97,6 @@ async def _body(request: web.Request) -> dict:
     return body
 
 
-@web.middleware
-async def _errors(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except BadRequest as exc:
-        return _error(exc.status, str(exc), "invalid_request_error")
-    except Overloaded as exc:
-        resp = _error(exc.status, str(exc), "overloaded")
-        resp.headers["Retry-After"] = str(exc.retry_after_s)
-        return resp
-
-
-def _auth(api_key: str | None):
-    @web.middleware
-    async def check(request: web.Request, handler):
-        if api_key and request.path not in OPEN_PATHS:
-            if request.headers.get("Authorization", "") != f"Bearer {api_key}":
-                return _error(401, "missing or wrong API key: send `Authorization: Bearer KEY`",
-                              "authentication_error")
-        return await handler(request)
-
-    return check
-
-
 async def _health(router) -> web.Response:
     """200 once a worker is healthy and every cache index has replayed its history."""
     healthy = len(router.registry.healthy())
@@ -113,6 +110,10 @@ async def _health(router) -> web.Response:
 async def _metrics(router) -> web.Response:
     return web.Response(body=router.metrics.render(router.registry.all()),
                         content_type="text/plain", charset="utf-8")
+
+
+async def _workers_reply(router) -> web.Response:
+    return _json(_workers(router))
 
 
 def _workers(router) -> dict:
