@@ -53,7 +53,8 @@ async def serve(ports: list[int]) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     for port in ports:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        # A deep accept queue, as the routers have: bursts of new connections are not dropped.
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
     print("fake workers ready", flush=True)
     await asyncio.Event().wait()
 

@@ -40,6 +40,12 @@ MAX_HEALTH_FAILURES = 3  # consecutive slow/failed checks before a reachable wor
 # machine; a thread hop costs tens of microseconds and contends for the GIL).
 OFFLOAD_TEXT_CHARS = 2048
 
+# Connections the kernel may hold for accept() (capped by net.core.somaxconn). aiohttp's 128
+# overflowed in bursts of new client connections (10,129 ListenDrops in two 2,000 req/s open
+# loops of router_latency on the 2-core machine), and a dropped SYN stalls its request for a
+# 1, 3, 7 ... s retransmit: p99s of seconds.
+LISTEN_BACKLOG = 4096
+
 REPORT_EVERY_CHECKS = 10  # re-read a worker's reported T every this many health checks
 
 
@@ -258,7 +264,8 @@ async def _serve(config: RouterConfig, shared=None) -> None:
     await runner.setup()
     # One of N processes: every one listens on the same port and the kernel spreads the
     # connections over them.
-    site = web.TCPSite(runner, config.host, config.port, reuse_port=shared is not None)
+    site = web.TCPSite(runner, config.host, config.port, reuse_port=shared is not None,
+                       backlog=LISTEN_BACKLOG)
     await site.start()
     # A long-lived server: what startup allocated (tokenizer, model spec, modules) never dies, so
     # keep it out of every later collection, and collect the young generation less often (one
