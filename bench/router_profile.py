@@ -33,7 +33,7 @@ from moep_sglang.server.worker_process import free_port
 PARTS = {  # label -> function (file) on the stack
     "tokenize the text": "RouterTokenizer.encode tokenize.py",
     "route (price every worker, pick one)": "Dispatcher._route dispatcher.py",
-    "forward to the worker (aiohttp client)": "Dispatcher._forward dispatcher.py",
+    "forward to the worker (worker_http client)": "Dispatcher._forward dispatcher.py",
     "parse the body into a Job": "Router.parse server.py",
     "whole request handler": "RequestHandler._handle_request web_protocol.py",
 }

@@ -118,20 +118,24 @@ class _Connection(asyncio.Protocol):
                 f"the worker closed the connection mid-reply: {exc or 'end of stream'}"))
 
     # Requests -----------------------------------------------------------------------------
-    async def exchange(self, request: bytes) -> tuple[WorkerReply, bool]:
-        """Send one request; (its reply, whether the connection can serve another)."""
+    async def exchange(self, request: bytes, deadline: float) -> tuple[WorkerReply, bool]:
+        """Send one request; (its reply, whether the connection can serve another). Past the
+        loop time `deadline`: TimeoutError (a timer, not asyncio.timeout: ~8 us less a request)."""
         if self.closed:
             raise _Stale("connection already closed")
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
         self._buf.clear()
         self._head = None
+        timer = loop.call_at(deadline, self._time_out, waiter)
         try:
             self.transport.write(request)
-            reply = await self._waiter
+            reply = await waiter
         except BaseException:
             self.close()  # cancelled or failed mid-exchange: its state is unknown
             raise
         finally:
+            timer.cancel()
             self._waiter = None
         reusable = self._head.keep_alive and not self.closed
         if not reusable:
@@ -142,6 +146,11 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+    @staticmethod
+    def _time_out(waiter: asyncio.Future) -> None:
+        if not waiter.done():
+            waiter.set_exception(TimeoutError("no complete reply from the worker in time"))
 
     # Parsing ------------------------------------------------------------------------------
     def _parse(self) -> WorkerReply | None:
@@ -203,14 +212,15 @@ class WorkerClient:
         request = b"".join((b"POST ", (target.prefix + path).encode(), b" HTTP/1.1\r\nHost: ",
                             target.host_header, b"\r\nContent-Type: application/json\r\n"
                             b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body))
-        async with asyncio.timeout(self.timeout_s):
-            conn = self._pop_idle(base_url)
-            if conn is not None:
-                try:
-                    return await self._send(base_url, conn, request)
-                except _Stale:
-                    pass  # the worker closed it as we sent: the request never reached it
-            return await self._send(base_url, await self._connect(target), request)
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        conn = self._pop_idle(base_url)
+        if conn is not None:
+            try:
+                return await self._send(base_url, conn, request, deadline)
+            except _Stale:
+                pass  # the worker closed it as we sent: the request never reached it
+        conn = await self._connect(target, deadline)
+        return await self._send(base_url, conn, request, deadline)
 
     def close(self) -> None:
         for conns in self._idle.values():
@@ -218,8 +228,9 @@ class WorkerClient:
                 conn.close()
         self._idle.clear()
 
-    async def _send(self, base_url: str, conn: _Connection, request: bytes) -> WorkerReply:
-        reply, reusable = await conn.exchange(request)
+    async def _send(self, base_url: str, conn: _Connection, request: bytes,
+                    deadline: float) -> WorkerReply:
+        reply, reusable = await conn.exchange(request, deadline)
         if reusable:
             conn.idle_since = asyncio.get_running_loop().time()
             self._idle.setdefault(base_url, []).append(conn)
@@ -235,11 +246,12 @@ class WorkerClient:
             conn.close()
         return None
 
-    async def _connect(self, target: _Target) -> _Connection:
+    async def _connect(self, target: _Target, deadline: float) -> _Connection:
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(_Connection, target.host, target.port,
-                                               ssl=target.ssl or None,
-                                               server_hostname=target.host if target.ssl else None)
+        connecting = loop.create_connection(_Connection, target.host, target.port,
+                                            ssl=target.ssl or None,
+                                            server_hostname=target.host if target.ssl else None)
+        _, conn = await asyncio.wait_for(connecting, max(deadline - loop.time(), 0))
         return conn
 
     def _target(self, base_url: str) -> _Target:
