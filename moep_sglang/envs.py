@@ -50,3 +50,11 @@ def prefix_dedup() -> bool:
     """MOEP_PREFIX_DEDUP=0: let prompts of one group that share an uncached prefix into one
     prefill batch (SGLang's behaviour) instead of one computing it for the others."""
     return _get("MOEP_PREFIX_DEDUP", "1") != "0"
+
+
+def activation_reserve_mb() -> float | None:
+    """MOEP_ACTIVATION_RESERVE_MB: GPU memory (MB) SGLang keeps free for a batch's activations
+    instead of its own 1.5 MB per chunk token (written by `moep-sglang launch_server` where it
+    chose the batch size; moep_sglang/server/memory.py)."""
+    value = os.environ.get("MOEP_ACTIVATION_RESERVE_MB")
+    return float(value) if value else None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from moep_sglang.asyncep.config import AsyncEPConfig, AsyncEPConfigError, BatchingConfig
 from moep_sglang.asyncep.formats import check_checkpoint
+from moep_sglang.server.memory import activation_bytes_per_token, activation_reserve_mb
 
 # SGLang flags (and values) that make SGLang 0.5.17 serve on CPU; each is added only if the user
 # did not pass that flag. Facts: shared/notes/sglang-cpu.md.
@@ -42,6 +43,9 @@ class LaunchConfig:
     kv_cache_free: bool = False  # --kv-cache-free: no prefix cache, KV pool sized to one batch
     gpu_major: int | None = None  # compute capability major of the GPU (9: Hopper); None on CPU
     quantization: str | None = None  # quant_method of the checkpoint's config.json (None: none)
+    # bf16 activation bytes a prefill-only batch keeps alive per token (server/memory.py), from
+    # the checkpoint's config.json; None: not a local checkpoint or an unknown shape
+    activation_bytes_per_token: int | None = None
 
 
 # Prefill-only serving on GPU, each added unless the user passes the flag (issue 11; measured on
@@ -63,22 +67,27 @@ NO_REUSE_DEFAULTS: tuple[tuple[str, str | None], ...] = (
     ("--chunked-prefill-size", "32768"),
     ("--max-prefill-tokens", "32768"),
 )
-# Prompts that share prefixes (radix cache on, SGLang's default): SGLang's own 8K chunks (and,
-# on Hopper, its breakable prefill CUDA graphs: HOPPER_REUSE_DEFAULTS). A 32K batch takes several prompts of one group at once, before
-# their shared prefix is cached, and computes it once per prompt: on the Table-2-shaped mix on
-# one H200, 32K batches without graphs got 77% of the ideal cached tokens and 50.0K tok/s, 8K
-# chunks 100% and 60.8K, 8K chunks with prefill graphs 72.4K / 70.5K (the many small batches
-# of short prompts are launch-bound) (h200_30b_table2_one_gpu*.json). Those runs predate the
-# plugin's in-batch prefix deduplication (moep_sglang/plugin/prefix_dedup.py), which removes that
-# cause; larger batches with it (suite.sh onemix variants c16, c32) are not measured yet.
+# Prompts that share prefixes (radix cache on, SGLang's default), where nothing was measured:
+# SGLang's own 8K chunks. Before the plugin's in-batch prefix deduplication
+# (moep_sglang/plugin/prefix_dedup.py) a 32K batch took several prompts of one group at once,
+# before their shared prefix was cached, and computed it once per prompt: on the Table-2-shaped
+# mix on one H200, 32K batches without graphs got 77% of the ideal cached tokens and 50.0K tok/s,
+# 8K chunks 100% and 60.8K, 8K chunks with prefill graphs 72.4K / 70.5K (the many small batches
+# of short prompts are launch-bound) (h200_30b_table2_one_gpu*.json).
 REUSE_DEFAULTS: tuple[tuple[str, str | None], ...] = (
     ("--chunked-prefill-size", "8192"),
     ("--max-prefill-tokens", "16384"),
 )
-# The prefill graphs of REUSE_DEFAULTS, named only where they were measured (Hopper); elsewhere
-# SGLang's own choice stands.
+# The same on Hopper, measured with the deduplication on one H100 (2026-12-06, the mix, medians of
+# 3): 32K batches with breakable prefill graphs for batches up to 8K tokens 68.7K tok/s against
+# plain SGLang's 62.0K in the same call (h100_30b_table2_one_gpu_dd3.json); 16K batches 66.1K,
+# 8K chunks 60.9K (h100_30b_table2_one_gpu_dd2.json). Graphs are captured only up to 8K: to 32K
+# they cost 192 s of start for no gain (h200_30b_one_gpu_graphs.json).
 HOPPER_REUSE_DEFAULTS: tuple[tuple[str, str | None], ...] = (
+    ("--chunked-prefill-size", "32768"),
+    ("--max-prefill-tokens", "32768"),
     ("--cuda-graph-backend-prefill", "breakable"),
+    ("--cuda-graph-max-bs-prefill", "8192"),
 )
 # On Hopper (compute capability 9.x): FlashAttention-3, SGLang's own Hopper default, ahead-of-time
 # compiled (FlashInfer measured the same speed, 63.5K vs 62.4-63.6K tok/s on Qwen3-30B-A3B at 4K,
@@ -107,7 +116,9 @@ def parse_launch_args(argv: list[str], on_cpu: bool,
     ours, rest = parser.parse_known_args(argv)
     if ours.kv_events_port is not None and _has_flag(rest, "--kv-events-config"):
         parser.error("give either --kv-events-port or SGLang's --kv-events-config, not both")
-    quant_config = _quantization_config(_flag_value(rest, "--model-path"))
+    checkpoint = _checkpoint_config(_flag_value(rest, "--model-path"))
+    quant_config = checkpoint.get("quantization_config")
+    quant_config = quant_config if isinstance(quant_config, dict) else None
     try:
         asyncep = _asyncep_config(ours)
         batching = (BatchingConfig(ours.min_batch_flops, ours.max_batch_wait_ms)
@@ -119,20 +130,18 @@ def parse_launch_args(argv: list[str], on_cpu: bool,
     quantization = str(quant_config.get("quant_method", "unnamed")) if quant_config else None
     return LaunchConfig(tuple(rest), ours.kv_events_port, ours.cpu_threads, on_cpu, asyncep,
                         batching, ours.kv_cache_free, None if on_cpu else gpu_major,
-                        quantization)
+                        quantization, activation_bytes_per_token(checkpoint))
 
 
-def _quantization_config(model_path: str | None) -> dict | None:
-    """config.json's `quantization_config` of a local checkpoint (None: none, or not local)."""
+def _checkpoint_config(model_path: str | None) -> dict:
+    """config.json of a local checkpoint ({}: a hub name or an unreadable file)."""
     if not model_path:
-        return None
-    path = Path(model_path) / "config.json"
+        return {}
     try:
-        config = json.loads(path.read_text())
+        config = json.loads((Path(model_path) / "config.json").read_text())
     except (OSError, ValueError):
-        return None  # a hub name or an unreadable file: SGLang reports it
-    quant = config.get("quantization_config")
-    return quant if isinstance(quant, dict) else None
+        return {}  # SGLang reports it
+    return config if isinstance(config, dict) else {}
 
 
 def _add_asyncep_args(parser: argparse.ArgumentParser) -> None:
@@ -196,11 +205,14 @@ def build_command(config: LaunchConfig) -> tuple[list[str], dict[str, str]]:
         args = _add_defaults(args, GPU_DEFAULTS)
         reuse = not (config.kv_cache_free or config.asyncep or config.batching
                      or _has_flag(args, "--disable-radix-cache"))
-        args = _add_defaults(args, REUSE_DEFAULTS if reuse else NO_REUSE_DEFAULTS)
         if reuse and config.gpu_major == 9:
             args = _add_defaults(args, HOPPER_REUSE_DEFAULTS)
+        args = _add_defaults(args, REUSE_DEFAULTS if reuse else NO_REUSE_DEFAULTS)
         if config.gpu_major == 9:
             args = _add_defaults(args, HOPPER_DEFAULTS)
+        reserve_mb = _activation_reserve_mb(config, args)
+        if reserve_mb is not None:
+            env["MOEP_ACTIVATION_RESERVE_MB"] = f"{reserve_mb:.0f}"
     if config.cpu_threads:
         env["OMP_NUM_THREADS"] = str(config.cpu_threads)
     if config.kv_events_port is not None:
@@ -214,6 +226,19 @@ def build_command(config: LaunchConfig) -> tuple[list[str], dict[str, str]]:
         if not _has_flag(list(config.sglang_args), "--max-total-tokens"):  # the user's wins
             args = _set_flag(args, "--max-total-tokens", str(KV_CACHE_FREE_TOKENS))
     return [sys.executable, "-m", "sglang.launch_server", *args], env
+
+
+def _activation_reserve_mb(config: LaunchConfig, args: list[str]) -> float | None:
+    """GPU memory to keep free for the batches the launcher chose (server/memory.py); None where
+    SGLang's own sizing stays: the user chose the batch size or the memory fraction, the model's
+    shape is unknown, or AsyncEP / batching (their runs were measured with SGLang's sizing)."""
+    user = list(config.sglang_args)
+    batch_tokens = int(_flag_value(args, "--chunked-prefill-size") or 0)
+    if (config.activation_bytes_per_token is None or config.asyncep or config.batching
+            or batch_tokens <= 0 or _has_flag(user, "--mem-fraction-static")
+            or _has_flag(user, "--chunked-prefill-size")):
+        return None
+    return activation_reserve_mb(config.activation_bytes_per_token, batch_tokens)
 
 
 def kv_events_config(port: int) -> str:

@@ -45,11 +45,14 @@ def _value(cmd, flag):
 
 
 def test_gpu_prefill_defaults_follow_prefix_reuse_and_fa3_only_on_hopper():
-    # Radix cache on (SGLang's default: prompts may share prefixes): 8K chunks, prefill graphs.
+    # Radix cache on (SGLang's default: prompts may share prefixes), Hopper: 32K batches (the
+    # in-batch prefix deduplication keeps their cache hits), prefill graphs for batches to 8K.
     cmd, _ = _cmd(["--model-path", "m"], on_cpu=False, gpu_major=9)
-    assert _value(cmd, "--chunked-prefill-size") == "8192"
-    assert _value(cmd, "--max-prefill-tokens") == "16384"
+    assert _value(cmd, "--chunked-prefill-size") == "32768"
+    assert _value(cmd, "--max-prefill-tokens") == "32768"
     assert _value(cmd, "--cuda-graph-backend-prefill") == "breakable"
+    assert _value(cmd, "--cuda-graph-max-bs-prefill") == "8192"
+    assert cmd.count("--chunked-prefill-size") == 1
     assert _value(cmd, "--cuda-graph-backend-decode") == "disabled"
     assert _value(cmd, "--attention-backend") == "fa3"
     # Nothing reused (radix cache off, or KV-cache-free): 32K batches, no prefill graphs.
@@ -62,6 +65,33 @@ def test_gpu_prefill_defaults_follow_prefix_reuse_and_fa3_only_on_hopper():
     assert "--attention-backend" not in ampere  # SGLang's own choice elsewhere
     assert "--cuda-graph-backend-prefill" not in ampere
     assert _value(ampere, "--chunked-prefill-size") == "8192"
+    assert _value(ampere, "--max-prefill-tokens") == "16384"
+
+
+def _checkpoint(tmp_path, preset="qwen3-30b-a3b"):
+    from moep_sglang.models.checkpoint import hf_config
+    from moep_sglang.models.presets import get_preset
+
+    (tmp_path / "config.json").write_text(json.dumps(hf_config(get_preset(preset), 0)))
+    return str(tmp_path)
+
+
+def test_gpu_worker_keeps_its_batches_activations_free_not_sglangs_rule(tmp_path):
+    """Where the launcher chose the batch size, the worker tells the plugin how much to keep
+    free: 2 x 102 KiB per token of Qwen3-30B-A3B x 32,768 tokens = 6,528 MB."""
+    model = _checkpoint(tmp_path)
+    for flags in ([], ["--disable-radix-cache"], ["--kv-cache-free"]):
+        _, env = _cmd(["--model-path", model, *flags], on_cpu=False, gpu_major=9)
+        assert env["MOEP_ACTIVATION_RESERVE_MB"] == "6528"
+    _, env = _cmd(["--model-path", model], on_cpu=False, gpu_major=8)  # 8K chunks elsewhere
+    assert env["MOEP_ACTIVATION_RESERVE_MB"] == "1632"
+    # The user's batch size or memory fraction, AsyncEP, a hub name, CPU: SGLang's own rule.
+    for argv, on_cpu in (([model, "--chunked-prefill-size", "32768"], False),
+                         ([model, "--mem-fraction-static", "0.8"], False),
+                         ([model, "--min-batch-flops", "1e12"], False),
+                         (["Qwen/Qwen3-30B-A3B"], False), ([model], True)):
+        _, env = _cmd(["--model-path", *argv], on_cpu=on_cpu, gpu_major=None if on_cpu else 9)
+        assert "MOEP_ACTIVATION_RESERVE_MB" not in env, argv
 
 
 def test_asyncep_and_batching_get_large_batches_without_prefill_graphs():
