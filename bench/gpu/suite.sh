@@ -25,6 +25,9 @@ cd "$(dirname "$0")/../.."
 STEP=${1:?step}
 SHA=${SHA:-unknown}
 NGPU=$(nvidia-smi -L | wc -l)
+# The card's model for file names and labels (h100 / h200): a call may get either kind
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -o 'H[0-9]\+' || echo GPU)
+GPUTAG=$(echo "$GPU" | tr '[:upper:]' '[:lower:]')
 BENCH="python3 bench/gpu/prefill_bench.py --git-sha $SHA"
 CHUNK=(--worker-flag=--chunked-prefill-size=32768 --worker-flag=--max-prefill-tokens=32768)
 TUNED=/tmp/moep-tuned
@@ -92,10 +95,10 @@ case "$STEP" in
            # (ours); 3 timed repeats each, MFU in bf16-equivalent FLOPs (the cost model's)
     $BENCH --preset qwen3-235b-a22b-fp8 --num-layers 12 --gpus 1 --prompts 48 --prompt-len 4096 \
       --repeats 3 --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
-      --name h200_235b12l_fp8_one_gpu --label "one H200, block FP8, launcher defaults vs SGLang defaults"
+      --name ${GPUTAG}_235b12l_fp8_one_gpu --label "one $GPU, block FP8, launcher defaults vs SGLang defaults"
     $BENCH --preset qwen3-235b-a22b --num-layers 12 --gpus 1 --prompts 48 --prompt-len 4096 \
       --repeats 3 --strategies "${BF16_STRATS:-replicas}" --out "$R" \
-      --name h200_235b12l_bf16_one_gpu --label "one H200, bf16, launcher defaults"
+      --name ${GPUTAG}_235b12l_bf16_one_gpu --label "one $GPU, bf16, launcher defaults"
     cp "$R"/*.json "$OUT"/; pack ;;
   main4k)  # Qwen3-30B-A3B, 4K prompts, every strategy on all GPUs
     $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --prompts $((64 * NGPU)) --prompt-len 4096 \
@@ -140,24 +143,25 @@ case "$STEP" in
       --variant b64k=--max-prefill-tokens=65536,--chunked-prefill-size=65536 \
       --variant graphs=--cuda-graph-backend-prefill=breakable \
       --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
-      --name "h200_30b_one_gpu${TAG:-}" --label "one H200, launcher defaults (fa3) vs SGLang defaults"
+      --name "${GPUTAG}_30b_one_gpu${TAG:-}" --label "one $GPU, launcher defaults (fa3) vs SGLang defaults"
     gpumon_summary
     cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
   onemix)  # the Table-2-shaped mix at the paper's lengths (capped at 32K), radix caches on, one
            # GPU (no router: one server, no KV events), the identical /generate requests to every
            # server, REPEATS runs each from emptied caches; `sgcfg`: ours on SGLang's MoE configs;
-           # `nodd`: without in-batch prefix deduplication; `c16`/`c32`: 16K/32K-token batches,
-           # prefill graphs still captured only up to 8K tokens
+           # `nodd`: without in-batch prefix deduplication; `c8k`: the launcher's defaults before
+           # 2026-12-06 (8K chunks; SGLang's memory rule); `c16`: 16K-token batches, prefill graphs
+           # captured up to 8K tokens (SGLang's memory rule: on an 80 GB card add
+           # --mem-fraction-static, as h100_30b_table2_one_gpu_dd2.json did)
     gpumon
     $BENCH --preset qwen3-30b-a3b --gpus 1 --workload table2 --mix-scale "${SCALE:-1}" \
       --mix-api generate --repeats "${REPEATS:-3}" --out "$R" \
-      --strategies "${STRATS:-sglang_default,replicas,replicas/sgcfg}" \
+      --strategies "${STRATS:-sglang_default,replicas,replicas/c8k}" \
       --variant c8k=--chunked-prefill-size=8192,--max-prefill-tokens=16384 \
       --variant sgcfg=ENV:MOEP_TUNED_MOE_CONFIGS=0 \
       --variant nodd=ENV:MOEP_PREFIX_DEDUP=0 \
       --variant c16=--chunked-prefill-size=16384,--max-prefill-tokens=16384,--cuda-graph-max-bs-prefill=8192 \
-      --variant c32=--chunked-prefill-size=32768,--max-prefill-tokens=32768,--cuda-graph-max-bs-prefill=8192 \
-      --name "h200_30b_table2_one_gpu${TAG:-}" --label "one H200, launcher defaults vs SGLang defaults, radix cache"
+      --name "${GPUTAG}_30b_table2_one_gpu${TAG:-}" --label "one $GPU, launcher defaults vs SGLang defaults, radix cache"
     gpumon_summary
     cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
   onekv)  # the mix as a worker behind moep-router runs it: KV events published (nobody subscribes;
@@ -169,19 +173,19 @@ case "$STEP" in
       --strategies "${STRATS:-replicas/kv,replicas/kvsg}" \
       --variant kv=--kv-events-port=29555 \
       --variant kvsg=--kv-events-port=29565,ENV:MOEP_KV_EVENTS_PER_NODE=0 \
-      --name "h200_30b_table2_one_gpu_kv${TAG:-}" --label "one H200, mix, KV events published: per node vs per page"
+      --name "${GPUTAG}_30b_table2_one_gpu_kv${TAG:-}" --label "one $GPU, mix, KV events published: per node vs per page"
     gpumon_summary
     cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
   one235b)  # the 235B shape, 12 layers (what one GPU holds with room for KV), at 4K
     $BENCH --preset qwen3-235b-a22b --num-layers 12 --gpus 1 --prompts 48 --prompt-len 4096 \
-      --strategies "${STRATS:-sglang_default,replicas}" --out "$R" --name h200_235b12l_one_gpu \
-      --label "one H200, launcher defaults (fa3) vs SGLang defaults"
+      --strategies "${STRATS:-sglang_default,replicas}" --out "$R" --name ${GPUTAG}_235b12l_one_gpu \
+      --label "one $GPU, launcher defaults (fa3) vs SGLang defaults"
     cp "$R"/*.json "$OUT"/; pack ;;
   diag)  # ours, 30B: the forward under the benchmark's load (262,144 tokens in flight), host
           # calls too; then what the JIT caches hold (which kernels compiled, when) and where
     python3 bench/gpu/profile_forward.py --preset qwen3-30b-a3b --prompt-len 4096,32768 \
       --steps 6 --in-flight-tokens 262144 --cpu --out "$R" --git-sha "$SHA" \
-      --name h200_profile_30b_load
+      --name ${GPUTAG}_profile_30b_load
     cp "$R"/*.json "$OUT"/
     caches > "$OUT/caches.txt"; tail -5 "$OUT/caches.txt"
     pack ;;
@@ -191,19 +195,19 @@ case "$STEP" in
     mkdir -p "$MOEP_KCACHE"
     cat "${KC_PARTS:-.gpu-stage/kcache}"/kcache.tgz.part-* | tar xzf - -C "$MOEP_KCACHE"
     $BENCH --preset qwen3-30b-a3b --gpus 1 --prompts 64 --prompt-len 4096 \
-      --strategies replicas --out "$R" --name h200_30b_bare_start \
+      --strategies replicas --out "$R" --name ${GPUTAG}_30b_bare_start \
       --label "bare JIT caches, carried kernel cache restored"
     cp "$R"/*.json "$OUT"/; pack ;;
   profile235)  # the 235B shape, 12 layers, under the benchmark's load (4K prompts)
     python3 bench/gpu/profile_forward.py --preset qwen3-235b-a22b --num-layers 12 \
       --prompt-len 4096 --steps 6 --in-flight-tokens 196608 --out "$R" --git-sha "$SHA" \
-      --name h200_profile_235b12l_load
+      --name ${GPUTAG}_profile_235b12l_load
     cp "$R"/*.json "$OUT"/; pack ;;
   profile)
     python3 bench/gpu/profile_forward.py --preset qwen3-30b-a3b --prompt-len 4096,32768 \
-      --out "$R" --git-sha "$SHA" --name h200_profile_30b
+      --out "$R" --git-sha "$SHA" --name ${GPUTAG}_profile_30b
     python3 bench/gpu/profile_forward.py --preset qwen3-235b-a22b --num-layers 12 \
-      --prompt-len 4096 --out "$R" --git-sha "$SHA" --name h200_profile_235b12l
+      --prompt-len 4096 --out "$R" --git-sha "$SHA" --name ${GPUTAG}_profile_235b12l
     cp "$R"/*.json "$OUT"/; pack ;;
   gputest)
     python3 -m pytest -m gpu tests/gpu -x -q -s -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" ;;
