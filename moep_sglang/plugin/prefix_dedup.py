@@ -98,10 +98,6 @@ class PrefixDedup:
 _dedup = PrefixDedup()
 
 
-def dedup() -> PrefixDedup:
-    return _dedup
-
-
 @cache
 def _enabled() -> bool:
     from moep_sglang import envs
@@ -127,14 +123,19 @@ def skip_shared_prefix(original, adder, req, *args, **kwargs):
 
         return AddReqResult.CONTINUE
     result = original(adder, req, *args, **kwargs)
-    if adder.can_run_list and adder.can_run_list[-1] is req:
-        _dedup.claim(req)
+    _claim_if_admitted(adder, req)
     return result
 
 
 def reclaim_chunk(original, adder, req, *args, **kwargs):
     """AROUND PrefillAdder.add_chunked_req: the chunked prompt claims its next window."""
     result = original(adder, req, *args, **kwargs)
-    if _applies(adder) and adder.can_run_list and adder.can_run_list[-1] is req:
-        _dedup.claim(req)
+    if _applies(adder):
+        _claim_if_admitted(adder, req)
     return result
+
+
+def _claim_if_admitted(adder, req) -> None:
+    """The adder admitted req into this batch (it is the last of its run list): claim."""
+    if adder.can_run_list and adder.can_run_list[-1] is req:
+        _dedup.claim(req)
