@@ -110,9 +110,10 @@ def test_error_statuses_and_chunked_replies_come_back_whole():
     assert len(orjson.loads(reply.body)["pad"]) == 70_000
 
 
-def test_reply_without_length_runs_to_the_end_of_the_connection():
+def _post_to_raw_worker(reply: bytes, close_after: bool = True):
+    """One POST through a fresh client to a worker that answers `reply` byte for byte."""
     async def scenario():
-        server, url = await _raw_worker(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"a\": 1}")
+        server, url = await _raw_worker(reply, close_after=close_after)
         client = WorkerClient(timeout_s=5)
         try:
             return await client.post(url, "/generate", b"{}")
@@ -120,36 +121,22 @@ def test_reply_without_length_runs_to_the_end_of_the_connection():
             client.close()
             server.close()
 
-    reply = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_reply_without_length_runs_to_the_end_of_the_connection():
+    reply = _post_to_raw_worker(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"a\": 1}")
     assert (reply.status, reply.body) == (200, b'{"a": 1}')
 
 
 def test_malformed_reply_is_a_connection_error():
-    async def scenario():
-        server, url = await _raw_worker(b"SMTP ready\r\n\r\n", close_after=False)
-        client = WorkerClient(timeout_s=5)
-        try:
-            await client.post(url, "/generate", b"{}")
-        finally:
-            client.close()
-            server.close()
-
     with pytest.raises(BadReply):
-        asyncio.run(scenario())
+        _post_to_raw_worker(b"SMTP ready\r\n\r\n", close_after=False)
 
 
 def test_connection_closed_mid_reply_is_a_connection_error():
-    async def scenario():
-        server, url = await _raw_worker(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\"")
-        client = WorkerClient(timeout_s=5)
-        try:
-            await client.post(url, "/generate", b"{}")
-        finally:
-            client.close()
-            server.close()
-
     with pytest.raises(ConnectionError):
-        asyncio.run(scenario())
+        _post_to_raw_worker(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\"")
 
 
 def test_unreachable_worker_and_timeout_are_os_errors():
