@@ -233,7 +233,10 @@ def _activation_reserve_mb(config: LaunchConfig, args: list[str]) -> float | Non
     SGLang's own sizing stays: the user chose the batch size or the memory fraction, the model's
     shape is unknown, or AsyncEP / batching (their runs were measured with SGLang's sizing)."""
     user = list(config.sglang_args)
-    batch_tokens = int(_flag_value(args, "--chunked-prefill-size") or 0)
+    # A batch holds up to --max-prefill-tokens (several prompts' chunks), each chunk at most
+    # --chunked-prefill-size tokens: the larger bounds the batch.
+    batch_tokens = max(int(_flag_value(args, flag) or 0)
+                       for flag in ("--chunked-prefill-size", "--max-prefill-tokens"))
     if (config.activation_bytes_per_token is None or config.asyncep or config.batching
             or batch_tokens <= 0 or _has_flag(user, "--mem-fraction-static")
             or _has_flag(user, "--chunked-prefill-size")):

@@ -83,8 +83,12 @@ def test_gpu_worker_keeps_its_batches_activations_free_not_sglangs_rule(tmp_path
     for flags in ([], ["--disable-radix-cache"], ["--kv-cache-free"]):
         _, env = _cmd(["--model-path", model, *flags], on_cpu=False, gpu_major=9)
         assert env["MOEP_ACTIVATION_RESERVE_MB"] == "6528"
-    _, env = _cmd(["--model-path", model], on_cpu=False, gpu_major=8)  # 8K chunks elsewhere
-    assert env["MOEP_ACTIVATION_RESERVE_MB"] == "1632"
+    # elsewhere 8K chunks in batches of up to 16,384 tokens; the user's batch bound counts too
+    _, env = _cmd(["--model-path", model], on_cpu=False, gpu_major=8)
+    assert env["MOEP_ACTIVATION_RESERVE_MB"] == "3264"
+    _, env = _cmd(["--model-path", model, "--max-prefill-tokens", "65536"], on_cpu=False,
+                  gpu_major=9)
+    assert env["MOEP_ACTIVATION_RESERVE_MB"] == "13056"
     # The user's batch size or memory fraction, AsyncEP, a hub name, CPU: SGLang's own rule.
     for argv, on_cpu in (([model, "--chunked-prefill-size", "32768"], False),
                          ([model, "--mem-fraction-static", "0.8"], False),
