@@ -20,13 +20,13 @@ def reserve_for_activations(original, server_args, gpu_mem, *args, **kwargs):
     result = original(server_args, gpu_mem, *args, **kwargs)
     if reserve_mb is None or given or not gpu_mem or server_args.post_capture_kv_sizing_planned():
         return result
-    chunk = server_args.chunked_prefill_size
-    batch_tokens = chunk if chunk and chunk > 0 else server_args.max_prefill_tokens
+    chunk = server_args.chunked_prefill_size  # what SGLang's rule counts tokens of
+    sglang_tokens = chunk if chunk and chunk > 0 else server_args.max_prefill_tokens
     sglang_fraction = server_args.mem_fraction_static
-    fraction = mem_fraction_with_reserve(sglang_fraction, gpu_mem, batch_tokens, reserve_mb)
+    fraction = mem_fraction_with_reserve(sglang_fraction, gpu_mem, sglang_tokens, reserve_mb)
     if fraction != sglang_fraction:
         server_args.mem_fraction_static = fraction
         logger.info("moep: --mem-fraction-static %.3f (SGLang's rule: %.3f): %.0f MB kept for "
-                    "%d-token batches' activations", fraction, sglang_fraction, reserve_mb,
-                    batch_tokens)
+                    "a batch's activations instead of 1.5 MB x %d tokens", fraction,
+                    sglang_fraction, reserve_mb, sglang_tokens)
     return result

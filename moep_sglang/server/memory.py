@@ -58,11 +58,12 @@ def activation_reserve_mb(bytes_per_token: int, batch_tokens: int) -> float:
     return SLACK * bytes_per_token * batch_tokens / 2**20
 
 
-def mem_fraction_with_reserve(sglang_fraction: float, gpu_mem_mb: float, batch_tokens: int,
+def mem_fraction_with_reserve(sglang_fraction: float, gpu_mem_mb: float, sglang_tokens: int,
                               reserve_mb: float) -> float:
-    """SGLang's --mem-fraction-static with its activation term (1.5 MB per token) replaced by
-    reserve_mb; its other terms and its floor kept. Never lower than SGLang's own."""
-    sglang_mb = SGLANG_MB_PER_TOKEN * max(batch_tokens, SGLANG_MIN_TOKENS)
+    """SGLang's --mem-fraction-static with its activation term (1.5 MB per token of
+    sglang_tokens: its chunk size) replaced by reserve_mb; its other terms and its floor kept.
+    Never lower than SGLang's own."""
+    sglang_mb = SGLANG_MB_PER_TOKEN * max(sglang_tokens, SGLANG_MIN_TOKENS)
     if reserve_mb >= sglang_mb:
         return sglang_fraction
     reserved_mb = (1 - sglang_fraction) * gpu_mem_mb - (sglang_mb - reserve_mb)
