@@ -4,7 +4,9 @@ interleaved repeats."""
 import random
 import statistics
 
-from bench.compare_routers import _num_workers, summarise
+import orjson
+
+from bench.compare_routers import _num_workers, resummarise, summarise
 from bench.workloads import poisson_arrivals, shared_prefix
 
 
@@ -36,6 +38,28 @@ def test_summary_of_interleaved_runs_gives_mean_and_spread_per_system():
     assert (a["system"], a["runs"], a["tokens_per_s"]) == ("a", 2, 200)
     assert (a["tokens_per_s_min"], a["tokens_per_s_max"]) == (100, 300)
     assert b["tokens_per_s"] == 60 and b["router_cpu_s"] is None
+    assert a["uncached_vs_ideal"] is None  # rows without token counts
+
+
+def test_summary_bounds_what_a_perfect_cache_router_could_gain():
+    # 1,000 prompt tokens of which the ideal caches 600: a system caching 500 left 500 tokens
+    # to prefill against the ideal's 400 (1.25x); one caching 600 is at the ideal.
+    rows = [{"system": s, "tokens_per_s": 1.0, "prompt_tokens": 1000, "cached_tokens": c,
+             "ideal_cached_tokens": 600} for s, c in [("a", 500), ("b", 600), ("a", 300)]]
+    a, b = summarise(rows, ["a", "b"])
+    assert a["uncached_vs_ideal"] == (1.25 + 1.75) / 2 and b["uncached_vs_ideal"] == 1.0
+
+
+def test_resummarise_rewrites_summary_and_table_from_the_rows_only(tmp_path):
+    rows = [{"system": s, "tokens_per_s": t, "prompt_tokens": 10, "cached_tokens": 4,
+             "ideal_cached_tokens": 6} for s, t in [("b", 1.0), ("a", 3.0), ("b", 2.0)]]
+    path = tmp_path / "r.json"
+    path.write_bytes(orjson.dumps({"git_sha": "abc", "rows": rows, "summary": [], "table": ""}))
+    resummarise(path)
+    doc = orjson.loads(path.read_bytes())
+    assert doc["git_sha"] == "abc" and doc["rows"] == rows
+    assert [(r["system"], r["tokens_per_s"]) for r in doc["summary"]] == [("b", 1.5), ("a", 3.0)]
+    assert doc["summary"][0]["uncached_vs_ideal"] == 1.5 and "uncached vs ideal" in doc["table"]
 
 
 def test_smg_worker_list_shapes():
