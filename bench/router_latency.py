@@ -69,7 +69,8 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes])
             "p99_ms": 1e3 * lat[int(0.99 * (len(lat) - 1))] if lat else None}
 
 
-async def _closed_loop(url: str, concurrency: int, seconds: float, bodies: list[bytes]) -> int:
+async def _closed_loop(url: str, concurrency: int, seconds: float, bodies: list[bytes],
+                       path: str = "/generate") -> int:
     """Requests completed with `concurrency` in flight for `seconds`."""
     done = 0
     conn = aiohttp.TCPConnector(limit=0)
@@ -80,7 +81,7 @@ async def _closed_loop(url: str, concurrency: int, seconds: float, bodies: list[
             nonlocal done
             i = k
             while time.perf_counter() < stop_at:
-                async with session.post(f"{url}/generate", data=bodies[i % len(bodies)],
+                async with session.post(f"{url}{path}", data=bodies[i % len(bodies)],
                                         headers={"Content-Type": "application/json"}) as r:
                     await r.read()
                     done += r.status == 200
@@ -90,19 +91,19 @@ async def _closed_loop(url: str, concurrency: int, seconds: float, bodies: list[
     return done
 
 
-def _capacity_client(url, concurrency, seconds, bodies, out) -> None:
-    out.put(asyncio.run(_closed_loop(url, concurrency, seconds, bodies)))
+def _capacity_client(url, concurrency, seconds, bodies, path, out) -> None:
+    out.put(asyncio.run(_closed_loop(url, concurrency, seconds, bodies, path)))
 
 
 def capacity(url: str, seconds: float, bodies: list[bytes], clients: int = 2,
-             concurrency: int = 256) -> dict:
+             concurrency: int = 256, path: str = "/generate") -> dict:
     """Requests/s completed by `clients` client processes sharing `concurrency` in flight."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_capacity_client,
-                         args=(url, concurrency // clients, seconds, bodies, out))
+                         args=(url, concurrency // clients, seconds, bodies, path, out))
              for _ in range(clients)]
     for p in procs:
         p.start()
@@ -112,11 +113,12 @@ def capacity(url: str, seconds: float, bodies: list[bytes], clients: int = 2,
     return {"capacity_rps": total / seconds, "capacity_requests": total}
 
 
-def capacity_with_cpu(url: str, pid: int, seconds: float, bodies: list[bytes]) -> dict:
+def capacity_with_cpu(url: str, pid: int, seconds: float, bodies: list[bytes],
+                      path: str = "/generate") -> dict:
     """capacity(), plus the router's own CPU per completed request (its process and children:
     user + system time during the closed loop)."""
     before = _cpu_seconds(pid)
-    row = capacity(url, seconds, bodies)
+    row = capacity(url, seconds, bodies, path=path)
     cpu = _cpu_seconds(pid) - before
     return {**row, "router_cpu_s": cpu,
             "router_cpu_us_per_request": 1e6 * cpu / max(row["capacity_requests"], 1)}

@@ -90,6 +90,11 @@ class RouterConfig:
         "help": "threads that parse and tokenize request bodies holding 2,048 or more characters "
                 "of text, off the event loop (HF tokenizers releases the GIL); shorter ones are "
                 "parsed on the loop; 0: all on the loop"})
+    tokenize_cache_tokens: int = field(default=1_000_000, metadata={
+        "help": "token ids kept of recently tokenized texts of 512 or more characters (a "
+                "/v1/score query, a /v1/classify input, a text prompt), reused when the same "
+                "text comes again, as a query scored against item after item does; about 40 "
+                "bytes per token id; 0: off"})
     pending_settle_s: float = field(default=DEFAULT_SETTLE_S, metadata={
         "help": "seconds a finished request's prefix still counts as cached on its worker when "
                 "the worker's KV events have not indexed it yet (they can arrive after the "
@@ -132,6 +137,8 @@ class RouterConfig:
             raise ValueError("--split-min-items must be >= 0 (0: never split)")
         if not 1 <= self.processes <= 64:
             raise ValueError("--processes must be between 1 and 64")
+        if self.tokenize_cache_tokens < 0:
+            raise ValueError("--tokenize-cache-tokens must be >= 0 (0: off)")
         if self.tokenizer_threads < 0:
             raise ValueError("--tokenizer-threads must be >= 0")
         if self.max_body_bytes < 1024:

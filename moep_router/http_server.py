@@ -108,8 +108,8 @@ async def _health(router) -> web.Response:
 
 
 async def _metrics(router) -> web.Response:
-    return web.Response(body=router.metrics.render(router.registry.all()),
-                        content_type="text/plain", charset="utf-8")
+    body = router.metrics.render(router.registry.all(), router.endpoint_context.tok.cache)
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
 async def _workers_reply(router) -> web.Response:

@@ -57,6 +57,10 @@ class RouterMetrics:
         self.worker_threshold = Gauge("moep_router_worker_threshold_flops",
                                       "Saturation threshold T", ["worker"], registry=r,
                                       multiprocess_mode=LATEST)
+        self.tokenize_cache = Counter("moep_router_tokenize_cache_lookups_total",
+                                      "Long texts looked up in the tokenization cache",
+                                      ["result"], registry=r)
+        self._tokenize_cache_seen = (0, 0)  # (hits, misses) already counted
         # (endpoint, status) -> (its requests counter, its latency histogram), made on first use
         self._request_children: dict[tuple[str, int], tuple] = {}
 
@@ -70,7 +74,15 @@ class RouterMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def render(self, workers) -> bytes:
+    def render(self, workers, token_cache=None) -> bytes:
+        """The exposition text; workers' gauges and the tokenization cache's counts (a
+        tokenize.TokenCache or None) are read now."""
+        if token_cache is not None:
+            hits, misses = token_cache.hits, token_cache.misses
+            seen_hits, seen_misses = self._tokenize_cache_seen
+            self.tokenize_cache.labels("hit").inc(hits - seen_hits)
+            self.tokenize_cache.labels("miss").inc(misses - seen_misses)
+            self._tokenize_cache_seen = (hits, misses)
         for w in workers:
             inflight, flops = w.load()  # summed over the router's processes
             self.worker_outstanding.labels(w.worker_id).set(flops)

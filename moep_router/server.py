@@ -65,8 +65,8 @@ class Router:
         self.spec = ModelSpec.from_model_dir(config.model_path)
         self.cost = CostModel.from_spec(self.spec)
         self.endpoint_context = EndpointContext(
-            RouterTokenizer(config.model_path), self.spec, config.model_name,
-            config.rerank_template, config.max_items_per_request)
+            RouterTokenizer(config.model_path, config.tokenize_cache_tokens), self.spec,
+            config.model_name, config.rerank_template, config.max_items_per_request)
         self.metrics = RouterMetrics()
         self.registry = WorkerRegistry(config.threshold_flops, self.board,
                                        shared.index if shared else 0, config.pending_settle_s)

@@ -113,6 +113,28 @@ def test_metrics_exposed(router):
     assert "moep_router_worker_cached_blocks" in text and "moep_router_flops_total" in text
 
 
+def _tokenize_cache_lookups(router) -> dict[str, float]:
+    text = router.get("/metrics")[1]
+    return {result: float(line.rsplit(" ", 1)[1]) for result in ("hit", "miss")
+            for line in text.splitlines()
+            if line.startswith(f'moep_router_tokenize_cache_lookups_total{{result="{result}"}}')}
+
+
+def test_a_repeated_long_query_is_tokenized_once_and_scores_as_the_worker_does(router, workers):
+    query = f"Case 7731. {DOC * 2} Is it safe?"  # over 512 characters: cached
+    body = lambda item: {"query": query, "items": [item], "label_token_ids": [661, 362]}  # noqa: E731
+    router.get("/metrics")  # counts up to now are reported
+    before = _tokenize_cache_lookups(router)
+    assert post(f"{router.url}/v1/score", body(" Answer:"))[0] == 200
+    status, via = post(f"{router.url}/v1/score", body(" Reply:"))  # the query's ids from the cache
+    assert status == 200, via
+    after = _tokenize_cache_lookups(router)
+    assert after["hit"] - before.get("hit", 0) == 1 and after["miss"] - before.get("miss", 0) == 1
+    _, direct = post(f"{workers[0].config.url}/v1/score", body(" Reply:"))
+    assert via["usage"]["prompt_tokens"] == direct["usage"]["prompt_tokens"]
+    assert via["scores"][0] == pytest.approx(direct["scores"][0], abs=1e-4)
+
+
 def test_router_queues_then_rejects_with_retry_after(tiny_model, workers, log_dir):
     """T = 1 FLOP: a worker with anything outstanding is saturated; the queue holds 2."""
     r = RouterProcess(tiny_model, [worker_spec(w) for w in workers], log_dir / "router-q.log",
