@@ -10,6 +10,8 @@ from pathlib import Path
 
 import orjson
 
+from moep_sglang import envs
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -21,7 +23,7 @@ def git_sha() -> str:
                                capture_output=True, text=True, cwd=RESULTS.parent).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return envs.bench_git_sha() or "unknown"
 
 
 def hardware() -> dict:

@@ -20,6 +20,12 @@ def model_cache_dir() -> Path:
     return Path(_get("MOEP_MODEL_DIR", str(Path.cwd() / ".cache" / "models")))
 
 
+def bench_git_sha() -> str | None:
+    """MOEP_GIT_SHA: the commit a benchmark's result file records where the copy it runs in has
+    no git history (the GPU machines get the working tree only)."""
+    return os.environ.get("MOEP_GIT_SHA") or None
+
+
 def asyncep_config_json() -> str | None:
     """MOEP_ASYNCEP: the AsyncEP group config (JSON, written by `moep-sglang launch_server`)."""
     return os.environ.get("MOEP_ASYNCEP") or None

@@ -18,6 +18,8 @@
 #   gputest                   pytest -m gpu (one GPU: two AsyncEP peers share it)
 #   main4k | s32k | b235 | mix | pairs | extra   benchmark groups (below); -> $OUT/<step>.tgz
 #   save                      kernel cache -> $OUT (keep in .gpu-stage/kcache/ for the next machine)
+#   routercpu                 no GPU used: the router's latency and capacity on this host's CPU cores
+#                             (16), moep-router with 1, 2 and 4 processes vs smg, fake workers
 # Every benchmark step uses the tuned configs of `tune` (MOEP_MOE_CONFIG_DIR) for every strategy,
 # SGLang's baselines included, unless it says otherwise.
 set -uo pipefail
@@ -212,5 +214,9 @@ case "$STEP" in
   gputest)
     python3 -m pytest -m gpu tests/gpu -x -q -s -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" ;;
   save) caches > "$OUT/caches.txt"; bench/gpu/kcache.sh save ;;
+  routercpu)  # bench/router_latency.py as on the 2-core CPU machine, on a host with cores to spare
+    MOEP_GIT_SHA=$SHA python3 -m bench.router_latency --processes "${PROCS:-1,2,4}" 2>&1 | tee "$R/log.txt"
+    cp bench/results/router_latency.json "$OUT/router_latency_${GPUTAG}_host.json"
+    cp .cache/bench/router-latency-*.log "$R"/ 2>/dev/null; pack ;;
   *) echo "unknown step $STEP" >&2; exit 2 ;;
 esac
