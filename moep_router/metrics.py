@@ -74,15 +74,21 @@ class RouterMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def count_token_cache(self, token_cache) -> None:
+        """Bring the lookup counters up to a tokenize.TokenCache's own counts (it keeps plain
+        ints on the request path). Called on every render and every health-check round, so
+        with --processes N a process that renders no /metrics itself lags one round at most."""
+        hits, misses = token_cache.hits, token_cache.misses
+        seen_hits, seen_misses = self._tokenize_cache_seen
+        self.tokenize_cache.labels("hit").inc(hits - seen_hits)
+        self.tokenize_cache.labels("miss").inc(misses - seen_misses)
+        self._tokenize_cache_seen = (hits, misses)
+
     def render(self, workers, token_cache=None) -> bytes:
         """The exposition text; workers' gauges and the tokenization cache's counts (a
         tokenize.TokenCache or None) are read now."""
         if token_cache is not None:
-            hits, misses = token_cache.hits, token_cache.misses
-            seen_hits, seen_misses = self._tokenize_cache_seen
-            self.tokenize_cache.labels("hit").inc(hits - seen_hits)
-            self.tokenize_cache.labels("miss").inc(misses - seen_misses)
-            self._tokenize_cache_seen = (hits, misses)
+            self.count_token_cache(token_cache)
         for w in workers:
             inflight, flops = w.load()  # summed over the router's processes
             self.worker_outstanding.labels(w.worker_id).set(flops)

@@ -197,6 +197,8 @@ class Router:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
             await asyncio.gather(*(self._check(w) for w in self.registry.all()))
+            if self.endpoint_context.tok.cache is not None:
+                self.metrics.count_token_cache(self.endpoint_context.tok.cache)
 
     async def _check(self, worker) -> None:
         """Unreachable: out at once, its index reset when it returns (it restarted empty).
