@@ -2,15 +2,18 @@
 (bench/fake_worker.py: they answer at once, so what remains is the router's own cost).
 
     python -m bench.router_latency [--rate 2000] [--seconds 5] [--processes 1,2]
+        [--capacity-clients 2] [--fake-processes 1]
 
 Open loop: /generate requests (a ~100-token text prompt, label logprobs) at a fixed rate,
 first straight to a fake worker, then through moep-router (true_flops, with each
 --processes count) and SGLang's gateway (smg, cache_aware), all in front of the same 8 fake
 workers; added latency = router p50/p99 minus the direct p50/p99. Capacity: a closed loop of
-256 requests in flight from 2 client processes for --seconds: requests/s completed, and the
-router's CPU time per completed request (user + system, its processes) during that loop.
-Everything shares this machine's cores with the load generator and the fake workers: the
-figures are what this machine sustains, not the routers' ceilings.
+256 requests in flight from --capacity-clients client processes for --seconds: requests/s
+completed, and the router's CPU time per completed request (user + system, its processes)
+during that loop. Everything shares this machine's cores with the load generator and the fake
+workers (--fake-processes processes): on a 2-core machine the figures are what it sustains, not
+the routers' ceilings; a host with cores to spare (bench/gpu/suite.sh routercpu) gives more
+clients and fake-worker processes than router processes.
 """
 
 from __future__ import annotations
@@ -114,11 +117,11 @@ def capacity(url: str, seconds: float, bodies: list[bytes], clients: int = 2,
 
 
 def capacity_with_cpu(url: str, pid: int, seconds: float, bodies: list[bytes],
-                      path: str = "/generate") -> dict:
+                      path: str = "/generate", clients: int = 2) -> dict:
     """capacity(), plus the router's own CPU per completed request (its process and children:
     user + system time during the closed loop)."""
     before = _cpu_seconds(pid)
-    row = capacity(url, seconds, bodies, path=path)
+    row = capacity(url, seconds, bodies, clients=clients, path=path)
     cpu = _cpu_seconds(pid) - before
     return {**row, "router_cpu_s": cpu,
             "router_cpu_us_per_request": 1e6 * cpu / max(row["capacity_requests"], 1)}
@@ -131,6 +134,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--num-workers", type=int, default=8)
     p.add_argument("--processes", default="1,2", help="moep-router --processes counts to run")
+    p.add_argument("--capacity-clients", type=int, default=2,
+                   help="client processes of the closed loop (256 in flight between them)")
+    p.add_argument("--fake-processes", type=int, default=1,
+                   help="processes serving the fake workers (their ports split between them)")
     a = p.parse_args()
     model = ensure_model(envs.model_cache_dir(), "tiny")
     rng = random.Random(0)
@@ -140,15 +147,19 @@ def main() -> None:
     ports = [free_port() for _ in range(a.num_workers)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     LOGS.mkdir(parents=True, exist_ok=True)
-    fake = subprocess.Popen([sys.executable, "-m", "bench.fake_worker", "--ports",
-                             ",".join(map(str, ports))], stdout=subprocess.PIPE, text=True)
+    fakes = [subprocess.Popen([sys.executable, "-m", "bench.fake_worker", "--ports",
+                              ",".join(map(str, ports[k::a.fake_processes]))],
+                             stdout=subprocess.PIPE, text=True)
+             for k in range(min(a.fake_processes, len(ports)))]
+    clients = a.capacity_clients
     rows = []
     try:
-        fake.stdout.readline()
+        for fake in fakes:
+            fake.stdout.readline()
         run = lambda url: asyncio.run(_open_loop(url, a.rate, a.seconds, bodies))  # noqa: E731
         run(urls[0])  # warm up
         rows.append({"system": "direct (no router)", **run(urls[0]),
-                     **capacity(urls[0], a.seconds, bodies)})
+                     **capacity(urls[0], a.seconds, bodies, clients=clients)})
         for n in (int(x) for x in a.processes.split(",")):
             with RouterProcess(model, urls, LOGS / f"router-latency-p{n}.log",
                                "--processes", str(n)) as router:
@@ -156,14 +167,17 @@ def main() -> None:
                 rows.append({"system": f"moep-router true_flops, {n} process"
                                        f"{'es' if n > 1 else ''}", "processes": n,
                              **run(router.url),
-                             **capacity_with_cpu(router.url, router.proc.pid, a.seconds, bodies)})
+                             **capacity_with_cpu(router.url, router.proc.pid, a.seconds, bodies,
+                                                 clients=clients)})
         with _SglangRouter(urls) as smg:
             run(smg.url)
             rows.append({"system": "smg cache_aware", **run(smg.url),
-                         **capacity_with_cpu(smg.url, smg.proc.pid, a.seconds, bodies)})
+                         **capacity_with_cpu(smg.url, smg.proc.pid, a.seconds, bodies,
+                                             clients=clients)})
     finally:
-        fake.terminate()
-        fake.wait()
+        for fake in fakes:
+            fake.terminate()
+            fake.wait()
     base = rows[0]
     for r in rows[1:]:
         r["added_p50_ms"] = r["p50_ms"] - base["p50_ms"]
@@ -176,7 +190,8 @@ def main() -> None:
     table = print_table(rows, cols)
     print(write_result("router_latency", {"config": {"rate": a.rate, "seconds": a.seconds,
                                                      "num_workers": a.num_workers,
-                                                     "capacity_clients": 2,
+                                                     "capacity_clients": clients,
+                                                     "fake_processes": len(fakes),
                                                      "capacity_in_flight": 256,
                                                      "smg_version": _smg_version()},
                                           "rows": rows, "table": table}))
