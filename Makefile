@@ -32,8 +32,11 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Benchmark extras (SGLang's router, matplotlib); the benchmarks themselves: see bench/README.md.
+# sglang-router 0.3.2 (the gateway's last release under that name) goes in a folder of its own:
+# it installs an `smg` command too (bench/compare_routers.py, system sglang_router:POLICY).
 bench-install: $(STAMP)
 	$(PY) -m pip install -q -r requirements/bench.txt
+	$(PY) -m pip install -q --no-deps --upgrade --target .cache/sglang-router-0.3.2 sglang-router==0.3.2
 
 clean:
 	rm -rf $(VENV) .cache

@@ -41,6 +41,7 @@ from moep_sglang.server.worker_process import (
 POLICIES = ("true_flops", "cache_aware", "least_load", "round_robin", "longest_prefix")
 DEFAULT_SYSTEMS = "true_flops,smg:cache_aware,smg:prefix_hash"
 LOGS = Path(".cache/bench")
+LEGACY_ROUTER_DIR = Path(".cache/sglang-router-0.3.2")  # `make bench-install` puts it there
 
 
 def main() -> None:
@@ -57,7 +58,8 @@ def main() -> None:
                    help="moep-router's per-prompt overhead in FLOP-equivalents (default: 0)")
     p.add_argument("--systems", default=DEFAULT_SYSTEMS,
                    help=f"comma-separated: moep-router policies ({', '.join(POLICIES)}) and "
-                        "smg:POLICY (SGLang's gateway with that policy)")
+                        "smg:POLICY (SGLang's gateway with that policy), "
+                        "sglang_router:POLICY (its last release as sglang-router, 0.3.2)")
     p.add_argument("--repeats", type=int, default=3,
                    help="runs per system, interleaved (ABCABC...)")
     p.add_argument("--rates", default=None,
@@ -184,7 +186,8 @@ def _run_system(system: str, a, model: Path, workers: list[WorkerProcess]) -> di
                                   "generate" if smg else a.api, rates=a.rates)
     if smg:
         policy = system.split(":", 1)[1] if ":" in system else "cache_aware"
-        with _SglangRouter([w.config.url for w in workers], policy) as smg:
+        legacy = system.startswith("sglang_router")
+        with _SglangRouter([w.config.url for w in workers], policy, legacy) as smg:
             row = run_serve(cfg(smg.url))
             return {**row, "router_cpu_s": smg.cpu_seconds()}
     flags = ["--policy", system]
@@ -223,13 +226,28 @@ def _num_workers(listed) -> int:
 class _SglangRouter:
     """`smg launch` (SGLang Model Gateway), default thresholds; cache_aware unless told."""
 
-    def __init__(self, worker_urls: list[str], policy: str = "cache_aware") -> None:
+    def __init__(self, worker_urls: list[str], policy: str = "cache_aware",
+                 legacy: bool = False) -> None:
+        """legacy: sglang-router 0.3.2, the gateway's last release under that name, from its own
+        folder (LEGACY_ROUTER_DIR, `make bench-install`): it also installs an `smg` command,
+        so it cannot share the environment with smg 1.x."""
         self.port = free_port()
         self.worker_urls = worker_urls
-        smg = Path(sys.executable).with_name("smg")
-        self.cmd = [str(smg) if smg.exists() else (shutil.which("smg") or "smg"), "launch", "--host", "127.0.0.1",
-                    "--port", str(self.port), "--policy", policy,
-                    "--worker-urls", *worker_urls, "--log-level", "warn"]
+        self.env = None
+        # Its Prometheus exporter on a free port too (default 29000: one at a time otherwise)
+        args = ["--host", "127.0.0.1", "--port", str(self.port), "--policy", policy,
+                "--worker-urls", *worker_urls, "--log-level", "warn",
+                "--prometheus-port", str(free_port())]
+        if legacy:
+            if not (LEGACY_ROUTER_DIR / "sglang_router").is_dir():
+                raise SystemExit(f"sglang-router 0.3.2 is not in {LEGACY_ROUTER_DIR}: run "
+                                 "`make bench-install`")
+            self.cmd = [sys.executable, "-m", "sglang_router.launch_router", *args]
+            self.env = {**os.environ, "PYTHONPATH": str(LEGACY_ROUTER_DIR)}
+        else:
+            smg = Path(sys.executable).with_name("smg")
+            self.cmd = [str(smg) if smg.exists() else (shutil.which("smg") or "smg"), "launch",
+                        *args]
         self.proc = None
 
     def cpu_seconds(self) -> float:
@@ -238,7 +256,7 @@ class _SglangRouter:
     def __enter__(self) -> _SglangRouter:
         LOGS.mkdir(parents=True, exist_ok=True)
         log = open(LOGS / "sglang-router.log", "wb")
-        self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
