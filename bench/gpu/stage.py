@@ -37,8 +37,9 @@ IN_IMAGE = re.compile(
     r"jinja2|markupsafe|filelock|fsspec|setuptools|typing.extensions|pytest|pluggy|iniconfig|"
     r"scipy|pillow|huggingface.hub|hf.xet|matplotlib|fonttools|kiwisolver|contourpy|cycler|"
     r"pyparsing|pycountry|airportsdata|jedi|parso|moep|pip|sglang.router)\b", re.IGNORECASE)
-# Not in the CPU environment (or only with `make bench-install`). Attention runs on fa3 (SGLang's Hopper default, staged below);
-# FlashInfer is staged too (JIT: it compiles its kernels at first use).
+# Not in the CPU environment (or only after `make bench-install`). Attention runs on fa3 (SGLang's
+# Hopper default, staged below); FlashInfer is staged too (JIT: it compiles its kernels at first
+# use).
 GPU_ONLY = ["sglang==0.5.17", "sglang-kernel==0.4.5", "flashinfer-python==0.6.15.post1",
             "tabulate", "click",
             # SGLang's gateway, the router baseline (requirements/bench.txt), and its dependencies

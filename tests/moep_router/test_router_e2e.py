@@ -122,8 +122,10 @@ def _tokenize_cache_lookups(router) -> dict[str, float]:
 
 def test_a_repeated_long_query_is_tokenized_once_and_scores_as_the_worker_does(router, workers):
     query = f"Case 7731. {DOC * 2} Is it safe?"  # over 512 characters: cached
-    body = lambda item: {"query": query, "items": [item], "label_token_ids": [661, 362]}  # noqa: E731
-    router.get("/metrics")  # counts up to now are reported
+
+    def body(item):
+        return {"query": query, "items": [item], "label_token_ids": [661, 362]}
+
     before = _tokenize_cache_lookups(router)
     assert post(f"{router.url}/v1/score", body(" Answer:"))[0] == 200
     status, via = post(f"{router.url}/v1/score", body(" Reply:"))  # the query's ids from the cache
