@@ -47,6 +47,13 @@ def tuned_moe_configs() -> bool:
     return _get("MOEP_TUNED_MOE_CONFIGS", "1") != "0"
 
 
+def tuned_moe_down_configs() -> bool:
+    """MOEP_TUNED_MOE_DOWN=0: ignore only moep's tuned down-projection configs (`..._down.json`:
+    the second GEMM's own tile, TMA loads), so both GEMMs run the up-projection's tile as without
+    them (for A/B runs)."""
+    return _get("MOEP_TUNED_MOE_DOWN", "1") != "0"
+
+
 def kv_events_per_node() -> bool:
     """MOEP_KV_EVENTS_PER_NODE=0: publish SGLang's own one-BlockStored-per-page KV events."""
     return _get("MOEP_KV_EVENTS_PER_NODE", "1") != "0"

@@ -4,6 +4,8 @@
 #   stage c1 | stage c2       copy a carry of wheels to /tmp (bench/gpu/stage.py made them)
 #   install                   last carry: install, byte-compile, restore the kernel cache
 #   tune                      tune the fused-MoE Triton kernel (tune_moe.py), one GPU per shape set
+#   tunedown                  one GPU: the down projection's own tile + TMA for the 30B shape
+#                             (tune_moe.py --down, SGLang's `_down.json`); later steps use it
 #   tunefp8                   the same for block-FP8 experts (the 235B and 30B shapes), one GPU
 #   onefp8                    one GPU: the 235B shape (12 layers) in block FP8 vs bf16, ours and
 #                             plain SGLang, same call
@@ -86,6 +88,14 @@ case "$STEP" in
     grep -h "E=\|tuned\|Error\|error" "$R"/tune_g*.log | grep -v "^compile" | tail -40
     mkdir -p $TUNED && cp -r "$R/configs" $TUNED/ && ls $TUNED/configs/*
     pack ;;
+  tunedown)  # Qwen3-30B-A3B's experts (E=128, N=768): the second GEMM's tile, TMA on or off, at
+             # the batch sizes the launcher's prefill batches run (DOWN_M)
+    python3 -c "from pathlib import Path; from moep_sglang.models.checkpoint import ensure_model as e; e(Path('/tmp/moep-models'), 'qwen3-30b-a3b')"
+    python3 bench/gpu/tune_moe.py --down --out "$R" --git-sha "$SHA" --shape 128,768,2048,8 \
+      --batch-sizes "${DOWN_M:-4096,8192,16384,32768}" > "$R/tune_down.log" 2>&1
+    grep -h "E=\|tuned\|Error\|error" "$R/tune_down.log" | grep -v "^compile" | tail -20
+    mkdir -p $TUNED && cp -r "$R/configs" $TUNED/ && ls $TUNED/configs/*
+    cp -r "$R/configs" "$R"/*.json "$OUT"/; pack ;;
   tunefp8)  # block-FP8 experts: SGLang 0.5.17 ships no H200 file for the 235B shape's N=1536
             # and, for N=768, only a Triton 3.2 one
     python3 bench/gpu/tune_moe.py --fp8-block --out "$R" --git-sha "$SHA" \
@@ -144,6 +154,7 @@ case "$STEP" in
     $BENCH --preset qwen3-30b-a3b --gpus 1 --prompts $((262144 / ${LENS%%,*})) --prompt-len "$LENS" --repeats 3 \
       --variant b64k=--max-prefill-tokens=65536,--chunked-prefill-size=65536 \
       --variant graphs=--cuda-graph-backend-prefill=breakable \
+      --variant nodown=ENV:MOEP_TUNED_MOE_DOWN=0 --variant fsum=--enable-fused-moe-sum-all-reduce \
       --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
       --name "${GPUTAG}_30b_one_gpu${TAG:-}" --label "one $GPU, launcher defaults (fa3) vs SGLang defaults"
     gpumon_summary
@@ -161,7 +172,7 @@ case "$STEP" in
       --strategies "${STRATS:-sglang_default,replicas,replicas/c8k}" \
       --variant c8k=--chunked-prefill-size=8192,--max-prefill-tokens=16384 \
       --variant sgcfg=ENV:MOEP_TUNED_MOE_CONFIGS=0 \
-      --variant nodd=ENV:MOEP_PREFIX_DEDUP=0 \
+      --variant nodd=ENV:MOEP_PREFIX_DEDUP=0 --variant nodown=ENV:MOEP_TUNED_MOE_DOWN=0 \
       --variant c16=--chunked-prefill-size=16384,--max-prefill-tokens=16384,--cuda-graph-max-bs-prefill=8192 \
       --name "${GPUTAG}_30b_table2_one_gpu${TAG:-}" --label "one $GPU, launcher defaults vs SGLang defaults, radix cache"
     gpumon_summary

@@ -12,7 +12,13 @@ candidates into Triton's on-disk cache first, then one process times them all.
 With --fp8-block the experts are the hub's block FP8 (float8_e4m3fn, float32 scales per 128x128
 block, activations quantized per token group: SGLang's w8a8 kernel) and the file is SGLang's
 `...,dtype=fp8_w8a8,block_shape=[128, 128].json`; tiles then divide the 128x128 block.
+With --down it tunes the second GEMM alone (SGLang 0.5.17's optional `..._down.json`): the up
+projection keeps the tile the server would look up (ours, else SGLang's), and each candidate
+gives the down projection its own N/K tile, stages, warps and `USE_TMA` (TMA loads; the up GEMM
+then writes its output expert-sorted); BLOCK_SIZE_M stays the up tile's (both share one sort).
+Each time is the whole `fused_moe` again, against no down file (both GEMMs on the up tile).
 Usage: python bench/gpu/tune_moe.py --shape 128,768,2048,8 --shape 128,1536,4096,8 --out DIR
+       python bench/gpu/tune_moe.py --down --shape 128,768,2048,8 --batch-sizes 8192,32768 --out DIR
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +93,29 @@ def search_space(quant: Quant = Quant()) -> list[dict]:
                                       "GROUP_SIZE_M": group, "num_warps": warps,
                                       "num_stages": stages})
     return space
+
+
+def down_search_space(block_m: int) -> list[dict]:
+    """Down-projection tiles at the up tile's BLOCK_SIZE_M (bf16): N and K tiles, 3-5 stages
+    (pruned by shared memory), warps as in `search_space`, group 1 or 16, TMA loads off or on."""
+    space = []
+    for bn in (64, 128, 256):
+        for bk in (64, 128):
+            for stages in (3, 4, 5):
+                if (block_m * bk + bk * bn) * 2 * stages > SMEM_BYTES:
+                    continue
+                warps = 8 if block_m * bn >= 128 * 128 else 4
+                for group in (1, 16):
+                    for tma in (False, True):
+                        space.append({"BLOCK_SIZE_M": block_m, "BLOCK_SIZE_N": bn,
+                                      "BLOCK_SIZE_K": bk, "GROUP_SIZE_M": group,
+                                      "num_warps": warps, "num_stages": stages, "USE_TMA": tma})
+    return space
+
+
+def nearest(table: dict, m: int) -> dict:
+    """SGLang's rule: the entry whose batch size is closest to M."""
+    return table[min(table, key=lambda x: abs(int(x) - m))]
 
 
 SMALL_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # decode-sized batches, not tuned here
@@ -156,11 +186,43 @@ class Bench:
         with override_config(config):
             return fused_moe(x, self.w1, self.w2, topk, MoeRunnerConfig(inplace=True), **self.kw)
 
+    def run_split(self, m: int, up: dict, down: dict | None):
+        """fused_moe with SGLang's own lookup answering `up` for the first GEMM and `down` (None:
+        no down file) for the second, as a server with those files would run it."""
+        with split_lookup(up, down):
+            return self.run(m, None)
+
     def time_ms(self, m: int, config: dict | None) -> float:
         import triton
 
         return triton.testing.do_bench(lambda: self.run(m, config), warmup=20, rep=80,
                                        return_mode="median")
+
+    def time_split_ms(self, m: int, up: dict, down: dict | None) -> float:
+        import triton
+
+        return triton.testing.do_bench(lambda: self.run_split(m, up, down), warmup=20, rep=80,
+                                       return_mode="median")
+
+
+@contextmanager
+def split_lookup(up: dict, down: dict | None):
+    """SGLang's config-file lookup answers {any M: up} and, for the down file, {any M: down}
+    (None: no file). try_get_optimal_moe_config pops USE_TMA from its own copy."""
+    from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe_triton_config as cfgmod
+
+    original = cfgmod.get_moe_configs
+
+    def lookup(E, N, dtype, block_n=0, block_k=0, per_channel_quant=False, down_moe=False):
+        if down_moe:
+            return None if down is None else {1: dict(down)}
+        return {1: dict(up)}
+
+    cfgmod.get_moe_configs = lookup
+    try:
+        yield
+    finally:
+        cfgmod.get_moe_configs = original
 
 
 def _quantize_by_expert(w):
@@ -205,16 +267,23 @@ def publish_server_args(model_dir: Path) -> None:
     set_global_server_args_for_scheduler(ServerArgs(model_path=str(model_dir)))
 
 
-def compile_part(shapes: list[Shape], part: int, parts: int, quant: Quant) -> None:
-    """Run every `parts`-th candidate once at a small M: fills Triton's on-disk cache."""
-    space = search_space(quant)
+def compile_part(shapes: list[Shape], part: int, parts: int, quant: Quant,
+                 down_m: list[int] | None = None) -> None:
+    """Run every `parts`-th candidate once at a small M: fills Triton's on-disk cache. With
+    `down_m`, the down-projection candidates at the up tile of each of those batch sizes."""
     for shape in shapes:
         bench = Bench(shape, 512, quant)
-        for cfg in space[part::parts]:
+        if down_m is None:
+            jobs = [(cfg, None) for cfg in search_space(quant)]
+        else:
+            ups = {json.dumps(up_tile(shape, quant, m), sort_keys=True) for m in down_m}
+            jobs = [(json.loads(up), cfg) for up in sorted(ups)
+                    for cfg in down_search_space(json.loads(up)["BLOCK_SIZE_M"])]
+        for cfg, down in jobs[part::parts]:
             try:
-                bench.run(512, cfg)
+                bench.run(512, cfg) if down is None else bench.run_split(512, cfg, down)
             except Exception as exc:  # an invalid tile is skipped later too
-                print(f"compile {cfg}: {type(exc).__name__}", flush=True)
+                print(f"compile {cfg} {down}: {type(exc).__name__}", flush=True)
         bench.torch.cuda.synchronize()
         del bench  # this shape's weights, before the next shape's
 
@@ -255,6 +324,70 @@ def tune(shape: Shape, batch_sizes: list[int], quant: Quant = Quant()
                        lambda m: sglang_default(shape, quant, m)), rows
 
 
+def up_table(shape: Shape, quant: Quant) -> dict | None:
+    """The up-projection table a server would look up: ours (MOEP_MOE_CONFIG_DIR, then
+    shipped), else SGLang's own file; None: SGLang's generic default per M."""
+    import triton
+    from sglang.srt.layers.moe.moe_runner.triton_utils.fused_moe_triton_config import (
+        get_config_file_name,
+    )
+
+    from moep_sglang.kernels.moe_configs import find_config
+
+    name = get_config_file_name(shape.experts, shape.inter, quant.dtype, quant.block)
+    return find_config(name, triton.__version__) or sglang_table(shape, quant)
+
+
+def up_tile(shape: Shape, quant: Quant, m: int) -> dict:
+    table = up_table(shape, quant)
+    return dict(nearest(table, m)) if table else sglang_default(shape, quant, m)
+
+
+def tune_down(shape: Shape, batch_sizes: list[int], quant: Quant = Quant()
+              ) -> tuple[dict, list[dict]]:
+    """The down file for this shape: at each M of `batch_sizes` the fastest down tile (kept only
+    if it beats no down file), at every other batch size of the up table the up tile itself
+    (TMA off), i.e. what SGLang runs without a down file."""
+    import torch
+
+    if quant.fp8_block:
+        raise SystemExit("--down tunes bf16 experts only")
+    bench = Bench(shape, max(batch_sizes), quant)
+    table = up_table(shape, quant)
+    down = {int(m): {**TRITON_DEFAULTS, **cfg} for m, cfg in (table or {}).items()}
+    if not table:
+        down.update({m: {**TRITON_DEFAULTS, **sglang_default(shape, quant, m)} for m in SMALL_M})
+    rows = []
+    for m in batch_sizes:
+        up = up_tile(shape, quant, m)
+        base_ms = bench.time_split_ms(m, up, None)
+        best_cfg, best_ms = None, base_ms
+        for cfg in down_search_space(up["BLOCK_SIZE_M"]):
+            try:
+                ms = bench.time_split_ms(m, up, cfg)
+            except Exception:  # out of resources / not compilable: not a candidate
+                continue
+            if ms < best_ms:
+                best_cfg, best_ms = cfg, ms
+        rel = 0.0
+        if best_cfg is not None:
+            ref = bench.run_split(m, up, None).float()
+            out = bench.run_split(m, up, best_cfg).float()
+            rel = (torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref)).item()
+            if not rel < 2e-2:
+                raise SystemExit(f"{shape} M={m}: down tile's output differs by {rel:.2e}")
+        down[m] = {**TRITON_DEFAULTS, **(best_cfg or up)}
+        rows.append({"M": m, "up_config": up, "no_down_file_ms": base_ms,
+                     "no_down_file_tflops": shape.flops(m) / base_ms / 1e9,
+                     "down_config": best_cfg, "tuned_ms": best_ms,
+                     "tuned_tflops": shape.flops(m) / best_ms / 1e9,
+                     "speedup": base_ms / best_ms, "rel_diff": rel})
+        print(f"E={shape.experts} N={shape.inter} K={shape.hidden} M={m:6d}: no down file "
+              f"{base_ms:7.3f} ms -> down tile {best_ms:7.3f} ms ({rows[-1]['speedup']:.2f}x, "
+              f"{rows[-1]['tuned_tflops']:5.0f} TFLOP/s) {best_cfg}", flush=True)
+    return {str(m): down[m] for m in sorted(down)}, rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--shape", action="append", required=True, type=Shape.parse,
@@ -267,6 +400,8 @@ def main() -> None:
     p.add_argument("--compile-part", default=None, help=argparse.SUPPRESS)  # "i/n", internal
     p.add_argument("--fp8-block", action="store_true",
                    help="tune block-FP8 experts (fp8_w8a8, 128x128 scales) instead of bf16")
+    p.add_argument("--down", action="store_true",
+                   help="tune the down projection's own tile and TMA (the `_down.json` file)")
     p.add_argument("--git-sha", default="unknown")
     args = p.parse_args()
     quant = Quant(args.fp8_block)
@@ -277,7 +412,8 @@ def main() -> None:
     publish_server_args(args.model_dir)
     if args.compile_part:
         i, n = (int(x) for x in args.compile_part.split("/"))
-        compile_part(args.shape, i, n, quant)
+        down_m = [int(x) for x in args.batch_sizes.split(",")] if args.down else None
+        compile_part(args.shape, i, n, quant, down_m)
         return
 
     import torch
@@ -289,6 +425,7 @@ def main() -> None:
                str(args.model_dir)] + [f"--shape={s.experts},{s.inter},{s.hidden},{s.top_k}"
                                        for s in args.shape]
         cmd += ["--fp8-block"] if quant.fp8_block else []
+        cmd += ["--down", f"--batch-sizes={args.batch_sizes}"] if args.down else []
         procs = [subprocess.Popen(cmd + [f"--compile-part={i}/{args.compile_workers}"])
                  for i in range(args.compile_workers)]
         if any(proc.wait() for proc in procs):
@@ -304,17 +441,20 @@ def main() -> None:
     batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
     report = {"benchmark": "tune_moe", "git_sha": args.git_sha, "gpu": gpu,
               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-              "triton": triton.__version__, "search_space": len(search_space(quant)),
+              "triton": triton.__version__, "down": args.down,
+              "search_space": len(down_search_space(128) if args.down else search_space(quant)),
               "experts_format": quant.dtype or "bf16", "block_shape": quant.block,
               "compile_s": round(compile_s, 1), "shapes": []}
     for shape in args.shape:
-        table, rows = tune(shape, batch_sizes, quant)
-        name = get_config_file_name(shape.experts, shape.inter, quant.dtype, quant.block)
+        table, rows = (tune_down if args.down else tune)(shape, batch_sizes, quant)
+        name = get_config_file_name(shape.experts, shape.inter, quant.dtype, quant.block,
+                                    down_moe=args.down)
         (folder / name).write_text(json.dumps(table, indent=4) + "\n")
         report["shapes"].append({"shape": vars(shape), "file": name, "rows": rows})
     report["total_s"] = round(time.monotonic() - started, 1)
     tag = gpu.replace(" ", "_") + "_" + "_".join(f"E{s.experts}N{s.inter}" for s in args.shape)
     tag += "_fp8" if quant.fp8_block else ""
+    tag += "_down" if args.down else ""
     (args.out / f"tune_moe_{tag}.json").write_text(json.dumps(report, indent=2))
     print(f"tuned {len(args.shape)} shapes in {report['total_s']} s (compile {compile_s:.0f} s)")
 

@@ -9,6 +9,12 @@ tuned on the GPU machines for prefill-sized batches and look them up first, in:
   1. $MOEP_MOE_CONFIG_DIR/triton_<version>/ (your own tuning output), then
   2. moep_sglang/kernels/configs/triton_<version>/ (ours).
 MOEP_TUNED_MOE_CONFIGS=0 turns the lookup off (SGLang's own choice, for A/B runs).
+
+SGLang 0.5.17 also reads an optional second file per shape, `..._down.json`: the down
+projection's own tile and whether it loads through TMA (`USE_TMA`, Hopper tensor descriptors;
+then the up projection writes its output expert-sorted so the down GEMM reads whole tiles).
+Without one, both GEMMs run the up projection's tile without TMA. `tune_moe.py --down` tunes it;
+MOEP_TUNED_MOE_DOWN=0 ignores only ours (A/B runs).
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ def search_dirs(triton_version: str) -> list[Path]:
 def find_config(file_name: str, triton_version: str) -> dict[int, dict] | None:
     """The tuned {batch size M: kernel config} map for this file name, or None if none ships."""
     if not envs.tuned_moe_configs():
+        return None
+    if file_name.endswith("_down.json") and not envs.tuned_moe_down_configs():
         return None
     for folder in search_dirs(triton_version):
         path = folder / file_name

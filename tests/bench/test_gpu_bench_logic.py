@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from bench.gpu.common import plan_launches
-from bench.gpu.tune_moe import SMEM_BYTES, SMALL_M, Quant, Shape, merge_table, search_space
+from bench.gpu.tune_moe import (SMEM_BYTES, SMALL_M, Quant, Shape, down_search_space, merge_table,
+                                nearest, search_space)
 
 MODEL = Path("/models/qwen3-30b-a3b")
 
@@ -84,6 +85,22 @@ def test_fp8_search_space_tiles_divide_the_scale_block():
         smem = (c["BLOCK_SIZE_M"] + c["BLOCK_SIZE_N"]) * c["BLOCK_SIZE_K"] * c["num_stages"]
         assert smem <= SMEM_BYTES
     assert Quant(True).dtype == "fp8_w8a8" and Quant().dtype is None
+
+
+def test_down_search_space_keeps_the_up_tile_rows_and_tries_tma_both_ways():
+    for block_m in (64, 128):
+        space = down_search_space(block_m)
+        assert len(space) == len({tuple(sorted(c.items())) for c in space}) > 20
+        assert {c["BLOCK_SIZE_M"] for c in space} == {block_m}
+        assert sum(c["USE_TMA"] for c in space) * 2 == len(space)
+        for c in space:
+            smem = (block_m + c["BLOCK_SIZE_N"]) * c["BLOCK_SIZE_K"] * 2 * c["num_stages"]
+            assert smem <= SMEM_BYTES
+
+
+def test_nearest_is_sglangs_closest_batch_size():
+    table = {"1": "a", "4096": "b", "32768": "c"}
+    assert [nearest(table, m) for m in (1, 2000, 4096, 20000, 65536)] == ["a", "a", "b", "c", "c"]
 
 
 def test_merge_keeps_sglang_entries_below_the_tuned_range():

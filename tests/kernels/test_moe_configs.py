@@ -83,3 +83,18 @@ def test_other_triton_version_is_not_used(monkeypatch, tmp_path):
     _write(tmp_path / "triton_9_9_9", name, {"1": CFG})
     assert moe_configs.find_config(name, "3.6.0") is None
     assert moe_configs.find_config(name, "9.9.9") == {1: CFG}
+
+
+def test_down_configs_switch_off_alone(monkeypatch, tmp_path):
+    import triton
+
+    version = moe_configs.version_dir(triton.__version__)
+    monkeypatch.setattr(moe_configs, "SHIPPED_DIR", tmp_path)
+    up, down = "E=8,N=32,device_name=TEST_GPU.json", "E=8,N=32,device_name=TEST_GPU_down.json"
+    _write(tmp_path / version, up, {"1": CFG})
+    _write(tmp_path / version, down, {"1": dict(CFG, USE_TMA=True)})
+    assert moe_configs.find_config(down, triton.__version__) == {1: dict(CFG, USE_TMA=True)}
+    monkeypatch.setenv("MOEP_TUNED_MOE_DOWN", "0")
+    moe_configs.find_config.cache_clear()
+    assert moe_configs.find_config(down, triton.__version__) is None
+    assert moe_configs.find_config(up, triton.__version__) == {1: CFG}
