@@ -271,6 +271,10 @@ def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> di
             if restart or not all(w.alive() for w in workers):
                 restart = False
                 stop_all(workers)
+                for w in workers:  # the restarted server writes the same file: keep this one's
+                    if w.config.log_path.exists():
+                        w.config.log_path.rename(
+                            w.config.log_path.with_suffix(f".before-r{rep}.log"))
                 workers, _ = start()
                 urls = [w.config.url for w in workers]
                 if router is not None:
