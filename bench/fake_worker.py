@@ -2,7 +2,7 @@
 
     python -m bench.fake_worker --ports 9001,9002,...
 
-One process serves every port. Replies look like SGLang's prefill-only replies (prompt_tokens,
+One process serves every port; `fake_workers(ports, processes)` starts them from a benchmark. Replies look like SGLang's prefill-only replies (prompt_tokens,
 cached_tokens 0, label logprobs when asked), so any router can be measured without GPU or CPU
 model time: what remains is the router's own latency.
 """
@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
+from contextlib import contextmanager
 
 import orjson
 from aiohttp import web
@@ -57,6 +60,25 @@ async def serve(ports: list[int]) -> None:
         await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
     print("fake workers ready", flush=True)
     await asyncio.Event().wait()
+
+
+@contextmanager
+def fake_workers(ports: list[int], processes: int = 1):
+    """Fake workers on `ports`, served by up to `processes` processes (the ports split between
+    them round-robin), ready when the block starts and stopped when it ends."""
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.fake_worker", "--ports",
+                               ",".join(map(str, ports[k::processes]))],
+                              stdout=subprocess.PIPE, text=True)
+             for k in range(min(processes, len(ports)))]
+    try:
+        for proc in procs:
+            if not proc.stdout.readline():
+                raise RuntimeError(f"fake worker exited with {proc.wait()}")
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
 
 
 def main() -> None:

@@ -22,14 +22,13 @@ import argparse
 import asyncio
 import random
 import statistics
-import subprocess
-import sys
 import time
 
 import aiohttp
 import orjson
 
 from bench.common import print_table, write_result
+from bench.fake_worker import fake_workers
 from bench.compare_routers import LOGS, _cpu_seconds, _SglangRouter, _smg_version
 from moep_sglang import envs
 from moep_sglang.models.checkpoint import ensure_model
@@ -147,15 +146,9 @@ def main() -> None:
     ports = [free_port() for _ in range(a.num_workers)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     LOGS.mkdir(parents=True, exist_ok=True)
-    fakes = [subprocess.Popen([sys.executable, "-m", "bench.fake_worker", "--ports",
-                              ",".join(map(str, ports[k::a.fake_processes]))],
-                             stdout=subprocess.PIPE, text=True)
-             for k in range(min(a.fake_processes, len(ports)))]
     clients = a.capacity_clients
     rows = []
-    try:
-        for fake in fakes:
-            fake.stdout.readline()
+    with fake_workers(ports, a.fake_processes):
         run = lambda url: asyncio.run(_open_loop(url, a.rate, a.seconds, bodies))  # noqa: E731
         run(urls[0])  # warm up
         rows.append({"system": "direct (no router)", **run(urls[0]),
@@ -174,10 +167,6 @@ def main() -> None:
             rows.append({"system": "smg cache_aware", **run(smg.url),
                          **capacity_with_cpu(smg.url, smg.proc.pid, a.seconds, bodies,
                                              clients=clients)})
-    finally:
-        for fake in fakes:
-            fake.terminate()
-            fake.wait()
     base = rows[0]
     for r in rows[1:]:
         r["added_p50_ms"] = r["p50_ms"] - base["p50_ms"]
@@ -191,7 +180,7 @@ def main() -> None:
     print(write_result("router_latency", {"config": {"rate": a.rate, "seconds": a.seconds,
                                                      "num_workers": a.num_workers,
                                                      "capacity_clients": clients,
-                                                     "fake_processes": len(fakes),
+                                                     "fake_processes": min(a.fake_processes, len(ports)),
                                                      "capacity_in_flight": 256,
                                                      "smg_version": _smg_version()},
                                           "rows": rows, "table": table}))

@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import subprocess
-import sys
 
 import orjson
 
 from bench.common import print_table, write_result
+from bench.fake_worker import fake_workers
 from bench.compare_routers import LOGS
 from bench.router_latency import capacity_with_cpu
 from moep_router.tokenize import RouterTokenizer
@@ -61,11 +60,8 @@ def main() -> None:
     ports = [free_port() for _ in range(a.num_workers)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     LOGS.mkdir(parents=True, exist_ok=True)
-    fake = subprocess.Popen([sys.executable, "-m", "bench.fake_worker", "--ports",
-                             ",".join(map(str, ports))], stdout=subprocess.PIPE, text=True)
     rows = []
-    try:
-        fake.stdout.readline()
+    with fake_workers(ports):
         for rep in range(a.repeats):
             for system, flags in SYSTEMS.items():
                 with RouterProcess(model, urls, LOGS / "router-tokenize-cache.log",
@@ -75,9 +71,6 @@ def main() -> None:
                                  **capacity_with_cpu(router.url, router.proc.pid, a.seconds,
                                                      reqs, path="/v1/score")})
                 print_table(rows[-1:], COLUMNS)
-    finally:
-        fake.terminate()
-        fake.wait()
     summary = []
     for system in SYSTEMS:
         runs = [r for r in rows if r["system"] == system]
