@@ -28,8 +28,8 @@ import aiohttp
 import orjson
 
 from bench.common import print_table, write_result
-from bench.fake_worker import fake_workers
 from bench.compare_routers import LOGS, _cpu_seconds, _SglangRouter, _smg_version
+from bench.fake_worker import fake_workers
 from moep_sglang import envs
 from moep_sglang.models.checkpoint import ensure_model
 from moep_sglang.models.corpus import paragraph
@@ -146,7 +146,7 @@ def main() -> None:
     ports = [free_port() for _ in range(a.num_workers)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     LOGS.mkdir(parents=True, exist_ok=True)
-    clients = a.capacity_clients
+    clients, fake_processes = a.capacity_clients, min(a.fake_processes, len(ports))
     rows = []
     with fake_workers(ports, a.fake_processes):
         run = lambda url: asyncio.run(_open_loop(url, a.rate, a.seconds, bodies))  # noqa: E731
@@ -180,7 +180,7 @@ def main() -> None:
     print(write_result("router_latency", {"config": {"rate": a.rate, "seconds": a.seconds,
                                                      "num_workers": a.num_workers,
                                                      "capacity_clients": clients,
-                                                     "fake_processes": min(a.fake_processes, len(ports)),
+                                                     "fake_processes": fake_processes,
                                                      "capacity_in_flight": 256,
                                                      "smg_version": _smg_version()},
                                           "rows": rows, "table": table}))
