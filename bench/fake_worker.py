@@ -2,9 +2,10 @@
 
     python -m bench.fake_worker --ports 9001,9002,...
 
-One process serves every port; `fake_workers(ports, processes)` starts them from a benchmark. Replies look like SGLang's prefill-only replies (prompt_tokens,
-cached_tokens 0, label logprobs when asked), so any router can be measured without GPU or CPU
-model time: what remains is the router's own latency.
+One process serves every port; `fake_workers(ports, processes)` starts them from a benchmark.
+Replies look like SGLang's prefill-only replies (prompt_tokens, cached_tokens 0, label logprobs
+when asked), so any router can be measured without GPU or CPU model time: what remains is the
+router's own latency.
 """
 
 from __future__ import annotations
