@@ -90,10 +90,15 @@ def main() -> None:
         for w in workers:
             w.wait_ready()
         time.sleep(3.0)  # let SGLang's own warmup requests finish
+        logs = [w.config.log_path for w in workers]
         for rep in range(a.repeats):
             for system in systems:
                 flush_caches([w.config.url for w in workers])
-                rows.append({**_run_system(system, a, model, workers), "repeat": rep})
+                before = log_sizes(logs)
+                row = _run_system(system, a, model, workers)
+                batches = prefill_batches(logs, before)
+                rows.append({**row, "prefill_batches": sum(batches),
+                             "prefill_batches_per_worker": batches, "repeat": rep})
                 print_table(rows[-1:], COLUMNS)
     finally:
         for w in workers:
@@ -121,7 +126,9 @@ SUMMARY_COLUMNS = [("system", "system", "s"), ("runs", "runs", "d"),
                    ("tokens_per_s_min", "min", ",.0f"), ("tokens_per_s_max", "max", ",.0f"),
                    ("cached_vs_ideal", "cached vs ideal", ".1%"),
                    ("uncached_vs_ideal", "uncached vs ideal", ".2f"),
-                   ("p99_latency_s", "p99 s (mean)", ".2f"), ("router_cpu_s", "router CPU s", ".1f")]
+                   ("p99_latency_s", "p99 s (mean)", ".2f"),
+                   ("router_cpu_s", "router CPU s", ".1f"),
+                   ("prefill_batches", "prefill batches", ",.0f")]
 
 
 def summarise(rows: list[dict], systems: list[str]) -> list[dict]:
@@ -150,7 +157,8 @@ def summarise(rows: list[dict], systems: list[str]) -> list[dict]:
                     "cached_vs_ideal": mean("cached_vs_ideal"),
                     "uncached_vs_ideal": _mean_uncached_vs_ideal(runs),
                     "cached_ratio": mean("cached_ratio"), "p99_latency_s": mean("p99_latency_s"),
-                    "p50_latency_s": mean("p50_latency_s"), "router_cpu_s": mean("router_cpu_s")})
+                    "p50_latency_s": mean("p50_latency_s"), "router_cpu_s": mean("router_cpu_s"),
+                    "prefill_batches": mean("prefill_batches")})
     return out
 
 
@@ -201,7 +209,23 @@ def _run_system(system: str, a, model: Path, workers: list[WorkerProcess]) -> di
         return {**row, "router_cpu_s": _cpu_seconds(router.proc.pid)}
 
 
-    time.sleep(0.5)
+PREFILL_BATCH = b"Prefill batch"  # SGLang's log line for each prefill batch it runs
+
+
+def log_sizes(paths: list[Path]) -> list[int]:
+    return [path.stat().st_size if path.exists() else 0 for path in paths]
+
+
+def prefill_batches(paths: list[Path], since: list[int]) -> list[int]:
+    """Prefill batches each worker logged after the byte offsets `since` (log_sizes before a
+    run): how finely a router's placement split the same requests into batches, each of which
+    costs a CPU worker a fixed overhead."""
+    counts = []
+    for path, offset in zip(paths, since):
+        with open(path, "rb") as f:
+            f.seek(offset)
+            counts.append(f.read().count(PREFILL_BATCH))
+    return counts
 
 
 def _cpu_seconds(pid: int) -> float:

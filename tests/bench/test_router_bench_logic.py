@@ -6,7 +6,7 @@ import statistics
 
 import orjson
 
-from bench.compare_routers import _num_workers, resummarise, summarise
+from bench.compare_routers import _num_workers, log_sizes, prefill_batches, resummarise, summarise
 from bench.workloads import poisson_arrivals, shared_prefix
 
 
@@ -66,3 +66,18 @@ def test_smg_worker_list_shapes():
     assert _num_workers({"workers": [{"url": "a"}, {"url": "b"}]}) == 2
     assert _num_workers([{"url": "a"}]) == 1
     assert _num_workers({"status": "starting"}) == 0
+
+
+def test_prefill_batches_counts_only_what_a_run_appended(tmp_path):
+    line = b"[2026-12-06 12:04:58] Prefill batch, #new-seq: 1, #new-token: 2, #cached-token: 0\n"
+    logs = [tmp_path / "worker0.log", tmp_path / "worker1.log", tmp_path / "missing.log"]
+    logs[0].write_bytes(line * 3 + b"Decode batch\n")
+    logs[1].write_bytes(b"")
+    before = log_sizes(logs)
+    assert before == [len(line) * 3 + 13, 0, 0]
+    logs[2].write_bytes(line)  # a log that appears during the run counts from its start
+    with open(logs[0], "ab") as f:
+        f.write(line * 2)
+    with open(logs[1], "ab") as f:
+        f.write(b"other\n" + line)
+    assert prefill_batches(logs, before) == [2, 1, 1]
