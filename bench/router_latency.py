@@ -2,12 +2,14 @@
 (bench/fake_worker.py: they answer at once, so what remains is the router's own cost).
 
     python -m bench.router_latency [--rate 2000] [--seconds 5] [--processes 1,2]
-        [--capacity-clients 2] [--fake-processes 1]
+        [--capacity-clients 2] [--fake-processes 1] [--latency-runs 1]
 
 Open loop: /generate requests (a ~100-token text prompt, label logprobs) at a fixed rate,
 first straight to a fake worker, then through moep-router (true_flops, with each
 --processes count) and SGLang's gateway (smg, cache_aware), all in front of the same 8 fake
-workers; added latency = router p50/p99 minus the direct p50/p99. Capacity: a closed loop of
+workers; added latency = router p50/p99 minus the direct p50/p99 (with --latency-runs K, each
+system's open loop runs K times and its row is the run of median p99, every run's p50/p99 kept,
+so that one stall of the machine is told from a router's tail). Capacity: a closed loop of
 256 requests in flight from --capacity-clients client processes for --seconds: requests/s
 completed, and the router's CPU time per completed request (user + system, its processes)
 during that loop. Everything shares this machine's cores with the load generator and the fake
@@ -126,6 +128,16 @@ def capacity_with_cpu(url: str, pid: int, seconds: float, bodies: list[bytes],
             "router_cpu_us_per_request": 1e6 * cpu / max(row["capacity_requests"], 1)}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median p99 (a run without answers counts as the worst), with every run's p50
+    and p99 beside it."""
+    ordered = sorted(runs, key=lambda r: (r["p99_ms"] is None, r["p99_ms"] or 0.0))
+    return {**ordered[(len(ordered) - 1) // 2], "runs": len(runs),
+            "p50_ms_runs": [r["p50_ms"] for r in runs], "p99_ms_runs": [r["p99_ms"] for r in runs],
+            "p99_ms_max": max((r["p99_ms"] for r in runs if r["p99_ms"] is not None),
+                              default=None)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -137,6 +149,8 @@ def main() -> None:
                    help="client processes of the closed loop (256 in flight between them)")
     p.add_argument("--fake-processes", type=int, default=1,
                    help="processes serving the fake workers (their ports split between them)")
+    p.add_argument("--latency-runs", type=int, default=1,
+                   help="open-loop runs per system (the row: the run of median p99)")
     a = p.parse_args()
     model = ensure_model(envs.model_cache_dir(), "tiny")
     rng = random.Random(0)
@@ -149,21 +163,22 @@ def main() -> None:
     clients, fake_processes = a.capacity_clients, min(a.fake_processes, len(ports))
     rows = []
     with fake_workers(ports, a.fake_processes):
-        run = lambda url: asyncio.run(_open_loop(url, a.rate, a.seconds, bodies))  # noqa: E731
-        run(urls[0])  # warm up
+        once = lambda url: asyncio.run(_open_loop(url, a.rate, a.seconds, bodies))  # noqa: E731
+        run = lambda url: median_run([once(url) for _ in range(a.latency_runs)])  # noqa: E731
+        once(urls[0])  # warm up
         rows.append({"system": "direct (no router)", **run(urls[0]),
                      **capacity(urls[0], a.seconds, bodies, clients=clients)})
         for n in (int(x) for x in a.processes.split(",")):
             with RouterProcess(model, urls, LOGS / f"router-latency-p{n}.log",
                                "--processes", str(n)) as router:
-                run(router.url)
+                once(router.url)
                 rows.append({"system": f"moep-router true_flops, {n} process"
                                        f"{'es' if n > 1 else ''}", "processes": n,
                              **run(router.url),
                              **capacity_with_cpu(router.url, router.proc.pid, a.seconds, bodies,
                                                  clients=clients)})
         with _SglangRouter(urls) as smg:
-            run(smg.url)
+            once(smg.url)
             rows.append({"system": "smg cache_aware", **run(smg.url),
                          **capacity_with_cpu(smg.url, smg.proc.pid, a.seconds, bodies,
                                              clients=clients)})
@@ -173,6 +188,7 @@ def main() -> None:
         r["added_p99_ms"] = r["p99_ms"] - base["p99_ms"]
     cols = [("system", "system", "s"), ("achieved_rps", "req/s", ",.0f"),
             ("errors", "errors", "d"), ("p50_ms", "p50 ms", ".2f"), ("p99_ms", "p99 ms", ".2f"),
+            ("p99_ms_max", "worst run's p99", ".2f"),
             ("added_p50_ms", "added p50", ".2f"), ("added_p99_ms", "added p99", ".2f"),
             ("capacity_rps", "capacity req/s", ",.0f"),
             ("router_cpu_us_per_request", "router CPU us/req", ",.0f")]
@@ -182,6 +198,7 @@ def main() -> None:
                                                      "capacity_clients": clients,
                                                      "fake_processes": fake_processes,
                                                      "capacity_in_flight": 256,
+                                                     "latency_runs": a.latency_runs,
                                                      "smg_version": _smg_version()},
                                           "rows": rows, "table": table}))
 

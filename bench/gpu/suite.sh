@@ -227,7 +227,7 @@ case "$STEP" in
   save) caches > "$OUT/caches.txt"; bench/gpu/kcache.sh save ;;
   routercpu)  # bench/router_latency.py as on the 2-core CPU machine, on a host with cores to spare
     MOEP_GIT_SHA=$SHA python3 -m bench.router_latency --processes "${PROCS:-1,2,4}" \
-      --capacity-clients 6 --fake-processes 4 2>&1 | tee "$R/log.txt"
+      --capacity-clients 6 --fake-processes 4 --latency-runs "${LAT_RUNS:-5}" 2>&1 | tee "$R/log.txt"
     cp bench/results/router_latency.json "$OUT/router_latency_${GPUTAG}_host.json"
     cp .cache/bench/router-latency-*.log "$R"/ 2>/dev/null; pack ;;
   *) echo "unknown step $STEP" >&2; exit 2 ;;

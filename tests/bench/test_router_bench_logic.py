@@ -81,3 +81,15 @@ def test_prefill_batches_counts_only_what_a_run_appended(tmp_path):
     with open(logs[1], "ab") as f:
         f.write(b"other\n" + line)
     assert prefill_batches(logs, before) == [2, 1, 1]
+
+
+def test_median_run_takes_the_run_of_median_p99_and_keeps_every_run():
+    from bench.router_latency import median_run
+
+    runs = [{"p50_ms": 0.5, "p99_ms": 190.0}, {"p50_ms": 0.4, "p99_ms": 0.8},
+            {"p50_ms": 0.6, "p99_ms": None}, {"p50_ms": 0.45, "p99_ms": 0.9}]
+    row = median_run(runs)
+    assert row["p99_ms"] == 0.9 and row["p50_ms"] == 0.45  # None sorts as the worst
+    assert row["runs"] == 4 and row["p99_ms_runs"] == [190.0, 0.8, None, 0.9]
+    assert row["p99_ms_max"] == 190.0
+    assert median_run([{"p50_ms": 1.0, "p99_ms": 2.0}])["p99_ms"] == 2.0
