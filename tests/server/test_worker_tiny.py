@@ -1,7 +1,6 @@
 """One real SGLang worker (tiny preset, CPU, moep plugin) shared by this module."""
 
 import concurrent.futures as cf
-import time
 
 import msgspec
 import pytest
@@ -9,6 +8,7 @@ import torch
 import zmq
 from transformers import AutoTokenizer
 
+from bench.serve import flush_caches
 from moep_sglang.server.worker_process import free_port_pair
 from tests.helpers import hf_last_logits, post, start_worker
 
@@ -154,21 +154,10 @@ def test_kv_events_arrive_and_decode(worker, kv_sub, tok):
     post(f"{worker.config.url}/generate", {"input_ids": ids, "sampling_params": {"max_new_tokens": 0}})
     stored = _collect(kv_sub, lambda e: e[0] == "BlockStored" and ids[0] in _tokens(e))
     assert stored, "no BlockStored event carried the prompt's tokens"
-    assert _flush_cache(worker.config.url)
+    # SGLang refuses /flush_cache with 400 until its scheduler is idle, which can trail the last
+    # answer by a loop iteration (seen once on CI): flush_caches retries it, raising otherwise
+    flush_caches([worker.config.url], timeout_s=30)
     assert _collect(kv_sub, lambda e: e[0] == "AllBlocksCleared")
-
-
-def _flush_cache(url: str, timeout_s: float = 30) -> bool:
-    """SGLang refuses /flush_cache with 400 until its scheduler is idle, which can trail the
-    last answer by a loop iteration (seen once on CI): retried, as bench/serve.flush_caches."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status = post(f"{url}/flush_cache", {})[0]
-        if status == 200:
-            return True
-        if status != 400 or time.monotonic() > deadline:
-            return False
-        time.sleep(0.5)
 
 
 def _tokens(event) -> list[int]:
