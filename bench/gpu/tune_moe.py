@@ -276,7 +276,8 @@ def compile_part(shapes: list[Shape], part: int, parts: int, quant: Quant,
         if down_m is None:
             jobs = [(cfg, None) for cfg in search_space(quant)]
         else:
-            ups = {json.dumps(up_tile(shape, quant, m), sort_keys=True) for m in down_m}
+            table = up_table(shape, quant)
+            ups = {json.dumps(up_tile(table, shape, quant, m), sort_keys=True) for m in down_m}
             jobs = [(json.loads(up), cfg) for up in sorted(ups)
                     for cfg in down_search_space(json.loads(up)["BLOCK_SIZE_M"])]
         for cfg, down in jobs[part::parts]:
@@ -338,8 +339,8 @@ def up_table(shape: Shape, quant: Quant) -> dict | None:
     return find_config(name, triton.__version__) or sglang_table(shape, quant)
 
 
-def up_tile(shape: Shape, quant: Quant, m: int) -> dict:
-    table = up_table(shape, quant)
+def up_tile(table: dict | None, shape: Shape, quant: Quant, m: int) -> dict:
+    """The up tile at M from `up_table`'s answer (None: SGLang's generic default)."""
     return dict(nearest(table, m)) if table else sglang_default(shape, quant, m)
 
 
@@ -359,7 +360,7 @@ def tune_down(shape: Shape, batch_sizes: list[int], quant: Quant = Quant()
         down.update({m: {**TRITON_DEFAULTS, **sglang_default(shape, quant, m)} for m in SMALL_M})
     rows = []
     for m in batch_sizes:
-        up = up_tile(shape, quant, m)
+        up = up_tile(table, shape, quant, m)
         base_ms = bench.time_split_ms(m, up, None)
         best_cfg, best_ms = None, base_ms
         for cfg in down_search_space(up["BLOCK_SIZE_M"]):
