@@ -54,6 +54,13 @@ def tuned_moe_down_configs() -> bool:
     return _get("MOEP_TUNED_MOE_DOWN", "1") != "0"
 
 
+def grouped_moe() -> bool:
+    """MOEP_GROUPED_MOE=0: keep SGLang's Triton fused-MoE kernel for every call instead of torch's
+    grouped GEMM for prefill-sized unquantized calls on Hopper (moep_sglang/kernels/grouped_moe.py).
+    Read at every call, so a benchmark can switch it within one process."""
+    return _get("MOEP_GROUPED_MOE", "1") != "0"
+
+
 def kv_events_per_node() -> bool:
     """MOEP_KV_EVENTS_PER_NODE=0: publish SGLang's own one-BlockStored-per-page KV events."""
     return _get("MOEP_KV_EVENTS_PER_NODE", "1") != "0"

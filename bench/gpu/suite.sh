@@ -10,6 +10,8 @@
 #   onefp8                    one GPU: the 235B shape (12 layers) in block FP8 vs bf16, ours and
 #                             plain SGLang, same call
 #   fa3check                  FlashAttention-3 (staged, trimmed) against torch SDPA
+#   moegrouped                one GPU: the routed experts as torch's grouped GEMM (the plugin's
+#                             path) vs SGLang's Triton fused_moe, 30B and 235B shapes
 #   one30b | one235b          one GPU: ours vs sglang_default (SGLang as users run it), same call
 #   onemix                    one GPU: the Table-2-shaped mix, radix caches on, ours vs sglang_default
 #   onekv                     one GPU: the same mix with KV events published (as behind moep-router):
@@ -144,6 +146,10 @@ case "$STEP" in
       --name "gpu${NGPU}_30b_4k_extra" --label "tuned MoE configs, triton attention"
     pack ;;
   fa3check) python3 bench/gpu/fa3_check.py ;;
+  moegrouped)
+    python3 bench/gpu/moe_grouped_bench.py --out "$R" --git-sha "$SHA" \
+      --name "${GPUTAG}_moe_grouped" 2>&1 | grep -v "^{" | tail -20
+    cp "$R"/*.json "$OUT"/; pack ;;
   one30b)  # Qwen3-30B-A3B at 4K and 32K on one GPU: plain SGLang first, then ours (the launcher's
            # defaults); 3 timed repeats each. Variants for STRATS (replicas/b64k, replicas/graphs):
            # 64K-token prefill batches, prefill CUDA graphs. 262,144 tokens per length: the first
@@ -155,6 +161,7 @@ case "$STEP" in
       --variant b64k=--max-prefill-tokens=65536,--chunked-prefill-size=65536 \
       --variant graphs=--cuda-graph-backend-prefill=breakable \
       --variant nodown=ENV:MOEP_TUNED_MOE_DOWN=0 --variant fsum=--enable-fused-moe-sum-all-reduce \
+      --variant nogrp=ENV:MOEP_GROUPED_MOE=0 \
       --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
       --name "${GPUTAG}_30b_one_gpu${TAG:-}" --label "one $GPU, launcher defaults (fa3) vs SGLang defaults"
     gpumon_summary
@@ -173,6 +180,7 @@ case "$STEP" in
       --variant c8k=--chunked-prefill-size=8192,--max-prefill-tokens=16384 \
       --variant sgcfg=ENV:MOEP_TUNED_MOE_CONFIGS=0 \
       --variant nodd=ENV:MOEP_PREFIX_DEDUP=0 --variant nodown=ENV:MOEP_TUNED_MOE_DOWN=0 \
+      --variant nogrp=ENV:MOEP_GROUPED_MOE=0 \
       --variant c16=--chunked-prefill-size=16384,--max-prefill-tokens=16384,--cuda-graph-max-bs-prefill=8192 \
       --name "${GPUTAG}_30b_table2_one_gpu${TAG:-}" --label "one $GPU, launcher defaults vs SGLang defaults, radix cache"
     gpumon_summary
@@ -191,7 +199,8 @@ case "$STEP" in
     cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
   one235b)  # the 235B shape, 12 layers (what one GPU holds with room for KV), at 4K
     $BENCH --preset qwen3-235b-a22b --num-layers 12 --gpus 1 --prompts 48 --prompt-len 4096 \
-      --strategies "${STRATS:-sglang_default,replicas}" --out "$R" --name ${GPUTAG}_235b12l_one_gpu \
+      --strategies "${STRATS:-sglang_default,replicas}" --variant nogrp=ENV:MOEP_GROUPED_MOE=0 \
+      --out "$R" --name ${GPUTAG}_235b12l_one_gpu${TAG:-} --repeats 3 \
       --label "one $GPU, launcher defaults (fa3) vs SGLang defaults"
     cp "$R"/*.json "$OUT"/; pack ;;
   diag)  # ours, 30B: the forward under the benchmark's load (262,144 tokens in flight), host

@@ -15,6 +15,7 @@ from moep_sglang.plugin import (
     cpu_fallbacks,
     fp8_cpu,
     gpu_memory,
+    grouped_moe,
     kv_events,
     logprobs,
     moe_configs,
@@ -90,6 +91,12 @@ HOOKS: tuple[HookSpec, ...] = (
         "sglang.srt.layers.moe.moe_runner.triton_utils.fused_moe_triton_config.get_moe_configs",
         moe_configs.tuned_first, "AROUND",
         "fused-MoE Triton configs: moep's tuned files (H100/H200, Triton 3.6) before SGLang's",
+    ),
+    HookSpec(
+        "sglang.srt.layers.moe.moe_runner.triton_utils.fused_moe.fused_experts",
+        grouped_moe.grouped_first, "AROUND",
+        "routed experts of prefill-sized bf16 calls on Hopper: sort by expert, torch's grouped "
+        "GEMM (CUTLASS) instead of the Triton kernel",
     ),
     HookSpec(
         "sglang.srt.mem_cache.events.KVCacheEventMixin._record_store_event",

@@ -1,0 +1,205 @@
+"""The routed experts of one MoE layer as torch's grouped GEMM instead of SGLang's Triton kernel.
+
+Issue 11 measured the whole Triton `fused_moe` of the Qwen3-30B-A3B shape at 415-432 TFLOP/s on
+one H100 at 32,768 tokens (bench/results/gpu/tune_moe_h100_30b_down.json) against ~790 TFLOP/s
+for a dense GEMM of the same card (shared/notes/device.md). This asks whether torch 2.11's
+CUTLASS grouped GEMM (`torch._grouped_mm`, in libtorch: nothing to compile) does better once the
+(token, slot) rows are sorted by expert: the pipeline of moep_sglang/kernels/grouped_moe.py (the
+plugin's path; its docstring has it as math). Each stage is timed alone (CUDA events, median of
+--reps) and the whole against SGLang's `fused_moe` on the same inputs where SGLang is installed
+(with whatever config files the environment points it to, MOEP_MOE_CONFIG_DIR included), with
+the largest difference of their outputs. Needs only torch and Triton otherwise.
+Usage: python bench/gpu/moe_grouped_bench.py --out DIR [--shape 128,768,2048,8] [--tokens ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from moep_sglang.kernels import grouped_moe  # noqa: E402
+
+SHAPES = ("128,768,2048,8", "128,1536,4096,8")  # E,I,H,k: Qwen3-30B-A3B, Qwen3-235B-A22B
+TOKENS = (4096, 8192, 16384, 32768)
+
+
+class Stages:
+    """moep_sglang.kernels.grouped_moe's pipeline, one stage at a time (GPU, bf16)."""
+
+    def __init__(self, act):
+        self.act_fn = act
+
+    def route(self, topk_ids, num_experts: int):
+        return grouped_moe.route(topk_ids, num_experts)
+
+    def gather(self, x, order, k: int):
+        return x.index_select(0, order // k)  # [T*k, H]
+
+    def up(self, a, w13, offs):
+        import torch
+
+        return torch._grouped_mm(a, w13.transpose(1, 2), offs=offs)  # [T*k, 2I]
+
+    def act(self, h):
+        import torch
+
+        g = torch.empty((h.shape[0], h.shape[1] // 2), dtype=h.dtype, device=h.device)
+        self.act_fn(h, g)
+        return g  # [T*k, I]
+
+    def down(self, g, w2, offs):
+        import torch
+
+        return torch._grouped_mm(g, w2.transpose(1, 2), offs=offs)  # [T*k, H]
+
+    def combine(self, y, inv, weights):
+        import torch
+
+        out = torch.empty((weights.shape[0], y.shape[1]), dtype=y.dtype, device=y.device)
+        return grouped_moe.combine(y, inv, weights, out)
+
+    def __call__(self, x, w13, w2, weights, topk_ids):
+        return grouped_moe.grouped_experts(x, w13, w2, weights, topk_ids, act=self.act_fn)
+
+
+def time_ms(fn, reps: int) -> float:
+    import torch
+
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def sglang_fused_moe():
+    """SGLang's fused_moe(x, w13, w2, weights, ids, grouped) as its Triton runner calls it, with
+    moep's plugin loaded (its tuned configs, and its grouped-GEMM hook on or off by
+    MOEP_GROUPED_MOE), or None where SGLang is not installed."""
+    try:
+        from sglang.srt.layers.moe.moe_runner import MoeRunnerConfig
+        from sglang.srt.layers.moe.moe_runner.triton_utils.fused_moe import fused_moe
+        from sglang.srt.layers.moe.topk import StandardTopKOutput
+        from sglang.srt.plugins import load_plugins
+    except Exception as exc:  # noqa: BLE001 - any import failure: no SGLang row
+        print(f"no SGLang row: {exc}", flush=True)
+        return None
+    from bench.gpu.tune_moe import publish_server_args
+    from moep_sglang.models.checkpoint import ensure_model
+
+    publish_server_args(ensure_model(Path("/tmp/moep-models"), "qwen3-30b-a3b"))
+    load_plugins()
+
+    def run(x, w13, w2, weights, ids, grouped: bool):
+        os.environ["MOEP_GROUPED_MOE"] = "1" if grouped else "0"  # read at every call
+        return fused_moe(x, w13, w2, StandardTopKOutput(weights, ids, None),
+                         MoeRunnerConfig(inplace=False))
+
+    return run
+
+
+def bench_shape(spec: str, tokens: list[int], reps: int, sglang, act) -> list[dict]:
+    import torch
+
+    e, i, h, k = (int(v) for v in spec.split(","))
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    bf16 = torch.bfloat16
+    w13 = (torch.randn(e, 2 * i, h, generator=gen, device="cuda") / h ** 0.5).to(bf16)  # [E,2I,H]
+    w2 = (torch.randn(e, h, i, generator=gen, device="cuda") / i ** 0.5).to(bf16)  # [E, H, I]
+    moe = Stages(act)
+    rows = []
+    for t in tokens:
+        x = torch.randn(t, h, generator=gen, device="cuda").to(bf16)  # [T, H]
+        logits = torch.randn(t, e, generator=gen, device="cuda")  # [T, E] near-uniform routing
+        weights, ids = torch.topk(torch.softmax(logits, -1), k, dim=-1)  # [T, k]
+        weights = weights / weights.sum(-1, keepdim=True)
+        ids = ids.to(torch.int32)
+        order, offs, inv = moe.route(ids, e)
+        a = moe.gather(x, order, k)
+        hh = moe.up(a, w13, offs)
+        g = moe.act(hh)
+        y = moe.down(g, w2, offs)
+        stages = {
+            "route": time_ms(lambda: moe.route(ids, e), reps),
+            "gather": time_ms(lambda: moe.gather(x, order, k), reps),
+            "up_gemm": time_ms(lambda: moe.up(a, w13, offs), reps),
+            "act": time_ms(lambda: moe.act(hh), reps),
+            "down_gemm": time_ms(lambda: moe.down(g, w2, offs), reps),
+            "combine": time_ms(lambda: moe.combine(y, inv, weights), reps),
+        }
+        total = time_ms(lambda: moe(x, w13, w2, weights, ids), reps)
+        flops = 2.0 * t * k * 3 * h * i
+        row = {"shape": spec, "tokens": t, "grouped_ms": round(total, 4),
+               "grouped_tflops": round(flops / total / 1e9, 1),
+               "stages_ms": {n: round(v, 4) for n, v in stages.items()},
+               "up_gemm_tflops": round(2.0 * t * k * h * 2 * i / stages["up_gemm"] / 1e9, 1),
+               "down_gemm_tflops": round(2.0 * t * k * i * h / stages["down_gemm"] / 1e9, 1)}
+        if sglang is not None:
+            ref = sglang(x, w13, w2, weights, ids, False)
+            hooked = sglang(x, w13, w2, weights, ids, True)  # through the plugin's hook
+            sg_ms = time_ms(lambda: sglang(x, w13, w2, weights, ids, False), reps)
+            hooked_ms = time_ms(lambda: sglang(x, w13, w2, weights, ids, True), reps)
+            row.update({"sglang_ms": round(sg_ms, 4),
+                        "sglang_tflops": round(flops / sg_ms / 1e9, 1),
+                        "hooked_ms": round(hooked_ms, 4),
+                        "speedup": round(sg_ms / hooked_ms, 3),
+                        "max_abs_diff": float((hooked.float() - ref.float()).abs().max()),
+                        "ref_abs_max": float(ref.float().abs().max())})
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        del x, logits, a, hh, g, y
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--shape", action="append", default=None, help="E,I,H,k (repeatable)")
+    p.add_argument("--tokens", default=",".join(map(str, TOKENS)))
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--git-sha", default="unknown")
+    p.add_argument("--name", default="moe_grouped_bench")
+    args = p.parse_args()
+    import torch
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    tokens = [int(v) for v in args.tokens.split(",")]
+    doc = {"benchmark": args.name, "git_sha": args.git_sha,
+           "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "hardware": {"gpu": torch.cuda.get_device_name(0)}, "torch": torch.__version__,
+           "rows": []}
+    sglang = sglang_fused_moe()
+    act = grouped_moe.silu_and_mul_torch
+    if sglang is not None:  # the activation kernel SGLang's own path runs
+        from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe as sglang_module
+
+        act = sglang_module.silu_and_mul
+    doc["activation"] = f"{act.__module__}.{act.__name__}"
+    for spec in args.shape or SHAPES:
+        doc["rows"] += bench_shape(spec, tokens, args.reps, sglang, act)
+        (args.out / f"{args.name}.json").write_text(json.dumps(doc, indent=2))
+    print(f"{'shape':>16} {'tokens':>6} {'grouped ms':>10} {'TFLOP/s':>8} {'up':>6} {'down':>6} "
+          f"{'sglang ms':>9} {'hooked ms':>9} {'x':>6} {'max diff':>8}")
+    for r in doc["rows"]:
+        print(f"{r['shape']:>16} {r['tokens']:>6} {r['grouped_ms']:>10.3f} "
+              f"{r['grouped_tflops']:>8.0f} {r['up_gemm_tflops']:>6.0f} {r['down_gemm_tflops']:>6.0f} "
+              f"{r.get('sglang_ms', float('nan')):>9.3f} {r.get('hooked_ms', float('nan')):>9.3f} "
+              f"{r.get('speedup', float('nan')):>6.3f} {r.get('max_abs_diff', float('nan')):>8.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The plugin's grouped-GEMM hook on SGLang's fused_experts: which calls it takes, and that every
+other call reaches SGLang's function with its arguments unchanged."""
+
+import pytest
+import torch
+from sglang.srt.layers.moe.moe_runner import MoeRunnerConfig
+from sglang.srt.layers.moe.topk import StandardTopKOutput
+
+from moep_sglang.plugin import grouped_moe
+
+E, INTER, HIDDEN, K = 8, 32, 64, 2
+
+
+def _call(tokens=4096, dtype=torch.bfloat16, device="meta"):
+    x = torch.empty(tokens, HIDDEN, dtype=dtype, device=device)
+    w1 = torch.empty(E, 2 * INTER, HIDDEN, dtype=dtype, device=device)
+    w2 = torch.empty(E, HIDDEN, INTER, dtype=dtype, device=device)
+    ids = torch.empty(tokens, K, dtype=torch.int32, device=device)
+    return x, w1, w2, ids
+
+
+def _reason(config=None, quantized=False, biased=False, **call):
+    x, w1, w2, ids = _call(**call)
+    return grouped_moe.skip_reason(x, w1, w2, ids, config or MoeRunnerConfig(), quantized, biased)
+
+
+def test_calls_the_grouped_path_does_not_compute_like_sglang_keep_sglangs_kernel(monkeypatch):
+    monkeypatch.delenv("MOEP_GROUPED_MOE", raising=False)
+    assert "quantized" in _reason(quantized=True)
+    assert "biased" in _reason(biased=True)
+    assert "dtype" in _reason(dtype=torch.float32)
+    assert "activation gelu" in _reason(MoeRunnerConfig(activation="gelu"))
+    assert "router weight" in _reason(MoeRunnerConfig(apply_router_weight_on_input=True))
+    assert "router weight" in _reason(MoeRunnerConfig(gemm1_alpha=1.0, gemm1_clamp_limit=7.0))
+    assert "expert parallelism" in _reason(MoeRunnerConfig(num_experts=16, num_local_experts=8))
+    assert "tokens <" in _reason(tokens=grouped_moe.MIN_TOKENS - 1)
+    assert _reason(device="meta") == "not on a GPU"  # every check above passed
+    monkeypatch.setenv("MOEP_GROUPED_MOE", "0")
+    assert _reason() == "MOEP_GROUPED_MOE=0"
+
+
+def test_padded_down_weights_keep_sglangs_kernel():
+    x, w1, _, ids = _call()
+    w2 = torch.empty(E, HIDDEN, INTER + 8, dtype=torch.bfloat16, device="meta")  # MoE padding
+    reason = grouped_moe.skip_reason(x, w1, w2, ids, MoeRunnerConfig(), False, False)
+    assert reason == "shapes the grouped GEMM does not take"
+
+
+def test_a_skipped_call_reaches_sglang_with_its_arguments():
+    x, w1, w2, ids = _call(tokens=16, device="cpu")
+    topk = StandardTopKOutput(torch.ones(16, K), ids, None)
+    config = MoeRunnerConfig()
+    seen = {}
+
+    def original(*args, **kwargs):
+        seen["args"], seen["kwargs"] = args, kwargs
+        return "sglang"
+
+    assert grouped_moe.grouped_first(original, x, w1, w2, topk, config, use_fp8_w8a8=True,
+                                     block_shape=[128, 128]) == "sglang"
+    assert seen["args"] == (x, w1, w2, topk, config)
+    assert seen["kwargs"]["use_fp8_w8a8"] is True
+    assert seen["kwargs"]["block_shape"] == [128, 128]
+
+
+def test_a_taken_call_writes_in_place_when_sglang_would(monkeypatch):
+    monkeypatch.setattr(grouped_moe, "skip_reason", lambda *a, **k: None)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(12, HIDDEN, generator=gen).to(torch.bfloat16)
+    w1 = (torch.randn(E, 2 * INTER, HIDDEN, generator=gen) / 8).to(torch.bfloat16)
+    w2 = (torch.randn(E, HIDDEN, INTER, generator=gen) / 6).to(torch.bfloat16)
+    weights, ids = torch.topk(torch.rand(12, E, generator=gen), K, dim=-1)
+    topk = StandardTopKOutput(weights, ids.to(torch.int32), None)
+    from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe as sglang_fused_moe
+
+    monkeypatch.setattr(sglang_fused_moe, "silu_and_mul",
+                        lambda h, out: out.copy_(torch.nn.functional.silu(h[:, :INTER])
+                                                 * h[:, INTER:]), raising=False)
+    fresh = grouped_moe.grouped_first(None, x.clone(), w1, w2, topk,
+                                      MoeRunnerConfig(inplace=False))
+    buffer = x.clone()
+    inplace = grouped_moe.grouped_first(None, buffer, w1, w2, topk, MoeRunnerConfig(inplace=True))
+    assert inplace.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(inplace, fresh)
+    assert not torch.equal(fresh, x)
+
+
+@pytest.mark.parametrize("value,on", [("1", True), ("0", False), (None, True)])
+def test_switch(monkeypatch, value, on):
+    from moep_sglang import envs
+
+    if value is None:
+        monkeypatch.delenv("MOEP_GROUPED_MOE", raising=False)
+    else:
+        monkeypatch.setenv("MOEP_GROUPED_MOE", value)
+    assert envs.grouped_moe() is on
