@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-# Rows per program of the combine kernel's hidden dimension (H <= 8192 covers every Qwen3-MoE).
+# Hidden-dimension columns one program of the combine kernel sums.
 _COMBINE_BLOCK = 1024
 
 
@@ -80,17 +80,13 @@ def combine(y: torch.Tensor, inv: torch.Tensor, weights: torch.Tensor, out: torc
     h = y.shape[1]
     if y.is_cuda:
         w = weights.to(torch.float32).contiguous()  # [T, k]
-        grid = (t, triton_cdiv(h, _COMBINE_BLOCK))
+        grid = (t, -(-h // _COMBINE_BLOCK))  # [tokens, column blocks]
         _combine_kernel()[grid](y, inv, w, out, h, float(scale), K=k, BLOCK=_COMBINE_BLOCK)
         return out
     rows = y.index_select(0, inv).view(t, k, h).to(torch.float32)  # [T, k, H]
     summed = torch.einsum("tk,tkh->th", weights.to(torch.float32), rows) * scale  # [T, H]
     out.copy_(summed.to(out.dtype))
     return out
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return (a + b - 1) // b
 
 
 def grouped_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
