@@ -140,6 +140,12 @@ def bench_shape(spec: str, tokens: list[int], reps: int, sglang, act) -> list[di
             "down_gemm": time_ms(lambda: moe.down(g, w2, offs), reps),
             "combine": time_ms(lambda: moe.combine(y, inv, weights), reps),
         }
+        # the same GEMMs with the weights stored [E, K, N] (row-major B) instead of the
+        # checkpoint's [E, N, K] read transposed: which layout CUTLASS's grouped GEMM prefers
+        w13_kn, w2_kn = w13.transpose(1, 2).contiguous(), w2.transpose(1, 2).contiguous()
+        stages["up_gemm_b_kn"] = time_ms(lambda: torch._grouped_mm(a, w13_kn, offs=offs), reps)
+        stages["down_gemm_b_kn"] = time_ms(lambda: torch._grouped_mm(g, w2_kn, offs=offs), reps)
+        del w13_kn, w2_kn
         total = time_ms(lambda: moe(x, w13, w2, weights, ids), reps)
         flops = 2.0 * t * k * 3 * h * i
         row = {"shape": spec, "tokens": t, "grouped_ms": round(total, 4),
