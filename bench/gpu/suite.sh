@@ -12,6 +12,8 @@
 #   fa3check                  FlashAttention-3 (staged, trimmed) against torch SDPA
 #   moegrouped                one GPU: the routed experts as torch's grouped GEMM (the plugin's
 #                             path) vs SGLang's Triton fused_moe, 30B and 235B shapes
+#   attnbench                 one GPU: FA3 prefill attention over the paged cache (SGLang's extend)
+#                             vs over the batch's contiguous K/V, no cached prefix
 #   one30b | one235b          one GPU: ours vs sglang_default (SGLang as users run it), same call
 #   onemix                    one GPU: the Table-2-shaped mix, radix caches on, ours vs sglang_default
 #   onekv                     one GPU: the same mix with KV events published (as behind moep-router):
@@ -146,6 +148,9 @@ case "$STEP" in
       --name "gpu${NGPU}_30b_4k_extra" --label "tuned MoE configs, triton attention"
     pack ;;
   fa3check) python3 bench/gpu/fa3_check.py ;;
+  attnbench)
+    python3 bench/gpu/attn_prefill_bench.py --out "$R" --git-sha "$SHA" --name "${GPUTAG}_attn_prefill"
+    cp "$R"/*.json "$OUT"/; pack ;;
   moegrouped)
     python3 bench/gpu/moe_grouped_bench.py --out "$R" --git-sha "$SHA" \
       --name "${GPUTAG}_moe_grouped" 2>&1 | grep -v "^{" | tail -20

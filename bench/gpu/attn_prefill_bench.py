@@ -1,0 +1,121 @@
+"""Prefill attention without a cached prefix: FlashAttention-3 over the paged KV cache (SGLang's
+extend path, page size 1) against the same attention over the batch's own contiguous K/V.
+
+SGLang's FA3 backend reads every extend's keys and values back from the paged pool through a page
+table (`flash_attn_with_kvcache`), even when no request of the batch has a cached prefix, so the
+keys it reads are exactly the ones it was just given. Its embedding mode alone
+(`fa_skip_kv_cache`) calls `flash_attn_varlen_func` on the raw K/V instead. This times both calls
+as the backend makes them, on one GPU, for the shapes of issue 11's workloads, and checks that
+they agree. Needs the staged sgl_kernel (fa3). Usage:
+  python bench/gpu/attn_prefill_bench.py --out DIR [--batch 8x4096 --batch 1x32768]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+BATCHES = ("8x4096", "1x32768", "4x8192", "32x1024")
+HEADS = ((32, 4, 128), (64, 4, 128))  # q heads, kv heads, head dim: Qwen3-30B-A3B, -235B-A22B
+
+
+def time_ms(fn, reps: int) -> float:
+    import torch
+
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def bench(batch: str, heads: tuple[int, int, int], reps: int) -> dict:
+    import torch
+    from sglang.kernels.ops.attention.flash_attention import (
+        flash_attn_varlen_func,
+        flash_attn_with_kvcache,
+    )
+
+    n, length = (int(v) for v in batch.split("x"))
+    hq, hkv, d = heads
+    total = n * length
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(total, hq, d, generator=gen, device="cuda").to(torch.bfloat16)  # [T, Hq, D]
+    k = torch.randn(total, hkv, d, generator=gen, device="cuda").to(torch.bfloat16)  # [T, Hkv, D]
+    v = torch.randn(total, hkv, d, generator=gen, device="cuda").to(torch.bfloat16)
+    seqlens = torch.full((n,), length, dtype=torch.int32, device="cuda")  # [B]
+    cu = torch.zeros(n + 1, dtype=torch.int32, device="cuda")  # [B+1]
+    cu[1:] = torch.cumsum(seqlens, 0)
+    # the pool: slot 0 is SGLang's padding slot; a fresh pool hands out consecutive slots
+    slots = torch.arange(1, total + 1, dtype=torch.int32, device="cuda")  # [T]
+    k_cache = torch.zeros(total + 1, 1, hkv, d, dtype=torch.bfloat16, device="cuda")  # [S,1,Hkv,D]
+    v_cache = torch.zeros_like(k_cache)
+    k_cache[slots.long(), 0] = k
+    v_cache[slots.long(), 0] = v
+    page_table = slots.view(n, length)  # [B, max pages]: page size 1
+
+    def paged():
+        return flash_attn_with_kvcache(
+            q=q, k_cache=k_cache, v_cache=v_cache, page_table=page_table, cache_seqlens=seqlens,
+            cu_seqlens_q=cu, cu_seqlens_k_new=cu, max_seqlen_q=length,
+            softmax_scale=d ** -0.5, causal=True)
+
+    def contiguous():
+        return flash_attn_varlen_func(q=q, k=k, v=v, cu_seqlens_q=cu, cu_seqlens_k=cu,
+                                      max_seqlen_q=length, max_seqlen_k=length,
+                                      softmax_scale=d ** -0.5, causal=True)
+
+    def first(out):
+        return out[0] if isinstance(out, tuple) else out
+
+    diff = float((first(paged()).float() - first(contiguous()).float()).abs().max())
+    paged_ms, contiguous_ms = time_ms(paged, reps), time_ms(contiguous, reps)
+    flops = 4.0 * n * hq * d * length * length / 2  # causal: half the score matrix
+    return {"batch": batch, "heads": list(heads), "paged_ms": round(paged_ms, 4),
+            "contiguous_ms": round(contiguous_ms, 4),
+            "paged_tflops": round(flops / paged_ms / 1e9, 1),
+            "contiguous_tflops": round(flops / contiguous_ms / 1e9, 1),
+            "speedup": round(paged_ms / contiguous_ms, 3), "max_abs_diff": diff}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--batch", action="append", default=None, help="NxLEN (repeatable)")
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--git-sha", default="unknown")
+    p.add_argument("--name", default="attn_prefill_bench")
+    args = p.parse_args()
+    import torch
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": args.name, "git_sha": args.git_sha,
+           "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "hardware": {"gpu": torch.cuda.get_device_name(0)}, "rows": []}
+    for heads in HEADS:
+        for batch in args.batch or BATCHES:
+            row = bench(batch, heads, args.reps)
+            doc["rows"].append(row)
+            (args.out / f"{args.name}.json").write_text(json.dumps(doc, indent=2))
+    print(f"{'batch':>8} {'heads':>12} {'paged ms':>9} {'contig ms':>9} {'paged TF':>8} "
+          f"{'contig TF':>9} {'x':>6} {'max diff':>8}")
+    for r in doc["rows"]:
+        print(f"{r['batch']:>8} {str(r['heads']):>12} {r['paged_ms']:>9.3f} "
+              f"{r['contiguous_ms']:>9.3f} {r['paged_tflops']:>8.0f} {r['contiguous_tflops']:>9.0f} "
+              f"{r['speedup']:>6.3f} {r['max_abs_diff']:>8.4f}")
+
+
+if __name__ == "__main__":
+    main()
