@@ -61,6 +61,13 @@ def grouped_moe() -> bool:
     return _get("MOEP_GROUPED_MOE", "1") != "0"
 
 
+def contiguous_prefill_attention() -> bool:
+    """MOEP_CONTIGUOUS_PREFILL_ATTN=0: FA3 prefill attention always reads K/V back through the
+    paged cache (SGLang's behaviour) instead of over the batch's own K/V when no request of the
+    batch has a cached prefix (moep_sglang/plugin/prefill_attention.py). Read at every call."""
+    return _get("MOEP_CONTIGUOUS_PREFILL_ATTN", "1") != "0"
+
+
 def kv_events_per_node() -> bool:
     """MOEP_KV_EVENTS_PER_NODE=0: publish SGLang's own one-BlockStored-per-page KV events."""
     return _get("MOEP_KV_EVENTS_PER_NODE", "1") != "0"

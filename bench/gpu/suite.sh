@@ -166,7 +166,8 @@ case "$STEP" in
       --variant b64k=--max-prefill-tokens=65536,--chunked-prefill-size=65536 \
       --variant graphs=--cuda-graph-backend-prefill=breakable \
       --variant nodown=ENV:MOEP_TUNED_MOE_DOWN=0 --variant fsum=--enable-fused-moe-sum-all-reduce \
-      --variant nogrp=ENV:MOEP_GROUPED_MOE=0 \
+      --variant nogrp=ENV:MOEP_GROUPED_MOE=0 --variant nocontig=ENV:MOEP_CONTIGUOUS_PREFILL_ATTN=0 \
+      --variant neither=ENV:MOEP_GROUPED_MOE=0,ENV:MOEP_CONTIGUOUS_PREFILL_ATTN=0 \
       --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
       --name "${GPUTAG}_30b_one_gpu${TAG:-}" --label "one $GPU, launcher defaults (fa3) vs SGLang defaults"
     gpumon_summary

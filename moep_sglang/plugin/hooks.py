@@ -19,6 +19,7 @@ from moep_sglang.plugin import (
     kv_events,
     logprobs,
     moe_configs,
+    prefill_attention,
     prefix_dedup,
     score,
 )
@@ -97,6 +98,12 @@ HOOKS: tuple[HookSpec, ...] = (
         grouped_moe.grouped_first, "AROUND",
         "routed experts of prefill-sized bf16 calls on Hopper: sort by expert, torch's grouped "
         "GEMM (CUTLASS) instead of the Triton kernel",
+    ),
+    HookSpec(
+        "sglang.srt.layers.attention.flashattention_backend.FlashAttentionBackend."
+        "forward_extend", prefill_attention.contiguous_when_no_prefix, "AROUND",
+        "FA3 prefill re-read every batch's K/V through the page table: over the raw K/V when "
+        "no request has a cached prefix",
     ),
     HookSpec(
         "sglang.srt.mem_cache.events.KVCacheEventMixin._record_store_event",

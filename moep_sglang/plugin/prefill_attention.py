@@ -1,0 +1,72 @@
+"""Hook: FlashAttention-3 prefill over the batch's own K/V when no request has a cached prefix.
+
+SGLang's FA3 backend (`FlashAttentionBackend.forward_extend`) writes an extend's keys and values
+into the paged pool and then reads them all back through the page table
+(`flash_attn_with_kvcache`, page size 1), also when every request of the batch starts from an
+empty prefix, where the keys it reads are exactly the `k`, `v` it was handed. Its embedding mode
+alone (`fa_skip_kv_cache`) attends over the raw tensors instead (`flash_attn_varlen_func`,
+contiguous K/V). For a batch with
+
+    extend_prefix_len(r) = 0 for every request r     (nothing read from the cache)
+
+the two are the same attention, so we take SGLang's own raw-K/V call for it. The pool is still
+written (decode, a later chunk or the radix cache may read it): by the model's fused rope-and-store
+kernel where it ran (the backend then gets `save_kv_cache=False`), else here, with SGLang's write.
+Everything else (a cached prefix, decode, mixed or speculative batches, MLA, sliding-window,
+cross or local attention, context parallelism, FP8 KV, FA4, sinks, padded CUDA-graph batches)
+runs SGLang's code unchanged. `MOEP_CONTIGUOUS_PREFILL_ATTN=0` turns it off.
+"""
+
+from __future__ import annotations
+
+from moep_sglang import envs
+
+_EXTRAS = ("q_rope", "k_rope", "sinks", "q_descale", "k_descale", "v_descale", "score_mod",
+           "aux_tensors", "rel_bias", "rel_bias_event")
+
+
+def skip_reason(backend, q, k, layer, forward_batch, extras: dict) -> str | None:
+    """Why this call keeps SGLang's paged read (None: attend over the raw K/V)."""
+    if not envs.contiguous_prefill_attention():
+        return "MOEP_CONTIGUOUS_PREFILL_ATTN=0"
+    if backend.fa_skip_kv_cache:
+        return "SGLang's embedding mode takes this path itself"
+    if backend.use_mla or backend.fa_impl_ver != 3 or backend.kv_cache_dtype_str != "auto":
+        return "MLA, FA4 or a quantized KV cache"
+    if getattr(backend, "attn_cp_size", 1) > 1 or backend.has_local_attention:
+        return "context parallelism or local attention"
+    if forward_batch.forward_mode.name != "EXTEND":
+        return f"forward mode {forward_batch.forward_mode.name}"
+    if k is None or any(extras.get(name) is not None for name in _EXTRAS):
+        return "no raw K/V, or MLA/sink/FP8/score-mod inputs"
+    if (layer.is_cross_attention or layer.attn_type.name != "DECODER"
+            or (layer.sliding_window_size is not None and layer.sliding_window_size > -1)):
+        return "cross, non-causal or sliding-window attention"
+    prefix = forward_batch.extend_prefix_lens_cpu
+    if prefix is None or any(prefix):
+        return "a request reads a cached prefix"
+    if forward_batch.extend_num_tokens is None or q.shape[0] != forward_batch.extend_num_tokens:
+        return "padded batch (CUDA graph)"
+    return None
+
+
+def contiguous_when_no_prefix(original, backend, q, k, v, layer, forward_batch,
+                              save_kv_cache=True, **extras):
+    """AROUND FlashAttentionBackend.forward_extend: same arguments, same return."""
+    if skip_reason(backend, q, k, layer, forward_batch, extras) is not None:
+        return original(backend, q, k, v, layer, forward_batch, save_kv_cache, **extras)
+    metadata = backend.forward_metadata
+    if save_kv_cache:  # SGLang's own write of this branch (bf16/fp16 pool, MHA, no CP)
+        from sglang.srt.mem_cache.memory_pool import KVWriteLoc
+
+        backend.token_to_kv_pool.set_kv_buffer(
+            layer, KVWriteLoc(forward_batch.out_cache_loc, metadata.swa_out_cache_loc), k, v,
+            layer.k_scale, layer.v_scale)
+    # SGLang's raw-K/V call reads these (keys = queries: no prefix); set for this batch
+    metadata.fa_skip_cu_seqlens_q = metadata.cu_seqlens_q  # [B+1]
+    metadata.fa_skip_max_seqlen_q = metadata.max_seq_len_q
+    backend.fa_skip_kv_cache = True
+    try:
+        return original(backend, q, k, v, layer, forward_batch, False, **extras)
+    finally:
+        backend.fa_skip_kv_cache = False
