@@ -55,10 +55,11 @@ def tuned_moe_down_configs() -> bool:
 
 
 def grouped_moe() -> bool:
-    """MOEP_GROUPED_MOE=0: keep SGLang's Triton fused-MoE kernel for every call instead of torch's
-    grouped GEMM for prefill-sized unquantized calls on Hopper (moep_sglang/kernels/grouped_moe.py).
-    Read at every call, so a benchmark can switch it within one process."""
-    return _get("MOEP_GROUPED_MOE", "1") != "0"
+    """MOEP_GROUPED_MOE=1: run the routed experts of prefill-sized unquantized calls on Hopper with
+    torch's grouped GEMM (moep_sglang/kernels/grouped_moe.py) instead of SGLang's Triton kernel.
+    Off by default: on one H100 it made Qwen3-30B-A3B prefill ~2% slower end to end
+    (bench/results/gpu/h100_30b_one_gpu_split.json). Read at every call."""
+    return _get("MOEP_GROUPED_MOE", "0") == "1"
 
 
 def contiguous_prefill_attention() -> bool:

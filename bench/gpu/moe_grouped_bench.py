@@ -105,8 +105,10 @@ def sglang_fused_moe():
 
     def run(x, w13, w2, weights, ids, grouped: bool):
         os.environ["MOEP_GROUPED_MOE"] = "1" if grouped else "0"  # read at every call
-        return fused_moe(x, w13, w2, StandardTopKOutput(weights, ids, None),
-                         MoeRunnerConfig(inplace=False))
+        # in place, on a copy (as tune_moe.py does): SGLang's out-of-place path allocates its
+        # output through the tensor-parallel group, which a bare process has not initialised
+        return fused_moe(x.clone(), w13, w2, StandardTopKOutput(weights, ids, None),
+                         MoeRunnerConfig(inplace=True))
 
     return run
 

@@ -166,8 +166,7 @@ case "$STEP" in
       --variant b64k=--max-prefill-tokens=65536,--chunked-prefill-size=65536 \
       --variant graphs=--cuda-graph-backend-prefill=breakable \
       --variant nodown=ENV:MOEP_TUNED_MOE_DOWN=0 --variant fsum=--enable-fused-moe-sum-all-reduce \
-      --variant nogrp=ENV:MOEP_GROUPED_MOE=0 --variant nocontig=ENV:MOEP_CONTIGUOUS_PREFILL_ATTN=0 \
-      --variant neither=ENV:MOEP_GROUPED_MOE=0,ENV:MOEP_CONTIGUOUS_PREFILL_ATTN=0 \
+      --variant grp=ENV:MOEP_GROUPED_MOE=1 --variant nocontig=ENV:MOEP_CONTIGUOUS_PREFILL_ATTN=0 \
       --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
       --name "${GPUTAG}_30b_one_gpu${TAG:-}" --label "one $GPU, launcher defaults (fa3) vs SGLang defaults"
     gpumon_summary
@@ -186,7 +185,7 @@ case "$STEP" in
       --variant c8k=--chunked-prefill-size=8192,--max-prefill-tokens=16384 \
       --variant sgcfg=ENV:MOEP_TUNED_MOE_CONFIGS=0 \
       --variant nodd=ENV:MOEP_PREFIX_DEDUP=0 --variant nodown=ENV:MOEP_TUNED_MOE_DOWN=0 \
-      --variant nogrp=ENV:MOEP_GROUPED_MOE=0 \
+      --variant grp=ENV:MOEP_GROUPED_MOE=1 --variant nocontig=ENV:MOEP_CONTIGUOUS_PREFILL_ATTN=0 \
       --variant c16=--chunked-prefill-size=16384,--max-prefill-tokens=16384,--cuda-graph-max-bs-prefill=8192 \
       --name "${GPUTAG}_30b_table2_one_gpu${TAG:-}" --label "one $GPU, launcher defaults vs SGLang defaults, radix cache"
     gpumon_summary
@@ -205,7 +204,7 @@ case "$STEP" in
     cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
   one235b)  # the 235B shape, 12 layers (what one GPU holds with room for KV), at 4K
     $BENCH --preset qwen3-235b-a22b --num-layers 12 --gpus 1 --prompts 48 --prompt-len 4096 \
-      --strategies "${STRATS:-sglang_default,replicas}" --variant nogrp=ENV:MOEP_GROUPED_MOE=0 \
+      --strategies "${STRATS:-sglang_default,replicas}" --variant grp=ENV:MOEP_GROUPED_MOE=1 \
       --out "$R" --name ${GPUTAG}_235b12l_one_gpu${TAG:-} --repeats 3 \
       --label "one $GPU, launcher defaults (fa3) vs SGLang defaults"
     cp "$R"/*.json "$OUT"/; pack ;;

@@ -1,5 +1,7 @@
-"""Hook: SGLang's Triton `fused_experts` hands prefill-sized unquantized calls on Hopper to torch's
-grouped GEMM (moep_sglang.kernels.grouped_moe); every other call runs SGLang's code unchanged."""
+"""Hook: with MOEP_GROUPED_MOE=1, SGLang's Triton `fused_experts` hands prefill-sized unquantized
+calls on Hopper to torch's grouped GEMM (moep_sglang.kernels.grouped_moe); every other call runs
+SGLang's code unchanged. Off by default: measured ~2% slower end to end on one H100
+(Qwen3-30B-A3B, 32K-token batches: bench/results/gpu/h100_30b_one_gpu_split.json)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,7 @@ import torch
 
 from moep_sglang import envs
 
-# Below this many tokens in one call SGLang's kernel stays (decode, small prefill chunks): set
-# from bench/gpu/moe_grouped_bench.py on H100/H200.
+# Below this many tokens in one call SGLang's kernel stays (decode, small prefill chunks).
 MIN_TOKENS = 2048
 
 
@@ -26,7 +27,7 @@ def skip_reason(hidden_states, w1, w2, topk_ids, config, quantized: bool, biased
     experts without biases or quantization, gated SiLU, no router weight on the input, every
     expert local (no expert parallelism: ids outside [0, E) would be filtered), a full combine."""
     if not envs.grouped_moe():
-        return "MOEP_GROUPED_MOE=0"
+        return "MOEP_GROUPED_MOE is not 1"
     if quantized or biased:
         return "quantized or biased experts"
     if hidden_states.dtype not in (torch.bfloat16, torch.float16):
