@@ -14,31 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.gpu.kernel_timing import add_common_args, result_doc, time_ms  # noqa: E402
+
 BATCHES = ("8x4096", "1x32768", "4x8192", "32x1024")
 HEADS = ((32, 4, 128), (64, 4, 128))  # q heads, kv heads, head dim: Qwen3-30B-A3B, -235B-A22B
-
-
-def time_ms(fn, reps: int) -> float:
-    import torch
-
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def bench(batch: str, heads: tuple[int, int, int], reps: int) -> dict:
@@ -93,17 +77,9 @@ def bench(batch: str, heads: tuple[int, int, int], reps: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--batch", action="append", default=None, help="NxLEN (repeatable)")
-    p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--git-sha", default="unknown")
-    p.add_argument("--name", default="attn_prefill_bench")
+    add_common_args(p, "attn_prefill_bench")
     args = p.parse_args()
-    import torch
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": args.name, "git_sha": args.git_sha,
-           "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "hardware": {"gpu": torch.cuda.get_device_name(0)}, "rows": []}
+    doc = result_doc(args)
     for heads in HEADS:
         for batch in args.batch or BATCHES:
             row = bench(batch, heads, args.reps)

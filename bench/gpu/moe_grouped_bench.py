@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.gpu.kernel_timing import add_common_args, result_doc, time_ms  # noqa: E402
 
 from moep_sglang.kernels import grouped_moe  # noqa: E402
 
@@ -67,22 +67,6 @@ class Stages:
 
     def __call__(self, x, w13, w2, weights, topk_ids):
         return grouped_moe.grouped_experts(x, w13, w2, weights, topk_ids, act=self.act_fn)
-
-
-def time_ms(fn, reps: int) -> float:
-    import torch
-
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def sglang_fused_moe():
@@ -177,19 +161,10 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--shape", action="append", default=None, help="E,I,H,k (repeatable)")
     p.add_argument("--tokens", default=",".join(map(str, TOKENS)))
-    p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--git-sha", default="unknown")
-    p.add_argument("--name", default="moe_grouped_bench")
+    add_common_args(p, "moe_grouped_bench")
     args = p.parse_args()
-    import torch
-
-    args.out.mkdir(parents=True, exist_ok=True)
     tokens = [int(v) for v in args.tokens.split(",")]
-    doc = {"benchmark": args.name, "git_sha": args.git_sha,
-           "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "hardware": {"gpu": torch.cuda.get_device_name(0)}, "torch": torch.__version__,
-           "rows": []}
+    doc = result_doc(args)
     sglang = sglang_fused_moe()
     act = grouped_moe.silu_and_mul_torch
     if sglang is not None:  # the activation kernel SGLang's own path runs
