@@ -1,5 +1,7 @@
-"""One figure from the GPU result files: tokens/s and MFU by strategy (and variant) and workload,
-one row per machine, the newest file's figure for each. Usage: python bench/gpu/plot.py  (reads bench/results/gpu/*.json with "results")"""
+"""One figure of the GPU comparisons the README states: tokens/s and MFU by strategy and workload,
+one row per machine, from the result files named in CURRENT (each with the variants it shows:
+a variant that is now the launcher's default is drawn as the plain strategy).
+Usage: python bench/gpu/plot.py"""
 
 from __future__ import annotations
 
@@ -11,31 +13,41 @@ ORDER = ["sglang_default", "replicas", "peer", "collective", "tp", "ep_dp", "dwd
 LABELS = {"sglang_default": "plain SGLang, its defaults", "replicas": "ours, full replicas",
           "peer": "AsyncEP peer", "collective": "AsyncEP collective", "tp": "SGLang TP",
           "ep_dp": "SGLang EP + DP attn", "dwdp": "SGLang DWDP"}
-SKIP = ("bare_start", "bare_machine")  # start-up measurements, not a throughput comparison
+# file -> {variant in the file: variant drawn}; "" is the strategy at its defaults. `nogrp`
+# (MOEP_GROUPED_MOE=0) is the launcher's default since the grouped MoE went opt-in.
+CURRENT: dict[str, dict[str, str]] = {
+    "h100_30b_one_gpu_contig.json": {"": "", "nogrp": ""},
+    "h100_30b_table2_one_gpu_down_rev.json": {"": ""},
+    "h200_30b_one_gpu.json": {"": ""},
+    "h200_235b12l_one_gpu.json": {"": ""},
+    "h200_30b_table2_one_gpu_rep_clocks.json": {"": ""},
+    "h200x2_30b_4k.json": {"": ""},
+    "h200x2_30b_32k.json": {"": ""},
+    "h200x2_235b12l_4k.json": {"": ""},
+    "asyncep_30b_4k_peer_replicas.json": {"": ""},
+    "asyncep_30b_4k_collective.json": {"": ""},
+    "asyncep_30b_32k_peer_replicas.json": {"": ""},
+}
 
 
-def rows() -> list[dict]:
-    """One bar per (machine, workload, strategy/variant): the newest file's figure."""
-    newest: dict[tuple, dict] = {}
-    for path in sorted(RESULTS.glob("*.json")):
-        doc = json.loads(path.read_text())
-        if any(s in doc.get("benchmark", "") for s in SKIP):
-            continue
+def rows(current: dict[str, dict[str, str]] = CURRENT) -> list[dict]:
+    """One bar per (machine, workload, strategy, variant drawn) of the CURRENT files."""
+    out = []
+    for name, variants in current.items():
+        doc = json.loads((RESULTS / name).read_text())
         for r in doc.get("results", []):
-            if "tokens_per_s" not in r:
+            variant = r.get("variant") or ""
+            if "tokens_per_s" not in r or variant not in variants:
                 continue
             layers = f"-{doc['num_layers']}L" if doc["model"].startswith("qwen3-235b") else ""
             shape = "table-2 mix" if doc.get("workload") == "table2" else (
                 f"{r['prompts']}x{r['prompt_len']}")
-            strategy = r.get("strategy") or r["config"]
-            row = {"machine": f"{r['gpus']}x {doc['hardware']['gpu']}",
-                   "workload": f"{doc['model']}{layers}\n{shape}", "strategy": strategy,
-                   "variant": r.get("variant") or "", "time": doc.get("time_utc", ""),
-                   "tokens_per_s": r["tokens_per_s"], "mfu": r["mfu"]}
-            key = (row["machine"], row["workload"], strategy, row["variant"])
-            if key not in newest or newest[key]["time"] <= row["time"]:
-                newest[key] = row
-    return list(newest.values())
+            out.append({"machine": f"{r['gpus']}x {doc['hardware']['gpu']}",
+                        "workload": f"{doc['model']}{layers}\n{shape}",
+                        "strategy": r.get("strategy") or r["config"],
+                        "variant": variants[variant], "tokens_per_s": r["tokens_per_s"],
+                        "mfu": r["mfu"]})
+    return out
 
 
 def _series(data: list[dict]) -> list[tuple[str, str]]:
@@ -74,7 +86,8 @@ def main() -> None:
             ax.set_ylabel(label, fontsize=9)
         axes[row][0].legend(fontsize=7)
     fig.suptitle("Prefill-only throughput, bf16, SGLang 0.5.17, MFU vs 989.4 TFLOP/s per GPU "
-                 "(1 GPU: fa3 attention, 2026-12-03; 2 and 4 GPUs: Triton attention, 2026-11-28)")
+                 "(1 GPU: fa3 attention, H200 2026-12-03/04, H100 2026-12-06; 2 and 4 GPUs: "
+                 "Triton attention, 2026-11-28)", fontsize=10)
     fig.tight_layout()
     out = RESULTS / "prefill_gpu.png"
     fig.savefig(out, dpi=110)
