@@ -9,7 +9,9 @@ first straight to a fake worker, then through moep-router (true_flops, with each
 --processes count) and SGLang's gateway (smg, cache_aware), all in front of the same 8 fake
 workers; added latency = router p50/p99 minus the direct p50/p99 (with --latency-runs K, each
 system's open loop runs K times and its row is the run of median p99, every run's p50/p99 kept,
-so that one stall of the machine is told from a router's tail). Capacity: a closed loop of
+so that one stall of the machine is told from a router's tail; each run also records when its
+slow requests were sent and the host's TCP counters over it, to tell a stall of the machine from
+a dropped connection's retransmit). Capacity: a closed loop of
 256 requests in flight from --capacity-clients client processes for --seconds: requests/s
 completed, and the router's CPU time per completed request (user + system, its processes)
 during that loop. Everything shares this machine's cores with the load generator and the fake
@@ -25,6 +27,7 @@ import asyncio
 import random
 import statistics
 import time
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -39,9 +42,51 @@ from moep_sglang.server.router_process import RouterProcess
 from moep_sglang.server.worker_process import free_port
 
 
+SLOW_MS = 10.0  # a request this slow counts in a run's "slow" summary
+# Linux TCP counters (/proc/net/netstat TcpExt, /proc/net/snmp Tcp) that show dropped or
+# retransmitted connections and segments
+TCP_COUNTERS = ("ListenOverflows", "ListenDrops", "TCPTimeouts", "TCPSynRetrans", "RetransSegs",
+                "ActiveOpens", "PassiveOpens")
+
+
+def parse_proc_net(text: str) -> dict[str, int]:
+    """The TCP_COUNTERS of one /proc/net/{netstat,snmp} text: pairs of lines "Prefix: names..."
+    and "Prefix: values..."."""
+    lines = text.splitlines()
+    out = {}
+    for head, values in zip(lines[::2], lines[1::2]):
+        for name, value in zip(head.split()[1:], values.split()[1:]):
+            if name in TCP_COUNTERS:
+                out[name] = int(value)
+    return out
+
+
+def tcp_counters() -> dict[str, int]:
+    """The host's TCP_COUNTERS now ({} where /proc/net is not there)."""
+    out: dict[str, int] = {}
+    for path in ("/proc/net/netstat", "/proc/net/snmp"):
+        try:
+            out.update(parse_proc_net(Path(path).read_text()))
+        except OSError:
+            pass
+    return out
+
+
+def slow_summary(samples: list[tuple[float, float]], threshold_ms: float = SLOW_MS) -> dict:
+    """(send time s since the run's start, latency s) per answered request -> how many took
+    longer than threshold_ms, when the first and last of them were sent, the slowest."""
+    slow = sorted((t, lat) for t, lat in samples if lat * 1e3 > threshold_ms)
+    return {"slow_requests": len(slow), "slow_threshold_ms": threshold_ms,
+            "slow_sent_first_s": round(slow[0][0], 3) if slow else None,
+            "slow_sent_last_s": round(slow[-1][0], 3) if slow else None,
+            "slow_max_ms": round(max(lat for _, lat in slow) * 1e3, 1) if slow else None}
+
+
 async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes]) -> dict:
     lat: list[float] = []
+    samples: list[tuple[float, float]] = []  # (sent at, latency) s
     errors = 0
+    tcp_before = tcp_counters()
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
         async def one(body: bytes) -> None:
@@ -58,6 +103,7 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes])
                 errors += 1
                 return
             lat.append(time.perf_counter() - t)
+            samples.append((t - start, lat[-1]))
 
         tasks, start, n = [], time.perf_counter(), int(rate * seconds)
         for i in range(n):
@@ -67,10 +113,13 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes])
             tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
+    tcp_after = tcp_counters()
     lat.sort()
     return {"sent": n, "ok": len(lat), "errors": errors, "achieved_rps": len(lat) / elapsed,
             "p50_ms": 1e3 * statistics.median(lat) if lat else None,
-            "p99_ms": 1e3 * lat[int(0.99 * (len(lat) - 1))] if lat else None}
+            "p99_ms": 1e3 * lat[int(0.99 * (len(lat) - 1))] if lat else None,
+            **slow_summary(samples),
+            "tcp": {k: v - tcp_before.get(k, 0) for k, v in tcp_after.items()}}
 
 
 async def _closed_loop(url: str, concurrency: int, seconds: float, bodies: list[bytes],
@@ -134,6 +183,10 @@ def median_run(runs: list[dict]) -> dict:
     ordered = sorted(runs, key=lambda r: (r["p99_ms"] is None, r["p99_ms"] or 0.0))
     return {**ordered[(len(ordered) - 1) // 2], "runs": len(runs),
             "p50_ms_runs": [r["p50_ms"] for r in runs], "p99_ms_runs": [r["p99_ms"] for r in runs],
+            "slow_runs": [{k: r.get(k) for k in ("slow_requests", "slow_sent_first_s",
+                                                 "slow_sent_last_s", "slow_max_ms")}
+                          for r in runs],
+            "tcp_runs": [r.get("tcp") for r in runs],
             "p99_ms_max": max((r["p99_ms"] for r in runs if r["p99_ms"] is not None),
                               default=None)}
 

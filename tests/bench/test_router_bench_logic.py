@@ -93,3 +93,34 @@ def test_median_run_takes_the_run_of_median_p99_and_keeps_every_run():
     assert row["runs"] == 4 and row["p99_ms_runs"] == [190.0, 0.8, None, 0.9]
     assert row["p99_ms_max"] == 190.0
     assert median_run([{"p50_ms": 1.0, "p99_ms": 2.0}])["p99_ms"] == 2.0
+    assert row["tcp_runs"] == [None] * 4  # runs without counters keep their place
+
+
+NETSTAT = """TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPTimeouts TCPSynRetrans
+TcpExt: 0 3 5 7 11
+IpExt: InNoRoutes InOctets
+IpExt: 0 12345
+"""
+SNMP = """Tcp: RtoAlgorithm ActiveOpens PassiveOpens RetransSegs
+Tcp: 1 40 41 9
+"""
+
+
+def test_tcp_counters_are_read_from_the_proc_net_tables():
+    from bench.router_latency import parse_proc_net
+
+    assert parse_proc_net(NETSTAT) == {"ListenOverflows": 3, "ListenDrops": 5, "TCPTimeouts": 7,
+                                       "TCPSynRetrans": 11}
+    assert parse_proc_net(SNMP) == {"ActiveOpens": 40, "PassiveOpens": 41, "RetransSegs": 9}
+    assert parse_proc_net("") == {}
+
+
+def test_slow_summary_says_when_the_slow_requests_were_sent():
+    from bench.router_latency import slow_summary
+
+    samples = [(0.0, 0.0005), (1.20, 0.150), (1.25, 0.120), (3.0, 0.0008), (1.21, 0.2)]
+    got = slow_summary(samples, threshold_ms=10.0)
+    assert got == {"slow_requests": 3, "slow_threshold_ms": 10.0, "slow_sent_first_s": 1.2,
+                   "slow_sent_last_s": 1.25, "slow_max_ms": 200.0}
+    assert slow_summary([(0.1, 0.001)])["slow_requests"] == 0
+    assert slow_summary([])["slow_sent_first_s"] is None
