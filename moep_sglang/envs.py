@@ -57,8 +57,9 @@ def tuned_moe_down_configs() -> bool:
 def grouped_moe() -> bool:
     """MOEP_GROUPED_MOE=1: run the routed experts of prefill-sized unquantized calls on Hopper with
     torch's grouped GEMM (moep_sglang/kernels/grouped_moe.py) instead of SGLang's Triton kernel.
-    Off by default: on one H100 it made Qwen3-30B-A3B prefill ~2% slower end to end
-    (bench/results/gpu/h100_30b_one_gpu_split.json). Read at every call."""
+    Off by default: on one H100 it made Qwen3-30B-A3B prefill 1.3-3.9% slower end to end
+    (bench/results/gpu/h100_30b_one_gpu_grpcontig.json against h100_30b_one_gpu_split.json).
+    Read at every call."""
     return _get("MOEP_GROUPED_MOE", "0") == "1"
 
 

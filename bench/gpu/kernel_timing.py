@@ -34,11 +34,14 @@ def add_common_args(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def result_doc(args: argparse.Namespace) -> dict:
-    """The result file's header (benchmark, git sha, time, GPU, torch); rows go in "rows"."""
+    """The result file's header (benchmark, git sha, time, GPU, torch, the run's flags as
+    "config": repeats, shapes); rows go in "rows"."""
     import torch
 
     args.out.mkdir(parents=True, exist_ok=True)
     return {"benchmark": args.name, "git_sha": args.git_sha,
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "hardware": {"gpu": torch.cuda.get_device_name(0)}, "torch": torch.__version__,
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                       if k not in ("out", "git_sha", "name")},
             "rows": []}

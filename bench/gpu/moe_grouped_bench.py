@@ -30,45 +30,6 @@ SHAPES = ("128,768,2048,8", "128,1536,4096,8")  # E,I,H,k: Qwen3-30B-A3B, Qwen3-
 TOKENS = (4096, 8192, 16384, 32768)
 
 
-class Stages:
-    """moep_sglang.kernels.grouped_moe's pipeline, one stage at a time (GPU, bf16)."""
-
-    def __init__(self, act):
-        self.act_fn = act
-
-    def route(self, topk_ids, num_experts: int):
-        return grouped_moe.route(topk_ids, num_experts)
-
-    def gather(self, x, order, k: int):
-        return x.index_select(0, order // k)  # [T*k, H]
-
-    def up(self, a, w13, offs):
-        import torch
-
-        return torch._grouped_mm(a, w13.transpose(1, 2), offs=offs)  # [T*k, 2I]
-
-    def act(self, h):
-        import torch
-
-        g = torch.empty((h.shape[0], h.shape[1] // 2), dtype=h.dtype, device=h.device)
-        self.act_fn(h, g)
-        return g  # [T*k, I]
-
-    def down(self, g, w2, offs):
-        import torch
-
-        return torch._grouped_mm(g, w2.transpose(1, 2), offs=offs)  # [T*k, H]
-
-    def combine(self, y, inv, weights):
-        import torch
-
-        out = torch.empty((weights.shape[0], y.shape[1]), dtype=y.dtype, device=y.device)
-        return grouped_moe.combine(y, inv, weights, out)
-
-    def __call__(self, x, w13, w2, weights, topk_ids):
-        return grouped_moe.grouped_experts(x, w13, w2, weights, topk_ids, act=self.act_fn)
-
-
 def sglang_fused_moe():
     """SGLang's fused_moe(x, w13, w2, weights, ids, grouped) as its Triton runner calls it, with
     moep's plugin loaded (its tuned configs, and its grouped-GEMM hook on or off by
@@ -91,8 +52,9 @@ def sglang_fused_moe():
         os.environ["MOEP_GROUPED_MOE"] = "1" if grouped else "0"  # read at every call
         # in place, on a copy (as tune_moe.py does): SGLang's out-of-place path allocates its
         # output through the tensor-parallel group, which a bare process has not initialised
+        e = w13.shape[0]  # every expert local: SGLang filters no ids, the hook may take it
         return fused_moe(x.clone(), w13, w2, StandardTopKOutput(weights, ids, None),
-                         MoeRunnerConfig(inplace=True))
+                         MoeRunnerConfig(num_experts=e, num_local_experts=e, inplace=True))
 
     return run
 
@@ -105,7 +67,7 @@ def bench_shape(spec: str, tokens: list[int], reps: int, sglang, act) -> list[di
     bf16 = torch.bfloat16
     w13 = (torch.randn(e, 2 * i, h, generator=gen, device="cuda") / h ** 0.5).to(bf16)  # [E,2I,H]
     w2 = (torch.randn(e, h, i, generator=gen, device="cuda") / i ** 0.5).to(bf16)  # [E, H, I]
-    moe = Stages(act)
+    gm = grouped_moe
     rows = []
     for t in tokens:
         x = torch.randn(t, h, generator=gen, device="cuda").to(bf16)  # [T, H]
@@ -113,18 +75,19 @@ def bench_shape(spec: str, tokens: list[int], reps: int, sglang, act) -> list[di
         weights, ids = torch.topk(torch.softmax(logits, -1), k, dim=-1)  # [T, k]
         weights = weights / weights.sum(-1, keepdim=True)
         ids = ids.to(torch.int32)
-        order, offs, inv = moe.route(ids, e)
-        a = moe.gather(x, order, k)
-        hh = moe.up(a, w13, offs)
-        g = moe.act(hh)
-        y = moe.down(g, w2, offs)
+        out = torch.empty_like(x)
+        order, offs, inv = gm.route(ids, e)
+        a = gm.gather_rows(x, order, k)
+        hh = gm.up_proj(a, w13, offs)
+        g = gm.activate(hh, act)
+        y = gm.down_proj(g, w2, offs)
         stages = {
-            "route": time_ms(lambda: moe.route(ids, e), reps),
-            "gather": time_ms(lambda: moe.gather(x, order, k), reps),
-            "up_gemm": time_ms(lambda: moe.up(a, w13, offs), reps),
-            "act": time_ms(lambda: moe.act(hh), reps),
-            "down_gemm": time_ms(lambda: moe.down(g, w2, offs), reps),
-            "combine": time_ms(lambda: moe.combine(y, inv, weights), reps),
+            "route": time_ms(lambda: gm.route(ids, e), reps),
+            "gather": time_ms(lambda: gm.gather_rows(x, order, k), reps),
+            "up_gemm": time_ms(lambda: gm.up_proj(a, w13, offs), reps),
+            "act": time_ms(lambda: gm.activate(hh, act), reps),
+            "down_gemm": time_ms(lambda: gm.down_proj(g, w2, offs), reps),
+            "combine": time_ms(lambda: gm.combine(y, inv, weights, out), reps),
         }
         # the same GEMMs with the weights stored [E, K, N] (row-major B) instead of the
         # checkpoint's [E, N, K] read transposed: which layout CUTLASS's grouped GEMM prefers
@@ -132,7 +95,7 @@ def bench_shape(spec: str, tokens: list[int], reps: int, sglang, act) -> list[di
         stages["up_gemm_b_kn"] = time_ms(lambda: torch._grouped_mm(a, w13_kn, offs=offs), reps)
         stages["down_gemm_b_kn"] = time_ms(lambda: torch._grouped_mm(g, w2_kn, offs=offs), reps)
         del w13_kn, w2_kn
-        total = time_ms(lambda: moe(x, w13, w2, weights, ids), reps)
+        total = time_ms(lambda: gm.grouped_experts(x, w13, w2, weights, ids, act=act), reps)
         flops = 2.0 * t * k * 3 * h * i
         row = {"shape": spec, "tokens": t, "grouped_ms": round(total, 4),
                "grouped_tflops": round(flops / total / 1e9, 1),
@@ -152,7 +115,7 @@ def bench_shape(spec: str, tokens: list[int], reps: int, sglang, act) -> list[di
                         "ref_abs_max": float(ref.float().abs().max())})
         rows.append(row)
         print(json.dumps(row), flush=True)
-        del x, logits, a, hh, g, y
+        del x, out, logits, a, hh, g, y
         torch.cuda.empty_cache()
     return rows
 

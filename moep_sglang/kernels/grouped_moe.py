@@ -75,7 +75,8 @@ def _combine_kernel():
 def combine(y: torch.Tensor, inv: torch.Tensor, weights: torch.Tensor, out: torch.Tensor,
             scale: float = 1.0) -> torch.Tensor:
     """out[t] = scale * sum_j weights[t, j] * y[inv[t*k + j]], in fp32; y [T*k, H] sorted by
-    expert, weights [T, k], out [T, H]. One Triton pass on GPU, torch elsewhere."""
+    expert, weights [T, k], out [T, H]; y and out contiguous (the kernel's row stride is H).
+    One Triton pass on GPU, torch elsewhere."""
     t, k = weights.shape
     h = y.shape[1]
     if y.is_cuda:
@@ -89,26 +90,45 @@ def combine(y: torch.Tensor, inv: torch.Tensor, weights: torch.Tensor, out: torc
     return out
 
 
+def gather_rows(x: torch.Tensor, order: torch.Tensor, top_k: int) -> torch.Tensor:
+    """x [T, H] -> a [T*k, H]: the token of each (token, slot) row, in expert order."""
+    return x.index_select(0, order // top_k)
+
+
+def up_proj(a: torch.Tensor, w13: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """a [T*k, H], w13 [E, 2I, H] -> h [T*k, 2I]: each expert's rows times its gate|up."""
+    return torch._grouped_mm(a, w13.transpose(1, 2), offs=offs)
+
+
+def down_proj(g: torch.Tensor, w2: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """g [T*k, I], w2 [E, H, I] -> y [T*k, H]."""
+    return torch._grouped_mm(g, w2.transpose(1, 2), offs=offs)
+
+
+def activate(h: torch.Tensor, act: Callable[[torch.Tensor, torch.Tensor], None] = silu_and_mul_torch
+             ) -> torch.Tensor:
+    """h [T*k, 2I] -> g [T*k, I] through `act(h, out)` (SGLang's silu_and_mul on GPU)."""
+    g = torch.empty((h.shape[0], h.shape[1] // 2), dtype=h.dtype, device=h.device)
+    act(h, g)
+    return g
+
+
 def grouped_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
                     topk_weights: torch.Tensor, topk_ids: torch.Tensor, *,
                     out: torch.Tensor | None = None, scale: float = 1.0,
                     act: Callable[[torch.Tensor, torch.Tensor], None] = silu_and_mul_torch,
                     ) -> torch.Tensor:
-    """The routed experts' output [T, H] for x [T, H], w13 [E, 2I, H] (gate rows, then up rows),
-    w2 [E, H, I], topk_weights/topk_ids [T, k]. `out` may be x itself (SGLang's in-place call):
-    x is read only by the gather, before anything is written."""
-    t, hidden = x.shape
-    k = topk_ids.shape[1]
-    inter = w2.shape[2]
+    """The routed experts' output [T, H] for x [T, H] (contiguous), w13 [E, 2I, H] (gate rows,
+    then up rows), w2 [E, H, I], topk_weights/topk_ids [T, k]. `out` (contiguous [T, H]) may be
+    x itself (SGLang's in-place call): x is read only by the gather, before anything is written."""
     order, offs, inv = route(topk_ids, w13.shape[0])
-    a = x.index_select(0, order // k)  # [T*k, H]
-    h = torch._grouped_mm(a, w13.transpose(1, 2), offs=offs)  # [T*k, 2I]
+    a = gather_rows(x, order, topk_ids.shape[1])  # [T*k, H]
+    h = up_proj(a, w13, offs)  # [T*k, 2I]
     del a  # its memory serves y below
-    g = torch.empty((t * k, inter), dtype=x.dtype, device=x.device)  # [T*k, I]
-    act(h, g)
+    g = activate(h, act)  # [T*k, I]
     del h
-    y = torch._grouped_mm(g, w2.transpose(1, 2), offs=offs)  # [T*k, H]
+    y = down_proj(g, w2, offs)  # [T*k, H]
     del g
     if out is None:
-        out = torch.empty((t, hidden), dtype=x.dtype, device=x.device)  # [T, H]
+        out = torch.empty_like(x)  # [T, H]
     return combine(y, inv, topk_weights, out, scale)

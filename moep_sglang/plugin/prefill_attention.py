@@ -12,12 +12,16 @@ contiguous K/V). For a batch with
 the two are the same attention, so we take SGLang's own raw-K/V call for it. The pool is still
 written (decode, a later chunk or the radix cache may read it): by the model's fused rope-and-store
 kernel where it ran (the backend then gets `save_kv_cache=False`), else here, with SGLang's write.
-Everything else (a cached prefix, decode, mixed or speculative batches, MLA, sliding-window,
-cross or local attention, context parallelism, FP8 KV, FA4, sinks, padded CUDA-graph batches)
-runs SGLang's code unchanged. `MOEP_CONTIGUOUS_PREFILL_ATTN=0` turns it off.
+Everything else (a cached prefix, decode, mixed or target-verify batches, MLA, sliding-window,
+cross or local attention, context parallelism, FP8 KV, FA4, sinks, batches padded past their
+tokens, and whatever runs inside a full prefill CUDA graph, whose replay would repeat this call's
+choice for batches it never saw) runs SGLang's code unchanged. One request with a cached prefix
+sends its whole batch down SGLang's path. `MOEP_CONTIGUOUS_PREFILL_ATTN=0` turns it off.
 """
 
 from __future__ import annotations
+
+import torch
 
 from moep_sglang import envs
 
@@ -33,8 +37,11 @@ def skip_reason(backend, q, k, layer, forward_batch, extras: dict) -> str | None
         return "SGLang's embedding mode takes this path itself"
     if backend.use_mla or backend.fa_impl_ver != 3 or backend.kv_cache_dtype_str != "auto":
         return "MLA, FA4 or a quantized KV cache"
-    if getattr(backend, "attn_cp_size", 1) > 1 or backend.has_local_attention:
+    if backend.attn_cp_size > 1 or backend.has_local_attention:
         return "context parallelism or local attention"
+    if (backend.forward_metadata is backend.full_cg_prefill_metadata
+            or (q.is_cuda and torch.cuda.is_current_stream_capturing())):
+        return "full prefill CUDA graph (capture or its metadata)"
     if forward_batch.forward_mode.name != "EXTEND":
         return f"forward mode {forward_batch.forward_mode.name}"
     if k is None or any(extras.get(name) is not None for name in _EXTRAS):
@@ -45,8 +52,11 @@ def skip_reason(backend, q, k, layer, forward_batch, extras: dict) -> str | None
     prefix = forward_batch.extend_prefix_lens_cpu
     if prefix is None or any(prefix):
         return "a request reads a cached prefix"
-    if forward_batch.extend_num_tokens is None or q.shape[0] != forward_batch.extend_num_tokens:
-        return "padded batch (CUDA graph)"
+    # the rows cu_seqlens_q covers; SGLang pads q past them (CUDA graphs, DP attention, whose
+    # extend_num_tokens may count the padding too) and then needs its own dummy tail segment
+    seq_lens = forward_batch.extend_seq_lens_cpu
+    if seq_lens is None or q.shape[0] != sum(seq_lens):
+        return "padded batch"
     return None
 
 

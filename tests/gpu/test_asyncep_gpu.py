@@ -24,7 +24,7 @@ ONE_GPU = torch.cuda.is_available() and torch.cuda.device_count() < 2
 # peer had just taken its whole share for KV found too little left (asked >= 0.465, 2026-12-03).
 SHARED = ("--mem-fraction-static", "0.46", "--max-total-tokens", "65536")
 
-from bench.gpu.common import start_workers, stop_all  # noqa: E402
+from bench.gpu.common import start_strategy, start_workers, stop_all  # noqa: E402
 from tests.asyncep.conftest import max_abs_diff, scores_of  # noqa: E402
 
 FP32 = ()  # SGLang's CUDA rmsnorm has no float32 path: bf16, the serving dtype
@@ -107,3 +107,23 @@ def test_gpu_fp8_group_scores_equal_unsharded(backend, small_fp8, log_dir, refer
             assert diff <= 1e-3
     finally:
         stop_all(group)
+
+
+@pytest.mark.parametrize("radix_cache", [False, True])
+def test_gpu_prefill_attention_over_raw_kv_equals_paged(radix_cache, small, log_dir, reference):
+    """The plugin's FA3 prefill over the batch's own K/V (default on; `reference` ran with it,
+    no radix cache: every batch took it) against SGLang's paged read (MOEP_CONTIGUOUS_PREFILL_ATTN
+    =0): the same scores. With the radix cache on, the items of one /v1/score share the query's
+    prefix, so batches with a cached prefix take SGLang's path in the same server."""
+    env = {} if radix_cache else {"MOEP_CONTIGUOUS_PREFILL_ATTN": "0"}
+    [worker] = start_strategy("replicas", small, log_dir, 1, *FP32, dummy=False, env=env,
+                              radix_cache=radix_cache, kv_events=False,
+                              tag="radix" if radix_cache else "paged")
+    try:
+        got = scores_of(worker.config.url)
+        diff = max_abs_diff(got, reference)
+        print(f"GPU prefill attention, radix cache {radix_cache}: max abs diff {diff:.3g}, "
+              f"bit-identical {got == reference}")
+        assert diff <= 1e-2  # bf16
+    finally:
+        stop_all([worker])

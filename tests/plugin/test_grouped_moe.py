@@ -19,9 +19,14 @@ def _call(tokens=4096, dtype=torch.bfloat16, device="meta"):
     return x, w1, w2, ids
 
 
+def _config(**over):
+    """A runner config with every expert local (as a single-GPU FusedMoE builds it)."""
+    return MoeRunnerConfig(**{"num_experts": E, "num_local_experts": E, **over})
+
+
 def _reason(config=None, quantized=False, biased=False, **call):
     x, w1, w2, ids = _call(**call)
-    return grouped_moe.skip_reason(x, w1, w2, ids, config or MoeRunnerConfig(), quantized, biased)
+    return grouped_moe.skip_reason(x, w1, w2, ids, config or _config(), quantized, biased)
 
 
 def test_calls_the_grouped_path_does_not_compute_like_sglang_keep_sglangs_kernel(monkeypatch):
@@ -29,10 +34,12 @@ def test_calls_the_grouped_path_does_not_compute_like_sglang_keep_sglangs_kernel
     assert "quantized" in _reason(quantized=True)
     assert "biased" in _reason(biased=True)
     assert "dtype" in _reason(dtype=torch.float32)
-    assert "activation gelu" in _reason(MoeRunnerConfig(activation="gelu"))
-    assert "router weight" in _reason(MoeRunnerConfig(apply_router_weight_on_input=True))
-    assert "router weight" in _reason(MoeRunnerConfig(gemm1_alpha=1.0, gemm1_clamp_limit=7.0))
-    assert "expert parallelism" in _reason(MoeRunnerConfig(num_experts=16, num_local_experts=8))
+    assert "activation gelu" in _reason(_config(activation="gelu"))
+    assert "router weight" in _reason(_config(apply_router_weight_on_input=True))
+    assert "router weight" in _reason(_config(gemm1_alpha=1.0, gemm1_clamp_limit=7.0))
+    assert "expert parallelism" in _reason(_config(num_experts=16, num_local_experts=8))
+    # SGLang filters ids when it does not know the expert count either (fused_experts)
+    assert "expert parallelism" in _reason(MoeRunnerConfig())
     assert "tokens <" in _reason(tokens=grouped_moe.MIN_TOKENS - 1)
     assert _reason(device="meta") == "not on a GPU"  # every check above passed
     monkeypatch.delenv("MOEP_GROUPED_MOE")  # off by default: measured slower end to end
@@ -43,14 +50,22 @@ def test_padded_down_weights_keep_sglangs_kernel(monkeypatch):
     monkeypatch.setenv("MOEP_GROUPED_MOE", "1")
     x, w1, _, ids = _call()
     w2 = torch.empty(E, HIDDEN, INTER + 8, dtype=torch.bfloat16, device="meta")  # MoE padding
-    reason = grouped_moe.skip_reason(x, w1, w2, ids, MoeRunnerConfig(), False, False)
+    reason = grouped_moe.skip_reason(x, w1, w2, ids, _config(), False, False)
     assert reason == "shapes the grouped GEMM does not take"
+
+
+def test_strided_activations_keep_sglangs_kernel(monkeypatch):
+    monkeypatch.setenv("MOEP_GROUPED_MOE", "1")
+    x, w1, w2, ids = _call()
+    wide = torch.empty(x.shape[0], 2 * HIDDEN, dtype=x.dtype, device="meta")[:, :HIDDEN]
+    assert grouped_moe.skip_reason(wide, w1, w2, ids, _config(), False, False) == \
+        "strided activations"
 
 
 def test_a_skipped_call_reaches_sglang_with_its_arguments():
     x, w1, w2, ids = _call(tokens=16, device="cpu")
     topk = StandardTopKOutput(torch.ones(16, K), ids, None)
-    config = MoeRunnerConfig()
+    config = _config()
     seen = {}
 
     def original(*args, **kwargs):
@@ -58,10 +73,10 @@ def test_a_skipped_call_reaches_sglang_with_its_arguments():
         return "sglang"
 
     assert grouped_moe.grouped_first(original, x, w1, w2, topk, config, use_fp8_w8a8=True,
-                                     block_shape=[128, 128]) == "sglang"
+                                     block_shape=[128, 128], a_new_sglang_flag=3) == "sglang"
     assert seen["args"] == (x, w1, w2, topk, config)
-    assert seen["kwargs"]["use_fp8_w8a8"] is True
-    assert seen["kwargs"]["block_shape"] == [128, 128]
+    assert seen["kwargs"] == {"use_fp8_w8a8": True, "block_shape": [128, 128],
+                              "a_new_sglang_flag": 3}  # passed through as given
 
 
 def test_a_taken_call_writes_in_place_when_sglang_would(monkeypatch):
@@ -77,10 +92,9 @@ def test_a_taken_call_writes_in_place_when_sglang_would(monkeypatch):
     monkeypatch.setattr(sglang_fused_moe, "silu_and_mul",
                         lambda h, out: out.copy_(torch.nn.functional.silu(h[:, :INTER])
                                                  * h[:, INTER:]), raising=False)
-    fresh = grouped_moe.grouped_first(None, x.clone(), w1, w2, topk,
-                                      MoeRunnerConfig(inplace=False))
+    fresh = grouped_moe.grouped_first(None, x.clone(), w1, w2, topk, _config(inplace=False))
     buffer = x.clone()
-    inplace = grouped_moe.grouped_first(None, buffer, w1, w2, topk, MoeRunnerConfig(inplace=True))
+    inplace = grouped_moe.grouped_first(None, buffer, w1, w2, topk, _config(inplace=True))
     assert inplace.data_ptr() == buffer.data_ptr()
     torch.testing.assert_close(inplace, fresh)
     assert not torch.equal(fresh, x)

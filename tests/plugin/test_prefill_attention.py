@@ -1,6 +1,6 @@
 """The FA3 prefill hook: which batches attend over their raw K/V, and how it hands them to
-SGLang's own raw-K/V call (pure logic over stand-in objects: the FA3 backend needs a GPU; the GPU
-tests serve through it)."""
+SGLang's own raw-K/V call (pure logic over stand-in objects: the FA3 backend needs a GPU; a
+server's scores with the hook on and off are compared in tests/gpu/test_asyncep_gpu.py)."""
 
 from types import SimpleNamespace
 
@@ -19,7 +19,7 @@ def _backend(**over):
     pool = SimpleNamespace(set_kv_buffer=lambda *args: writes.append(args))
     base = dict(fa_skip_kv_cache=False, use_mla=False, fa_impl_ver=3, kv_cache_dtype_str="auto",
                 attn_cp_size=1, has_local_attention=False, forward_metadata=metadata,
-                token_to_kv_pool=pool, writes=writes)
+                full_cg_prefill_metadata=None, token_to_kv_pool=pool, writes=writes)
     return SimpleNamespace(**{**base, **over})
 
 
@@ -29,9 +29,11 @@ def _layer(**over):
     return SimpleNamespace(**{**base, **over})
 
 
-def _batch(prefix=(0, 0), tokens=8, mode=ForwardMode.EXTEND):
+def _batch(prefix=(0, 0), lens=(5, 3), tokens=None, mode=ForwardMode.EXTEND):
     return SimpleNamespace(forward_mode=mode, extend_prefix_lens_cpu=list(prefix),
-                           extend_num_tokens=tokens, out_cache_loc="loc")
+                           extend_seq_lens_cpu=list(lens),
+                           extend_num_tokens=sum(lens) if tokens is None else tokens,
+                           out_cache_loc="loc")
 
 
 Q = torch.empty(8, 4, 16)
@@ -49,7 +51,12 @@ def test_batches_that_read_the_cache_or_differ_keep_sglangs_path(monkeypatch):
     assert _reason(batch=_batch(prefix=(0, 17))) == "a request reads a cached prefix"
     assert _reason(batch=_batch(mode=ForwardMode.MIXED)) == "forward mode MIXED"
     assert _reason(batch=_batch(mode=ForwardMode.DECODE)) == "forward mode DECODE"
-    assert _reason(batch=_batch(tokens=6)) == "padded batch (CUDA graph)"
+    assert _reason(batch=_batch(lens=(3, 3))) == "padded batch"  # q has 8 rows, 6 are real
+    # DP attention's MAX_LEN padding counts the pad in extend_num_tokens: the lens decide
+    assert _reason(batch=_batch(lens=(3, 3), tokens=8)) == "padded batch"
+    full_graph = _backend()
+    full_graph.full_cg_prefill_metadata = full_graph.forward_metadata  # a full-graph replay
+    assert "full prefill CUDA graph" in _reason(backend=full_graph)
     assert "sliding-window" in _reason(layer=_layer(sliding_window_size=128))
     assert "cross" in _reason(layer=_layer(is_cross_attention=True))
     assert "non-causal" in _reason(layer=_layer(attn_type=AttentionType.ENCODER_ONLY))
