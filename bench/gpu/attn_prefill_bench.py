@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.common import print_table  # noqa: E402
 from bench.gpu.kernel_timing import add_common_args, result_doc, time_ms  # noqa: E402
 
 BATCHES = ("8x4096", "1x32768", "4x8192", "32x1024")
@@ -85,13 +86,12 @@ def main() -> None:
             row = bench(batch, heads, args.reps)
             doc["rows"].append(row)
             (args.out / f"{args.name}.json").write_text(json.dumps(doc, indent=2))
-    print(f"{'batch':>8} {'heads':>12} {'paged ms':>9} {'contig ms':>9} {'paged TF':>8} "
-          f"{'contig TF':>9} {'x':>6} {'max diff':>8}")
-    for r in doc["rows"]:
-        print(f"{r['batch']:>8} {str(r['heads']):>12} {r['paged_ms']:>9.3f} "
-              f"{r['contiguous_ms']:>9.3f} {r['paged_tflops']:>8.0f} {r['contiguous_tflops']:>9.0f} "
-              f"{r['speedup']:>6.3f} {r['max_abs_diff']:>8.4f}")
-
+    doc["table"] = print_table(doc["rows"], [
+        ("batch", "batch", "s"), ("heads", "heads", ""), ("paged_ms", "paged ms", ".3f"),
+        ("contiguous_ms", "contiguous ms", ".3f"), ("paged_tflops", "paged TFLOP/s", ".0f"),
+        ("contiguous_tflops", "contiguous TFLOP/s", ".0f"), ("speedup", "x", ".3f"),
+        ("max_abs_diff", "max abs diff", ".4f")])
+    (args.out / f"{args.name}.json").write_text(json.dumps(doc, indent=2))
 
 if __name__ == "__main__":
     main()

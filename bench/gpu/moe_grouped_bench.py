@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from bench.common import print_table  # noqa: E402
 from bench.gpu.kernel_timing import add_common_args, result_doc, time_ms  # noqa: E402
 
 from moep_sglang.kernels import grouped_moe  # noqa: E402
@@ -67,7 +68,6 @@ def bench_shape(spec: str, tokens: list[int], reps: int, sglang, act) -> list[di
     bf16 = torch.bfloat16
     w13 = (torch.randn(e, 2 * i, h, generator=gen, device="cuda") / h ** 0.5).to(bf16)  # [E,2I,H]
     w2 = (torch.randn(e, h, i, generator=gen, device="cuda") / i ** 0.5).to(bf16)  # [E, H, I]
-    gm = grouped_moe
     rows = []
     for t in tokens:
         x = torch.randn(t, h, generator=gen, device="cuda").to(bf16)  # [T, H]
@@ -76,18 +76,18 @@ def bench_shape(spec: str, tokens: list[int], reps: int, sglang, act) -> list[di
         weights = weights / weights.sum(-1, keepdim=True)
         ids = ids.to(torch.int32)
         out = torch.empty_like(x)
-        order, offs, inv = gm.route(ids, e)
-        a = gm.gather_rows(x, order, k)
-        hh = gm.up_proj(a, w13, offs)
-        g = gm.activate(hh, act)
-        y = gm.down_proj(g, w2, offs)
+        order, offs, inv = grouped_moe.route(ids, e)
+        a = grouped_moe.gather_rows(x, order, k)
+        hh = grouped_moe.up_proj(a, w13, offs)
+        g = grouped_moe.activate(hh, act)
+        y = grouped_moe.down_proj(g, w2, offs)
         stages = {
-            "route": time_ms(lambda: gm.route(ids, e), reps),
-            "gather": time_ms(lambda: gm.gather_rows(x, order, k), reps),
-            "up_gemm": time_ms(lambda: gm.up_proj(a, w13, offs), reps),
-            "act": time_ms(lambda: gm.activate(hh, act), reps),
-            "down_gemm": time_ms(lambda: gm.down_proj(g, w2, offs), reps),
-            "combine": time_ms(lambda: gm.combine(y, inv, weights, out), reps),
+            "route": time_ms(lambda: grouped_moe.route(ids, e), reps),
+            "gather": time_ms(lambda: grouped_moe.gather_rows(x, order, k), reps),
+            "up_gemm": time_ms(lambda: grouped_moe.up_proj(a, w13, offs), reps),
+            "act": time_ms(lambda: grouped_moe.activate(hh, act), reps),
+            "down_gemm": time_ms(lambda: grouped_moe.down_proj(g, w2, offs), reps),
+            "combine": time_ms(lambda: grouped_moe.combine(y, inv, weights, out), reps),
         }
         # the same GEMMs with the weights stored [E, K, N] (row-major B) instead of the
         # checkpoint's [E, N, K] read transposed: which layout CUTLASS's grouped GEMM prefers
@@ -95,7 +95,7 @@ def bench_shape(spec: str, tokens: list[int], reps: int, sglang, act) -> list[di
         stages["up_gemm_b_kn"] = time_ms(lambda: torch._grouped_mm(a, w13_kn, offs=offs), reps)
         stages["down_gemm_b_kn"] = time_ms(lambda: torch._grouped_mm(g, w2_kn, offs=offs), reps)
         del w13_kn, w2_kn
-        total = time_ms(lambda: gm.grouped_experts(x, w13, w2, weights, ids, act=act), reps)
+        total = time_ms(lambda: grouped_moe.grouped_experts(x, w13, w2, weights, ids, act=act), reps)
         flops = 2.0 * t * k * 3 * h * i
         row = {"shape": spec, "tokens": t, "grouped_ms": round(total, 4),
                "grouped_tflops": round(flops / total / 1e9, 1),
@@ -138,14 +138,13 @@ def main() -> None:
     for spec in args.shape or SHAPES:
         doc["rows"] += bench_shape(spec, tokens, args.reps, sglang, act)
         (args.out / f"{args.name}.json").write_text(json.dumps(doc, indent=2))
-    print(f"{'shape':>16} {'tokens':>6} {'grouped ms':>10} {'TFLOP/s':>8} {'up':>6} {'down':>6} "
-          f"{'sglang ms':>9} {'hooked ms':>9} {'x':>6} {'max diff':>8}")
-    for r in doc["rows"]:
-        print(f"{r['shape']:>16} {r['tokens']:>6} {r['grouped_ms']:>10.3f} "
-              f"{r['grouped_tflops']:>8.0f} {r['up_gemm_tflops']:>6.0f} {r['down_gemm_tflops']:>6.0f} "
-              f"{r.get('sglang_ms', float('nan')):>9.3f} {r.get('hooked_ms', float('nan')):>9.3f} "
-              f"{r.get('speedup', float('nan')):>6.3f} {r.get('max_abs_diff', float('nan')):>8.4f}")
-
+    doc["table"] = print_table(doc["rows"], [
+        ("shape", "shape", "s"), ("tokens", "tokens", "d"), ("grouped_ms", "grouped ms", ".3f"),
+        ("grouped_tflops", "TFLOP/s", ".0f"), ("up_gemm_tflops", "up GEMM TFLOP/s", ".0f"),
+        ("down_gemm_tflops", "down GEMM TFLOP/s", ".0f"), ("sglang_ms", "SGLang ms", ".3f"),
+        ("hooked_ms", "hooked ms", ".3f"), ("speedup", "x", ".3f"),
+        ("max_abs_diff", "max abs diff", ".4f")])
+    (args.out / f"{args.name}.json").write_text(json.dumps(doc, indent=2))
 
 if __name__ == "__main__":
     main()

@@ -73,6 +73,15 @@ def reference(small, log_dir):
         worker.stop()
 
 
+def _assert_scores_close(url: str, reference, label: str, tolerance: float) -> None:
+    """The server at url scores like `reference` within `tolerance` (printed: the largest
+    difference, and whether they are bit-identical)."""
+    got = scores_of(url)
+    diff = max_abs_diff(got, reference)
+    print(f"GPU {label}: max abs diff {diff:.3g}, bit-identical {got == reference}")
+    assert diff <= tolerance
+
+
 @pytest.mark.parametrize("backend", ["collective", "peer"])
 def test_gpu_group_scores_equal_unsharded(backend, small, log_dir, reference):
     if ONE_GPU and backend == "collective":
@@ -82,11 +91,8 @@ def test_gpu_group_scores_equal_unsharded(backend, small, log_dir, reference):
                           share_gpu=ONE_GPU)
     try:
         for w in group:  # each rank answers while the other idles (collective: lockstep)
-            got = scores_of(w.config.url)
-            diff = max_abs_diff(got, reference)
-            print(f"GPU {backend} rank {w.config.port}: max abs diff {diff:.3g}, "
-                  f"bit-identical {got == reference}")
-            assert diff <= 1e-2  # bf16
+            _assert_scores_close(w.config.url, reference, f"{backend} rank {w.config.port}",
+                                 1e-2)  # bf16
     finally:
         stop_all(group)
 
@@ -100,11 +106,8 @@ def test_gpu_fp8_group_scores_equal_unsharded(backend, small_fp8, log_dir, refer
                           share_gpu=ONE_GPU)
     try:
         for w in group:
-            got = scores_of(w.config.url)
-            diff = max_abs_diff(got, reference_fp8)
-            print(f"GPU FP8 {backend} rank {w.config.port}: max abs diff {diff:.3g}, "
-                  f"bit-identical {got == reference_fp8}")
-            assert diff <= 1e-3
+            _assert_scores_close(w.config.url, reference_fp8,
+                                 f"FP8 {backend} rank {w.config.port}", 1e-3)
     finally:
         stop_all(group)
 
@@ -120,10 +123,7 @@ def test_gpu_prefill_attention_over_raw_kv_equals_paged(radix_cache, small, log_
                               radix_cache=radix_cache, kv_events=False,
                               tag="radix" if radix_cache else "paged")
     try:
-        got = scores_of(worker.config.url)
-        diff = max_abs_diff(got, reference)
-        print(f"GPU prefill attention, radix cache {radix_cache}: max abs diff {diff:.3g}, "
-              f"bit-identical {got == reference}")
-        assert diff <= 1e-2  # bf16
+        _assert_scores_close(worker.config.url, reference,
+                             f"prefill attention, radix cache {radix_cache}", 1e-2)  # bf16
     finally:
         stop_all([worker])
