@@ -63,6 +63,13 @@ def grouped_moe() -> bool:
     return _get("MOEP_GROUPED_MOE", "0") == "1"
 
 
+def fused_moe_act() -> bool:
+    """MOEP_FUSED_MOE_ACT=1: prefill-sized unquantized MoE calls on Hopper compute the gate-up
+    GEMM and SiLU-and-mul in one Triton kernel (moep_sglang/kernels/gate_up_silu.py) instead of
+    SGLang's two passes. Read at every call."""
+    return _get("MOEP_FUSED_MOE_ACT", "0") == "1"
+
+
 def contiguous_prefill_attention() -> bool:
     """MOEP_CONTIGUOUS_PREFILL_ATTN=0: FA3 prefill attention always reads K/V back through the
     paged cache (SGLang's behaviour) instead of over the batch's own K/V when no request of the

@@ -32,9 +32,9 @@ TOKENS = (4096, 8192, 16384, 32768)
 
 
 def sglang_fused_moe():
-    """SGLang's fused_moe(x, w13, w2, weights, ids, grouped) as its Triton runner calls it, with
-    moep's plugin loaded (its tuned configs, and its grouped-GEMM hook on or off by
-    MOEP_GROUPED_MOE), or None where SGLang is not installed."""
+    """SGLang's fused_moe(x, w13, w2, weights, ids, path) as its Triton runner calls it, with
+    moep's plugin loaded (its tuned configs, and its routed-experts hook taking `path`: None for
+    SGLang's own kernels, "grouped" or "gate_up_silu"), or None where SGLang is not installed."""
     try:
         from sglang.srt.layers.moe.moe_runner import MoeRunnerConfig
         from sglang.srt.layers.moe.moe_runner.triton_utils.fused_moe import fused_moe
@@ -49,8 +49,10 @@ def sglang_fused_moe():
     publish_server_args(ensure_model(Path("/tmp/moep-models"), "qwen3-30b-a3b"))
     load_plugins()
 
-    def run(x, w13, w2, weights, ids, grouped: bool):
-        os.environ["MOEP_GROUPED_MOE"] = "1" if grouped else "0"  # read at every call
+    def run(x, w13, w2, weights, ids, path: str | None):
+        # the switches are read at every call
+        os.environ["MOEP_GROUPED_MOE"] = "1" if path == "grouped" else "0"
+        os.environ["MOEP_FUSED_MOE_ACT"] = "1" if path == "gate_up_silu" else "0"
         # in place, on a copy (as tune_moe.py does): SGLang's out-of-place path allocates its
         # output through the tensor-parallel group, which a bare process has not initialised
         e = w13.shape[0]  # every expert local: SGLang filters no ids, the hook may take it
@@ -103,10 +105,10 @@ def bench_shape(spec: str, tokens: list[int], reps: int, sglang, act) -> list[di
                "up_gemm_tflops": round(2.0 * t * k * h * 2 * i / stages["up_gemm"] / 1e9, 1),
                "down_gemm_tflops": round(2.0 * t * k * i * h / stages["down_gemm"] / 1e9, 1)}
         if sglang is not None:
-            ref = sglang(x, w13, w2, weights, ids, False)
-            hooked = sglang(x, w13, w2, weights, ids, True)  # through the plugin's hook
-            sg_ms = time_ms(lambda: sglang(x, w13, w2, weights, ids, False), reps)
-            hooked_ms = time_ms(lambda: sglang(x, w13, w2, weights, ids, True), reps)
+            ref = sglang(x, w13, w2, weights, ids, None)
+            hooked = sglang(x, w13, w2, weights, ids, "grouped")  # through the plugin's hook
+            sg_ms = time_ms(lambda: sglang(x, w13, w2, weights, ids, None), reps)
+            hooked_ms = time_ms(lambda: sglang(x, w13, w2, weights, ids, "grouped"), reps)
             row.update({"sglang_ms": round(sg_ms, 4),
                         "sglang_tflops": round(flops / sg_ms / 1e9, 1),
                         "hooked_ms": round(hooked_ms, 4),

@@ -12,6 +12,8 @@
 #   fa3check                  FlashAttention-3 (staged, trimmed) against torch SDPA
 #   moegrouped                one GPU: the routed experts as torch's grouped GEMM (the plugin's
 #                             path) vs SGLang's Triton fused_moe, 30B and 235B shapes
+#   gusbench                  one GPU: the MoE layer with its gate-up GEMM and SiLU-and-mul merged
+#                             (the plugin's gate_up_silu path) vs SGLang's, a tile sweep of it
 #   attnbench                 one GPU: FA3 prefill attention over the paged cache (SGLang's extend)
 #                             vs over the batch's contiguous K/V, no cached prefix
 #   one30b | one235b          one GPU: ours vs sglang_default (SGLang as users run it), same call
@@ -155,6 +157,10 @@ case "$STEP" in
     python3 bench/gpu/moe_grouped_bench.py --out "$R" --git-sha "$SHA" \
       --name "${GPUTAG}_moe_grouped" 2>&1 | grep -v "^{" | tail -20
     cp "$R"/*.json "$OUT"/; pack ;;
+  gusbench)
+    python3 bench/gpu/gate_up_silu_bench.py --out "$R" --git-sha "$SHA" \
+      --name "${GPUTAG}_gate_up_silu" 2>&1 | grep -v "^{" | tail -20
+    cp "$R"/*.json "$OUT"/; pack ;;
   one30b)  # Qwen3-30B-A3B at 4K and 32K on one GPU: plain SGLang first, then ours (the launcher's
            # defaults); 3 timed repeats each. Variants for STRATS (replicas/b64k, replicas/graphs):
            # 64K-token prefill batches, prefill CUDA graphs. 262,144 tokens per length: the first
@@ -167,6 +173,7 @@ case "$STEP" in
       --variant graphs=--cuda-graph-backend-prefill=breakable \
       --variant nodown=ENV:MOEP_TUNED_MOE_DOWN=0 --variant fsum=--enable-fused-moe-sum-all-reduce \
       --variant grp=ENV:MOEP_GROUPED_MOE=1 --variant nocontig=ENV:MOEP_CONTIGUOUS_PREFILL_ATTN=0 \
+      --variant gus=ENV:MOEP_FUSED_MOE_ACT=1 --variant nogus=ENV:MOEP_FUSED_MOE_ACT=0 \
       --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
       --name "${GPUTAG}_30b_one_gpu${TAG:-}" --label "one $GPU, launcher defaults (fa3) vs SGLang defaults"
     gpumon_summary
@@ -186,6 +193,7 @@ case "$STEP" in
       --variant sgcfg=ENV:MOEP_TUNED_MOE_CONFIGS=0 \
       --variant nodd=ENV:MOEP_PREFIX_DEDUP=0 --variant nodown=ENV:MOEP_TUNED_MOE_DOWN=0 \
       --variant grp=ENV:MOEP_GROUPED_MOE=1 --variant nocontig=ENV:MOEP_CONTIGUOUS_PREFILL_ATTN=0 \
+      --variant gus=ENV:MOEP_FUSED_MOE_ACT=1 --variant nogus=ENV:MOEP_FUSED_MOE_ACT=0 \
       --variant c16=--chunked-prefill-size=16384,--max-prefill-tokens=16384,--cuda-graph-max-bs-prefill=8192 \
       --name "${GPUTAG}_30b_table2_one_gpu${TAG:-}" --label "one $GPU, launcher defaults vs SGLang defaults, radix cache"
     gpumon_summary
@@ -205,6 +213,7 @@ case "$STEP" in
   one235b)  # the 235B shape, 12 layers (what one GPU holds with room for KV), at 4K
     $BENCH --preset qwen3-235b-a22b --num-layers 12 --gpus 1 --prompts 48 --prompt-len 4096 \
       --strategies "${STRATS:-sglang_default,replicas}" --variant grp=ENV:MOEP_GROUPED_MOE=1 \
+      --variant gus=ENV:MOEP_FUSED_MOE_ACT=1 --variant nogus=ENV:MOEP_FUSED_MOE_ACT=0 \
       --out "$R" --name ${GPUTAG}_235b12l_one_gpu${TAG:-} --repeats 3 \
       --label "one $GPU, launcher defaults (fa3) vs SGLang defaults"
     cp "$R"/*.json "$OUT"/; pack ;;

@@ -16,7 +16,7 @@ libtorch: nothing to compile) runs both projections:
   out_t  = s * sum_j w[t, j] * y[inv[t*k + j]]   with inv = order^-1       # [T, H]
 
 The arithmetic is SGLang's (bf16 GEMMs with fp32 accumulation, the same activation, the
-weighted sum in fp32), in another order of summation. `moep_sglang.plugin.grouped_moe` decides
+weighted sum in fp32), in another order of summation. `moep_sglang.plugin.routed_experts` decides
 when a call may take this path; everything here is a pure function of its tensors.
 """
 

@@ -15,12 +15,12 @@ from moep_sglang.plugin import (
     cpu_fallbacks,
     fp8_cpu,
     gpu_memory,
-    grouped_moe,
     kv_events,
     logprobs,
     moe_configs,
     prefill_attention,
     prefix_dedup,
+    routed_experts,
     score,
 )
 
@@ -95,9 +95,9 @@ HOOKS: tuple[HookSpec, ...] = (
     ),
     HookSpec(
         "sglang.srt.layers.moe.moe_runner.triton_utils.fused_moe.fused_experts",
-        grouped_moe.grouped_first, "AROUND",
-        "routed experts of prefill-sized bf16 calls on Hopper: sort by expert, torch's grouped "
-        "GEMM (CUTLASS) instead of the Triton kernel",
+        routed_experts.experts_first, "AROUND",
+        "routed experts of prefill-sized bf16 calls on Hopper: the gate-up GEMM with SiLU-and-mul "
+        "in one kernel (opt-in), or torch's grouped GEMM (opt-in)",
     ),
     HookSpec(
         "sglang.srt.layers.attention.flashattention_backend.FlashAttentionBackend."

@@ -1,6 +1,7 @@
 """The plugin's GPU kernels against SGLang's (run on the GPU machines: pytest -m gpu tests/gpu):
-the grouped-GEMM experts (moep_sglang/kernels/grouped_moe.py, opt-in) against SGLang's Triton
-fused_moe on the same random layer, and its Triton combine against its torch form."""
+the MoE layer with the gate-up GEMM and SiLU-and-mul merged (moep_sglang/kernels/gate_up_silu.py)
+and the grouped-GEMM experts (moep_sglang/kernels/grouped_moe.py) against SGLang's Triton
+fused_moe on the same random layer, and the grouped path's Triton combine against its torch form."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def test_gpu_combine_kernel_equals_its_torch_form():
     torch.testing.assert_close(got.float(), ref, atol=2e-2, rtol=1e-2)
 
 
-def test_gpu_grouped_experts_equal_sglang_fused_moe():
+def _sglang_fused_moe(x, w13, w2, weights, ids):
+    """SGLang's own kernels (the plugin's hook is not loaded in this process), in place on a
+    copy, with the configs its server would look up (server args published)."""
     from sglang.srt.layers.moe.moe_runner import MoeRunnerConfig
     from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe as sglang_module
     from sglang.srt.layers.moe.topk import StandardTopKOutput
@@ -51,13 +54,37 @@ def test_gpu_grouped_experts_equal_sglang_fused_moe():
     from moep_sglang.models.checkpoint import ensure_model
 
     publish_server_args(ensure_model(Path("/tmp/moep-models"), "qwen3-30b-a3b"))
-    x, w13, w2, weights, ids = _layer(4096)
-    # SGLang's own kernel (the plugin's hook is not loaded in this process); in place on a copy
-    ref = sglang_module.fused_moe(x.clone(), w13, w2, StandardTopKOutput(weights, ids, None),
-                                  MoeRunnerConfig(num_experts=E, num_local_experts=E,
-                                                  inplace=True))
-    got = grouped_moe.grouped_experts(x, w13, w2, weights, ids, act=sglang_module.silu_and_mul)
+    return sglang_module.fused_moe(x.clone(), w13, w2, StandardTopKOutput(weights, ids, None),
+                                   MoeRunnerConfig(num_experts=E, num_local_experts=E,
+                                                   inplace=True))
+
+
+def _assert_close(name, got, ref):
     diff = (got.float() - ref.float()).abs().max().item()
-    print(f"grouped experts vs SGLang fused_moe: max abs diff {diff:.3g} "
+    print(f"{name} vs SGLang fused_moe: max abs diff {diff:.3g} "
           f"(output scale {ref.float().abs().max().item():.3g})")
     torch.testing.assert_close(got.float(), ref.float(), atol=2e-2, rtol=2e-2)
+
+
+def test_gpu_grouped_experts_equal_sglang_fused_moe():
+    from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe as sglang_module
+
+    x, w13, w2, weights, ids = _layer(4096)
+    ref = _sglang_fused_moe(x, w13, w2, weights, ids)
+    got = grouped_moe.grouped_experts(x, w13, w2, weights, ids, act=sglang_module.silu_and_mul)
+    _assert_close("grouped experts", got, ref)
+
+
+# 4,096 tokens: C2 in token order; 16,384: an H100 takes its tuned down tile with TMA there
+# (C2 expert-sorted), an H200 has no down file and stays in token order
+@pytest.mark.parametrize("tokens", [1500, 4096, 16384])
+def test_gpu_gate_up_silu_experts_equal_sglang_fused_moe(tokens):
+    from moep_sglang.kernels import gate_up_silu
+
+    x, w13, w2, weights, ids = _layer(tokens, seed=tokens)
+    ref = _sglang_fused_moe(x, w13, w2, weights, ids)
+    buffer = x.clone()
+    got = gate_up_silu.fused_experts(buffer, w13, w2, weights, ids, out=buffer, scale=1.0,
+                                     filter_expert=False)
+    assert got.data_ptr() == buffer.data_ptr()
+    _assert_close(f"gate_up_silu experts, {tokens} tokens", got, ref)

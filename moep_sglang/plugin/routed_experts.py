@@ -1,8 +1,13 @@
-"""Hook: with MOEP_GROUPED_MOE=1, SGLang's Triton `fused_experts` hands prefill-sized unquantized
-calls on Hopper to torch's grouped GEMM (moep_sglang.kernels.grouped_moe); every other call runs
-SGLang's code unchanged. Off by default: on one H100, Qwen3-30B-A3B with 32K-token batches ran
-1.3-3.9% slower end to end with it (bench/results/gpu/h100_30b_one_gpu_grpcontig.json against
-h100_30b_one_gpu_split.json, consecutive calls on one machine)."""
+"""Hook on SGLang's Triton `fused_experts`: prefill-sized unquantized calls on Hopper run one of
+the plugin's paths for the routed experts; every other call runs SGLang's code unchanged.
+
+- `gate_up_silu` (MOEP_FUSED_MOE_ACT=1): SGLang's own sequence with its first GEMM and the SiLU-
+  and-mul pass merged into one Triton kernel (moep_sglang/kernels/gate_up_silu.py).
+- `grouped` (MOEP_GROUPED_MOE=1, wins over the other): torch's CUTLASS grouped GEMM
+  (moep_sglang/kernels/grouped_moe.py). Off by default: on one H100, Qwen3-30B-A3B with 32K-token
+  batches ran 1.3-3.9% slower end to end with it
+  (bench/results/gpu/h100_30b_one_gpu_grpcontig.json against h100_30b_one_gpu_split.json).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,16 @@ import torch
 from moep_sglang import envs
 
 # Below this many tokens in one call SGLang's kernel stays (decode, small prefill chunks).
-MIN_TOKENS = 2048
+MIN_TOKENS = {"grouped": 2048, "gate_up_silu": 1024}
+
+
+def path() -> str | None:
+    """The plugin path the switches pick (None: SGLang's)."""
+    if envs.grouped_moe():
+        return "grouped"
+    if envs.fused_moe_act():
+        return "gate_up_silu"
+    return None
 
 
 @functools.cache
@@ -31,15 +45,13 @@ def _tp_size() -> int:
 
 
 def skip_reason(hidden_states, w1, w2, topk_ids, config, quantized: bool, biased: bool,
-                min_tokens: int = MIN_TOKENS) -> str | None:
-    """Why this call keeps SGLang's kernel (None: it takes the grouped GEMM). Only what the
-    grouped path computes as SGLang does is taken: bf16/fp16 contiguous activations, experts
-    without biases or quantization, gated SiLU, no router weight on the input, every expert
-    local (SGLang filters ids unless num_experts == num_local_experts), a full combine, and an
-    in-place call or a single-GPU one (SGLang allocates an out-of-place output in symmetric
-    memory for the tensor-parallel all-reduce)."""
-    if not envs.grouped_moe():
-        return "MOEP_GROUPED_MOE is not 1"
+                min_tokens: int) -> str | None:
+    """Why this call keeps SGLang's kernel (None: a plugin path may take it). Only what both
+    paths compute as SGLang does is taken: bf16/fp16 contiguous activations, experts without
+    biases or quantization, gated SiLU, no router weight on the input, every expert local
+    (SGLang filters ids unless num_experts == num_local_experts), a full combine of k >= 2
+    experts per token, and an in-place call or a single-GPU one (SGLang allocates an
+    out-of-place output in symmetric memory for the tensor-parallel all-reduce)."""
     if quantized or biased:
         return "quantized or biased experts"
     if hidden_states.dtype not in (torch.bfloat16, torch.float16):
@@ -58,9 +70,11 @@ def skip_reason(hidden_states, w1, w2, topk_ids, config, quantized: bool, biased
         return f"{hidden_states.shape[0]} tokens < {min_tokens}"
     e, two_i, h = w1.shape
     if w2.shape != (e, h, two_i // 2) or hidden_states.shape[1] != h or h % 8 or two_i % 16:
-        return "shapes the grouped GEMM does not take"
+        return "shapes the plugin paths do not take"
     if topk_ids.shape[0] != hidden_states.shape[0]:
         return "topk rows differ from tokens"
+    if topk_ids.shape[1] < 2:
+        return "one expert per token (SGLang writes its output directly)"
     if not hidden_states.is_contiguous():
         return "strided activations"
     if not hidden_states.is_cuda:
@@ -78,24 +92,31 @@ QUANT_FLAGS = ("use_fp8_w8a8", "use_int8_w8a8", "use_int8_w8a16", "use_int4_w4a1
 QUANT_TENSORS = ("w1_scale", "w2_scale", "w1_zp", "w2_zp", "a1_scale", "a2_scale", "a1_q")
 
 
-def grouped_first(original, hidden_states, w1, w2, topk_output, moe_runner_config, *args,
+def experts_first(original, hidden_states, w1, w2, topk_output, moe_runner_config, *args,
                   **kwargs):
     """AROUND fused_moe.fused_experts: same arguments (SGLang passes the optional ones by name;
     anything else goes to SGLang as given), same return (hidden_states itself when the config is
     in place)."""
+    which = path()
     topk_weights, topk_ids, _ = topk_output
     quantized = (any(kwargs.get(f) for f in QUANT_FLAGS)
                  or any(kwargs.get(t) is not None for t in QUANT_TENSORS))
     biased = kwargs.get("b1") is not None or kwargs.get("b2") is not None
-    if args or skip_reason(hidden_states, w1, w2, topk_ids, moe_runner_config, quantized,
-                           biased) is not None:
+    if which is None or args or skip_reason(hidden_states, w1, w2, topk_ids, moe_runner_config,
+                                            quantized, biased, MIN_TOKENS[which]) is not None:
         return original(hidden_states, w1, w2, topk_output, moe_runner_config, *args, **kwargs)
+    scale = moe_runner_config.routed_scaling_factor
+    scale = 1.0 if scale is None else float(scale)
+    out = hidden_states if moe_runner_config.inplace else None
+    if which == "gate_up_silu":
+        from moep_sglang.kernels.gate_up_silu import fused_experts
+
+        # every expert is local (skip_reason), so SGLang would filter no ids either
+        return fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, out=out,
+                             scale=scale, filter_expert=False)
     from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe as sglang_fused_moe
 
     from moep_sglang.kernels.grouped_moe import grouped_experts
 
-    scale = moe_runner_config.routed_scaling_factor
-    return grouped_experts(hidden_states, w1, w2, topk_weights, topk_ids,
-                           out=hidden_states if moe_runner_config.inplace else None,
-                           scale=1.0 if scale is None else float(scale),
+    return grouped_experts(hidden_states, w1, w2, topk_weights, topk_ids, out=out, scale=scale,
                            act=sglang_fused_moe.silu_and_mul)

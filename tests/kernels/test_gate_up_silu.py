@@ -1,0 +1,94 @@
+"""The gate-up projection with SiLU-and-mul in its epilogue (moep_sglang/kernels/gate_up_silu.py),
+run by Triton's interpreter on CPU against the two passes it replaces, computed in torch: C1 =
+W13 x rounded to bf16, then silu(gate) * up. Rows come sorted by expert in blocks, as SGLang's
+moe_align_block_size hands them over, with padding rows and an expert filtered out."""
+
+import pytest
+import torch
+
+from moep_sglang.kernels import gate_up_silu as gus
+
+
+def align(topk_ids: torch.Tensor, block_m: int, num_experts: int, filtered=()):
+    """SGLang's moe_align_block_size in torch: the flat (token, slot) rows t*k + j grouped by
+    expert, each expert's run padded to a multiple of block_m with the sentinel T*k; expert id
+    per block (-1 for experts in `filtered`, as SGLang's filter marks another rank's)."""
+    flat = topk_ids.reshape(-1).tolist()
+    sentinel = len(flat)
+    sorted_ids, expert_ids = [], []
+    for e in range(num_experts):
+        rows = [r for r, x in enumerate(flat) if x == e]
+        if not rows:
+            continue
+        pad = -len(rows) % block_m
+        sorted_ids += rows + [sentinel] * pad
+        expert_ids += [-1 if e in filtered else e] * ((len(rows) + pad) // block_m)
+    post_padded = torch.tensor([len(sorted_ids)], dtype=torch.int32)
+    sorted_ids += [sentinel] * (2 * block_m)  # SGLang allocates the worst case: spare blocks
+    return (torch.tensor(sorted_ids, dtype=torch.int32),
+            torch.tensor(expert_ids + [-1] * 2, dtype=torch.int32), post_padded)
+
+
+def reference(x, w13, ids, k):
+    """[T*k, I] per flat row: silu(bf16(W_g x)) * bf16(W_u x), in float32."""
+    inter = w13.shape[1] // 2
+    out = torch.empty(ids.numel(), inter)
+    for r, e in enumerate(ids.reshape(-1).tolist()):
+        h = (w13[e].float() @ x[r // k].float()).to(torch.bfloat16).float()  # [2I] as C1 holds it
+        out[r] = torch.nn.functional.silu(h[:inter]) * h[inter:]
+    return out
+
+
+def _case(e, inter, hidden, k, tokens, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, hidden, generator=gen).to(torch.bfloat16)  # [T, H]
+    w13 = (torch.randn(e, 2 * inter, hidden, generator=gen) / hidden ** 0.5).to(torch.bfloat16)
+    logits = torch.randn(tokens, e, generator=gen)
+    ids = torch.topk(logits, k, dim=-1).indices.to(torch.int32)  # [T, k] distinct per token
+    return x, w13, ids
+
+
+TILE = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 1,
+        "num_warps": 4, "num_stages": 2}
+
+
+@pytest.mark.parametrize("e,inter,hidden,k,tokens,block_k", [
+    (4, 32, 64, 2, 21, 32),  # I a multiple of BLOCK_N, H of BLOCK_K
+    (6, 24, 48, 3, 10, 32),  # I not a multiple of BLOCK_N (wrapped loads, masked stores), ragged K
+])
+def test_rows_in_token_order_equal_the_two_passes(e, inter, hidden, k, tokens, block_k):
+    x, w13, ids = _case(e, inter, hidden, k, tokens, seed=e + tokens)
+    tile = {**TILE, "BLOCK_SIZE_K": block_k}
+    sorted_ids, expert_ids, post = align(ids, tile["BLOCK_SIZE_M"], e)
+    out = torch.full((tokens * k, inter), float("nan"), dtype=torch.bfloat16)
+    gus.gate_up_silu(x, w13, out, sorted_ids, expert_ids, post, k, tile)
+    ref = reference(x, w13, ids, k)
+    assert not out.isnan().any()  # every real row written
+    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
+
+
+def test_sorted_rows_filtered_experts_and_padding_are_left_alone():
+    e, inter, hidden, k, tokens = 4, 16, 32, 2, 13
+    x, w13, ids = _case(e, inter, hidden, k, tokens, seed=7)
+    bm = TILE["BLOCK_SIZE_M"]
+    sorted_ids, expert_ids, post = align(ids, bm, e, filtered={2})
+    rows = sorted_ids.shape[0]
+    out = torch.full((rows, inter), float("nan"), dtype=torch.bfloat16)  # C2 expert-sorted
+    gus.gate_up_silu(x, w13, out, sorted_ids, expert_ids, post, k, TILE, c_sorted=True)
+    ref = reference(x, w13, ids, k)
+    flat = ids.reshape(-1)
+    for pos, r in enumerate(sorted_ids.tolist()):
+        block_expert = int(expert_ids[pos // bm])
+        if r < tokens * k and block_expert != -1:  # a real row of a local expert: C2[r]
+            torch.testing.assert_close(out[pos].float(), ref[r], atol=2e-2, rtol=2e-2)
+        else:  # padding, a filtered expert's rows, spare blocks: never written
+            assert out[pos].isnan().all(), (pos, r, block_expert)
+    assert (flat == 2).any()  # the filtered expert had rows to skip
+
+
+def test_tile_halves_block_n_and_keeps_the_aligned_block_m():
+    sglang = {"BLOCK_SIZE_M": 128, "BLOCK_SIZE_N": 256, "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 16,
+              "num_warps": 8, "num_stages": 4}
+    assert gus.tile(sglang) == {**sglang, "BLOCK_SIZE_N": 128}
+    assert gus.tile({"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 64})["BLOCK_SIZE_N"] \
+        == 16  # never below the MMA's 16
