@@ -43,20 +43,17 @@ def test_gpu_combine_kernel_equals_its_torch_form():
     torch.testing.assert_close(got.float(), ref, atol=2e-2, rtol=1e-2)
 
 
-def _sglang_fused_moe(x, w13, w2, weights, ids):
-    """SGLang's own kernels (the plugin's hook is not loaded in this process), in place on a
-    copy, with the configs its server would look up (server args published)."""
-    from sglang.srt.layers.moe.moe_runner import MoeRunnerConfig
-    from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe as sglang_module
-    from sglang.srt.layers.moe.topk import StandardTopKOutput
+@pytest.fixture
+def fused_moe(monkeypatch):
+    """SGLang's fused_moe with moep's plugin loaded (its tuned configs: on an H100 the 30B
+    shape's down tile with TMA from 8,192 tokens) as its Triton runner calls it, in place on a
+    copy: run(x, w13, w2, weights, ids, path), path None (SGLang's kernels), "gate_up_silu" or
+    "grouped" (the hook's paths). The switches it sets are restored afterwards."""
+    from bench.gpu.moe_grouped_bench import sglang_fused_moe
 
-    from bench.gpu.tune_moe import publish_server_args
-    from moep_sglang.models.checkpoint import ensure_model
-
-    publish_server_args(ensure_model(Path("/tmp/moep-models"), "qwen3-30b-a3b"))
-    return sglang_module.fused_moe(x.clone(), w13, w2, StandardTopKOutput(weights, ids, None),
-                                   MoeRunnerConfig(num_experts=E, num_local_experts=E,
-                                                   inplace=True))
+    monkeypatch.setenv("MOEP_GROUPED_MOE", "0")
+    monkeypatch.setenv("MOEP_FUSED_MOE_ACT", "0")
+    return sglang_fused_moe()
 
 
 def _assert_close(name, got, ref):
@@ -66,25 +63,31 @@ def _assert_close(name, got, ref):
     torch.testing.assert_close(got.float(), ref.float(), atol=2e-2, rtol=2e-2)
 
 
-def test_gpu_grouped_experts_equal_sglang_fused_moe():
+def test_gpu_grouped_experts_equal_sglang_fused_moe(fused_moe):
     from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe as sglang_module
 
     x, w13, w2, weights, ids = _layer(4096)
-    ref = _sglang_fused_moe(x, w13, w2, weights, ids)
+    ref = fused_moe(x, w13, w2, weights, ids, None)
     got = grouped_moe.grouped_experts(x, w13, w2, weights, ids, act=sglang_module.silu_and_mul)
     _assert_close("grouped experts", got, ref)
 
 
-# 4,096 tokens: C2 in token order; 16,384: an H100 takes its tuned down tile with TMA there
-# (C2 expert-sorted), an H200 has no down file and stays in token order
+# 1,500 and 4,096 tokens: C2 in token order; 16,384: an H100 takes the plugin's tuned down tile
+# with TMA there (C2 expert-sorted), an H200 has no down file and stays in token order
 @pytest.mark.parametrize("tokens", [1500, 4096, 16384])
-def test_gpu_gate_up_silu_experts_equal_sglang_fused_moe(tokens):
+def test_gpu_gate_up_silu_experts_equal_sglang_fused_moe(fused_moe, monkeypatch, tokens):
     from moep_sglang.kernels import gate_up_silu
 
+    calls = []
+    kernel = gate_up_silu.gate_up_silu
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("c_sorted"))
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(gate_up_silu, "gate_up_silu", counted)
     x, w13, w2, weights, ids = _layer(tokens, seed=tokens)
-    ref = _sglang_fused_moe(x, w13, w2, weights, ids)
-    buffer = x.clone()
-    got = gate_up_silu.fused_experts(buffer, w13, w2, weights, ids, out=buffer, scale=1.0,
-                                     filter_expert=False)
-    assert got.data_ptr() == buffer.data_ptr()
-    _assert_close(f"gate_up_silu experts, {tokens} tokens", got, ref)
+    ref = fused_moe(x, w13, w2, weights, ids, None)
+    got = fused_moe(x, w13, w2, weights, ids, "gate_up_silu")  # through the plugin's hook
+    assert len(calls) == 1  # the hook took the merged kernel's path, once
+    _assert_close(f"gate_up_silu experts, {tokens} tokens (C2 sorted: {calls[0]})", got, ref)
