@@ -84,7 +84,7 @@ def bench_shape(spec: str, tokens: list[int], reps: int, sglang) -> list[dict]:
         config, down_config, down_tma, *_ = sgl._prepare_fused_moe_run(
             x, w13, w2, ids, use_fp8_w8a8=False, use_int8_w8a8=False, use_int8_w8a16=False,
             use_int4_w4a16=False, per_channel_quant=False, block_shape=None)
-        derived = gus.tile(config)
+        derived = gus.tile(config, i)
         ref = sglang(x, w13, w2, weights, ids, None)
         got = sglang(x, w13, w2, weights, ids, "gate_up_silu")  # through the plugin's hook
         sg_ms = time_ms(lambda: sglang(x, w13, w2, weights, ids, None), reps)

@@ -12,8 +12,9 @@ r = (t, j), which `moe_align_block_size` sorts by expert e(r) into blocks of BLO
 matching up columns [I+n, I+n+BN) of one block of rows as two fp32 accumulators over the same
 tiles of x, rounds each to the activation dtype as C1 would be stored, and writes
 silu(g) * u. C1 (T*k*2I values, written and read back once per layer: 0.8 GB at 32,768 tokens of
-Qwen3-30B-A3B) never exists and the activation kernel's launch goes. With half SGLang's BLOCK_N
-per accumulator a program does the same loads and MMAs as SGLang's up-projection program.
+Qwen3-30B-A3B) never exists and the activation kernel's launch goes. With BLOCK_N = 128 per
+accumulator (`tile`) a program of SGLang's usual 128 x 256 up-projection tile does the same loads
+and MMAs as SGLang's.
 `fused_experts` is SGLang's sequence with this pass in place of the first two; the other two are
 SGLang's own functions. `moep_sglang.plugin.routed_experts` decides which calls take it.
 """
@@ -109,12 +110,20 @@ def _kernel(interpret: bool):
     return triton.jit(_gate_up_silu_body)
 
 
-def tile(config: dict) -> dict:
-    """The kernel's tile from SGLang's up-projection config for the call: the same BLOCK_M (the
-    rows were aligned to it), half its BLOCK_N per accumulator (two accumulators: the same
-    registers and the same B bytes per step as SGLang's program), the rest as given."""
+# Columns per accumulator. A sweep on one H100 (bench/results/gpu/h100_gate_up_silu.json: BLOCK_N
+# 64 or 128, 3 or 4 stages, 4 or 8 warps, GROUP_SIZE_M 1 or 16, at 1,024-32,768 tokens) found 128
+# best or within its timing noise for both shapes: Qwen3-30B-A3B (SGLang's tiles 64 x 128 and
+# 128 x 256) and the 235B shape (SGLang's generic 64 x 64 tile, where 128 was 1.17-1.68x
+# faster than 32, half of it).
+BLOCK_N = 128
+
+
+def tile(config: dict, inter: int) -> dict:
+    """The kernel's tile for a call SGLang configured with `config` (its up-projection tile):
+    the same BLOCK_M (the rows were aligned to it), BLOCK_K, GROUP_SIZE_M, warps and stages;
+    BLOCK_N columns per accumulator (fewer when the intermediate size is smaller)."""
     return {"BLOCK_SIZE_M": config["BLOCK_SIZE_M"],
-            "BLOCK_SIZE_N": max(16, config["BLOCK_SIZE_N"] // 2),
+            "BLOCK_SIZE_N": min(BLOCK_N, max(16, triton.next_power_of_2(inter))),
             "BLOCK_SIZE_K": config["BLOCK_SIZE_K"], "GROUP_SIZE_M": config.get("GROUP_SIZE_M", 1),
             "num_warps": config.get("num_warps", 4), "num_stages": config.get("num_stages", 3)}
 
@@ -169,7 +178,7 @@ def fused_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
     padded = min(t * k, e + 1) * (config["BLOCK_SIZE_M"] - 1) if down_tma else 0
     cache2 = torch.empty((t * k + padded, i), device=x.device, dtype=x.dtype)  # [rows, I]
     gate_up_silu(x, w13, cache2, sorted_ids, expert_ids, post_padded, k,
-                 tile_override or tile(config), c_sorted=down_tma)
+                 tile_override or tile(config, i), c_sorted=down_tma)
     cache3 = torch.empty((t, k, w2.shape[1]), device=x.device, dtype=x.dtype)  # [T, k, H]
     sgl.invoke_fused_moe_kernel(
         cache2, w2, None, cache3, None, None, None, topk_weights, topk_ids, sorted_ids,

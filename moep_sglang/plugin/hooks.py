@@ -97,7 +97,7 @@ HOOKS: tuple[HookSpec, ...] = (
         "sglang.srt.layers.moe.moe_runner.triton_utils.fused_moe.fused_experts",
         routed_experts.experts_first, "AROUND",
         "routed experts of prefill-sized bf16 calls on Hopper: the gate-up GEMM with SiLU-and-mul "
-        "in one kernel (opt-in), or torch's grouped GEMM (opt-in)",
+        "in one kernel (default), or torch's grouped GEMM (opt-in)",
     ),
     HookSpec(
         "sglang.srt.layers.attention.flashattention_backend.FlashAttentionBackend."

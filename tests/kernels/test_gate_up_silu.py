@@ -86,9 +86,12 @@ def test_sorted_rows_filtered_experts_and_padding_are_left_alone():
     assert (flat == 2).any()  # the filtered expert had rows to skip
 
 
-def test_tile_halves_block_n_and_keeps_the_aligned_block_m():
+def test_tile_keeps_sglangs_aligned_block_m_and_takes_128_columns():
     sglang = {"BLOCK_SIZE_M": 128, "BLOCK_SIZE_N": 256, "BLOCK_SIZE_K": 64, "GROUP_SIZE_M": 16,
               "num_warps": 8, "num_stages": 4}
-    assert gus.tile(sglang) == {**sglang, "BLOCK_SIZE_N": 128}
-    assert gus.tile({"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 16, "BLOCK_SIZE_K": 64})["BLOCK_SIZE_N"] \
-        == 16  # never below the MMA's 16
+    assert gus.tile(sglang, inter=768) == {**sglang, "BLOCK_SIZE_N": 128}
+    generic = {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 32, "GROUP_SIZE_M": 8}
+    assert gus.tile(generic, inter=1536) == {**generic, "BLOCK_SIZE_N": 128, "num_warps": 4,
+                                             "num_stages": 3}  # SGLang's launch defaults
+    assert gus.tile(generic, inter=48)["BLOCK_SIZE_N"] == 64  # a small layer: its next power
+    assert gus.tile(generic, inter=8)["BLOCK_SIZE_N"] == 16  # never below the MMA's 16
