@@ -23,11 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common import print_table  # noqa: E402
-from bench.gpu.kernel_timing import add_common_args, result_doc, time_ms  # noqa: E402
+from bench.gpu.kernel_timing import (  # noqa: E402
+    MOE_SHAPES, add_common_args, add_moe_args, moe_batch, moe_layer, result_doc, time_ms)
 
 from moep_sglang.kernels import grouped_moe  # noqa: E402
 
-SHAPES = ("128,768,2048,8", "128,1536,4096,8")  # E,I,H,k: Qwen3-30B-A3B, Qwen3-235B-A22B
 TOKENS = (4096, 8192, 16384, 32768)
 
 
@@ -65,18 +65,10 @@ def sglang_fused_moe():
 def bench_shape(spec: str, tokens: list[int], reps: int, sglang, act) -> list[dict]:
     import torch
 
-    e, i, h, k = (int(v) for v in spec.split(","))
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    bf16 = torch.bfloat16
-    w13 = (torch.randn(e, 2 * i, h, generator=gen, device="cuda") / h ** 0.5).to(bf16)  # [E,2I,H]
-    w2 = (torch.randn(e, h, i, generator=gen, device="cuda") / i ** 0.5).to(bf16)  # [E, H, I]
+    e, i, h, k, w13, w2, gen = moe_layer(spec)  # w13 [E, 2I, H], w2 [E, H, I]
     rows = []
     for t in tokens:
-        x = torch.randn(t, h, generator=gen, device="cuda").to(bf16)  # [T, H]
-        logits = torch.randn(t, e, generator=gen, device="cuda")  # [T, E] near-uniform routing
-        weights, ids = torch.topk(torch.softmax(logits, -1), k, dim=-1)  # [T, k]
-        weights = weights / weights.sum(-1, keepdim=True)
-        ids = ids.to(torch.int32)
+        x, weights, ids = moe_batch(t, e, h, k, gen)  # [T, H], [T, k], [T, k]
         out = torch.empty_like(x)
         order, offs, inv = grouped_moe.route(ids, e)
         a = grouped_moe.gather_rows(x, order, k)
@@ -117,15 +109,14 @@ def bench_shape(spec: str, tokens: list[int], reps: int, sglang, act) -> list[di
                         "ref_abs_max": float(ref.float().abs().max())})
         rows.append(row)
         print(json.dumps(row), flush=True)
-        del x, out, logits, a, hh, g, y
+        del x, out, a, hh, g, y
         torch.cuda.empty_cache()
     return rows
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--shape", action="append", default=None, help="E,I,H,k (repeatable)")
-    p.add_argument("--tokens", default=",".join(map(str, TOKENS)))
+    add_moe_args(p, TOKENS)
     add_common_args(p, "moe_grouped_bench")
     args = p.parse_args()
     tokens = [int(v) for v in args.tokens.split(",")]
@@ -137,7 +128,7 @@ def main() -> None:
 
         act = sglang_module.silu_and_mul
     doc["activation"] = f"{act.__module__}.{act.__name__}"
-    for spec in args.shape or SHAPES:
+    for spec in args.shape or MOE_SHAPES:
         doc["rows"] += bench_shape(spec, tokens, args.reps, sglang, act)
         (args.out / f"{args.name}.json").write_text(json.dumps(doc, indent=2))
     doc["table"] = print_table(doc["rows"], [
