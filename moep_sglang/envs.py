@@ -67,7 +67,7 @@ def fused_moe_act() -> bool:
     """MOEP_FUSED_MOE_ACT=0: prefill-sized unquantized MoE calls on Hopper run SGLang's gate-up
     GEMM and SiLU-and-mul passes instead of the plugin's one kernel for both
     (moep_sglang/kernels/gate_up_silu.py; on by default: on one H100 the whole MoE layer ran
-    1.02-1.31x faster with identical outputs, bench/results/gpu/h100_gate_up_silu.json). Read at
+    1.01-1.30x faster with identical outputs, bench/results/gpu/h100_gate_up_silu.json). Read at
     every call."""
     return _get("MOEP_FUSED_MOE_ACT", "1") != "0"
 

@@ -44,9 +44,9 @@ def _two_passes(x, w13, ids, weights, config, down_tma):
     t, k = ids.shape
     e, two_i, _ = w13.shape
     sorted_ids, expert_ids, post = sgl.moe_align_block_size(ids, config["BLOCK_SIZE_M"], e)
-    padded = min(t * k, e + 1) * (config["BLOCK_SIZE_M"] - 1) if down_tma else 0
-    c1 = torch.empty(t * k + padded, two_i, device="cuda", dtype=x.dtype)
-    c2 = torch.empty(t * k + padded, two_i // 2, device="cuda", dtype=x.dtype)
+    rows = gus.padded_rows(t, k, e, config["BLOCK_SIZE_M"], down_tma)
+    c1 = torch.empty(rows, two_i, device="cuda", dtype=x.dtype)  # [rows, 2I]
+    c2 = torch.empty(rows, two_i // 2, device="cuda", dtype=x.dtype)  # [rows, I]
 
     def sglang_passes():
         sgl.invoke_fused_moe_kernel(

@@ -15,8 +15,8 @@ silu(g) * u. C1 (T*k*2I values, written and read back once per layer: 0.8 GB at 
 Qwen3-30B-A3B) never exists and the activation kernel's launch goes. With BLOCK_N = 128 per
 accumulator (`tile`) a program of SGLang's usual 128 x 256 up-projection tile does the same loads
 and MMAs as SGLang's.
-`fused_experts` is SGLang's sequence with this pass in place of the first two; the other two are
-SGLang's own functions. `moep_sglang.plugin.routed_experts` decides which calls take it.
+`moep_sglang.plugin.routed_experts` runs SGLang's sequence with this pass in place of the first
+two, and decides which calls take it; everything here is a function of its tensors.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def _gate_up_silu_body(
     BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr, BLOCK_SIZE_K: tl.constexpr,
     GROUP_SIZE_M: tl.constexpr, top_k: tl.constexpr, compute_type: tl.constexpr,
     even_Ks: tl.constexpr, c_sorted: tl.constexpr,
-    DOT_F32: tl.constexpr,  # the interpreter's dot takes bf16 for integers: upcast (tests only)
+    # Triton's interpreter (CPU tests) has no bf16 dot: it upcasts; compiled kernels never do
+    DOT_F32: tl.constexpr,
 ):
     """One [BLOCK_M, BLOCK_N] tile of C2. a: x [T, K]; b: W13 [E, 2I, K]; c: C2 [rows, I], row
     r of the sorted order (c_sorted: SGLang's TMA down GEMM reads C2 expert-sorted) or the flat
@@ -89,8 +90,8 @@ def _gate_up_silu_body(
         g_ptrs += BLOCK_SIZE_K * stride_bk
         u_ptrs += BLOCK_SIZE_K * stride_bk
 
-    gate = acc_g.to(compute_type).to(tl.float32)  # rounded as SGLang's C1 holds them
-    up = acc_u.to(compute_type).to(tl.float32)
+    gate = acc_g.to(compute_type).to(tl.float32)  # [BM, BN] rounded as SGLang's C1 holds it
+    up = acc_u.to(compute_type).to(tl.float32)  # [BM, BN]
     out = (gate / (1.0 + tl.exp(-gate)) * up).to(compute_type)  # [BM, BN] silu(g) * u
     offs_cn = pid_n * BLOCK_SIZE_N + tl.arange(0, BLOCK_SIZE_N)
     if c_sorted:
@@ -111,21 +112,41 @@ def _kernel(interpret: bool):
 
 
 # Columns per accumulator. A sweep on one H100 (bench/results/gpu/h100_gate_up_silu.json: BLOCK_N
-# 64 or 128, 3 or 4 stages, 4 or 8 warps, GROUP_SIZE_M 1 or 16, at 1,024-32,768 tokens) found 128
-# best or within its timing noise for both shapes: Qwen3-30B-A3B (SGLang's tiles 64 x 128 and
-# 128 x 256) and the 235B shape (SGLang's generic 64 x 64 tile, where 128 was 1.17-1.68x
-# faster than 32, half of it).
+# 64 or 128, 3 or 4 stages, 4 or 8 warps, GROUP_SIZE_M 1 or 16, at 1,024-32,768 tokens) had 128
+# in its fastest tile at every size of both shapes: Qwen3-30B-A3B (SGLang's tiles 64 x 128 and
+# 128 x 256) and the 235B shape (SGLang's generic 64 x 64 tile).
 BLOCK_N = 128
+# Shared memory a tile's pipeline may take (Hopper: 227 KB per block; some room for the rest).
+SMEM_BYTES = 220 * 1024
 
 
-def tile(config: dict, inter: int) -> dict:
+def tile(config: dict, inter: int, elem_bytes: int = 2) -> dict:
     """The kernel's tile for a call SGLang configured with `config` (its up-projection tile):
-    the same BLOCK_M (the rows were aligned to it), BLOCK_K, GROUP_SIZE_M, warps and stages;
-    BLOCK_N columns per accumulator (fewer when the intermediate size is smaller)."""
-    return {"BLOCK_SIZE_M": config["BLOCK_SIZE_M"],
-            "BLOCK_SIZE_N": min(BLOCK_N, max(16, triton.next_power_of_2(inter))),
-            "BLOCK_SIZE_K": config["BLOCK_SIZE_K"], "GROUP_SIZE_M": config.get("GROUP_SIZE_M", 1),
-            "num_warps": config.get("num_warps", 4), "num_stages": config.get("num_stages", 3)}
+    the same BLOCK_M (the rows were aligned to it), BLOCK_K, GROUP_SIZE_M and warps; BLOCK_N
+    columns per accumulator (fewer when the intermediate size is smaller); SGLang's stages, fewer
+    where the A tile and the two B tiles per stage would pass SMEM_BYTES (a tile SGLang sized
+    for one B tile of <= 128 columns can, e.g. 64 x 128 x 128 in 4 stages)."""
+    bm, bk = config["BLOCK_SIZE_M"], config["BLOCK_SIZE_K"]
+    bn = min(BLOCK_N, max(16, triton.next_power_of_2(inter)))
+    per_stage = (bm * bk + 2 * bk * bn) * elem_bytes  # A [BM, BK] + gate and up [BK, BN]
+    stages = config.get("num_stages", 3)
+    while stages > 2 and stages * per_stage > SMEM_BYTES:
+        stages -= 1
+    return {"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": bk,
+            "GROUP_SIZE_M": config.get("GROUP_SIZE_M", 1),
+            "num_warps": config.get("num_warps", 4), "num_stages": stages}
+
+
+def padded_rows(tokens: int, top_k: int, num_experts: int, block_m: int, sorted_c: bool) -> int:
+    """Rows of C2: T*k, plus SGLang's worst-case block padding when C2 is expert-sorted (its TMA
+    down GEMM reads whole blocks)."""
+    pad = min(tokens * top_k, num_experts + 1) * (block_m - 1) if sorted_c else 0
+    return tokens * top_k + pad
+
+
+def compute_type(dtype: torch.dtype):
+    """Triton's type of the activations (bf16 or fp16)."""
+    return tl.bfloat16 if dtype == torch.bfloat16 else tl.float16
 
 
 def gate_up_silu(x: torch.Tensor, w13: torch.Tensor, out: torch.Tensor,
@@ -139,10 +160,8 @@ def gate_up_silu(x: torch.Tensor, w13: torch.Tensor, out: torch.Tensor,
     t, h = x.shape
     i = w13.shape[1] // 2
     bm, bn = config["BLOCK_SIZE_M"], config["BLOCK_SIZE_N"]
-    em = sorted_token_ids.shape[0]
-    if t < bm:  # SGLang's bound on the programs of small batches (invoke_fused_moe_kernel)
-        em = min(em, t * top_k * bm)
-    grid = (triton.cdiv(em, bm) * triton.cdiv(i, bn),)
+    em = sorted_token_ids.shape[0]  # EM: aligned rows, worst case (SGLang's grid, too)
+    grid = (triton.cdiv(em, bm) * triton.cdiv(i, bn),)  # (row blocks x column blocks,)
     interpret = not x.is_cuda
     _kernel(interpret)[grid](
         x, w13, out, sorted_token_ids, expert_ids, num_tokens_post_padded,
@@ -151,43 +170,7 @@ def gate_up_silu(x: torch.Tensor, w13: torch.Tensor, out: torch.Tensor,
         out.stride(0), out.stride(1),
         K=h, BLOCK_SIZE_M=bm, BLOCK_SIZE_N=bn, BLOCK_SIZE_K=config["BLOCK_SIZE_K"],
         GROUP_SIZE_M=config["GROUP_SIZE_M"], top_k=top_k,
-        compute_type=tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16,
-        even_Ks=h % config["BLOCK_SIZE_K"] == 0, c_sorted=c_sorted, DOT_F32=interpret,
+        compute_type=compute_type(x.dtype), even_Ks=h % config["BLOCK_SIZE_K"] == 0,
+        c_sorted=c_sorted, DOT_F32=interpret,
         num_warps=config["num_warps"], num_stages=config["num_stages"])
-    return out
-
-
-def fused_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
-                  topk_weights: torch.Tensor, topk_ids: torch.Tensor, *,
-                  out: torch.Tensor | None, scale: float, filter_expert: bool,
-                  tile_override: dict | None = None) -> torch.Tensor:
-    """SGLang 0.5.17's `_fused_moe_kernel_sequence` for unquantized gated-SiLU experts with a
-    combine (k >= 2), with `gate_up_silu` for its first GEMM and activation: SGLang's config
-    lookup and alignment, its down GEMM (its down config and TMA choice) and moe_sum_reduce.
-    x [T, H], w13 [E, 2I, H], w2 [E, H, I], topk_* [T, k]; out [T, H] or None (allocated).
-    `tile_override` replaces the derived tile (the microbenchmark's sweep)."""
-    from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe as sgl
-
-    t, k = topk_ids.shape
-    e, i = w13.shape[0], w2.shape[2]
-    config, down_config, down_tma, sorted_ids, expert_ids, post_padded = (
-        sgl._prepare_fused_moe_run(
-            x, w13, w2, topk_ids, use_fp8_w8a8=False, use_int8_w8a8=False,
-            use_int8_w8a16=False, use_int4_w4a16=False, per_channel_quant=False,
-            block_shape=None))
-    padded = min(t * k, e + 1) * (config["BLOCK_SIZE_M"] - 1) if down_tma else 0
-    cache2 = torch.empty((t * k + padded, i), device=x.device, dtype=x.dtype)  # [rows, I]
-    gate_up_silu(x, w13, cache2, sorted_ids, expert_ids, post_padded, k,
-                 tile_override or tile(config, i), c_sorted=down_tma)
-    cache3 = torch.empty((t, k, w2.shape[1]), device=x.device, dtype=x.dtype)  # [T, k, H]
-    sgl.invoke_fused_moe_kernel(
-        cache2, w2, None, cache3, None, None, None, topk_weights, topk_ids, sorted_ids,
-        expert_ids, post_padded, True, 1, down_config or config,
-        compute_type=tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16,
-        use_fp8_w8a8=False, use_int8_w8a8=False, use_int8_w8a16=False, use_int4_w4a16=False,
-        per_channel_quant=False, block_shape=None, a_use_tma=down_tma, b_use_tma=down_tma,
-        filter_expert=filter_expert, fuse_sum_all_reduce=False, router_topk=k)
-    if out is None:
-        out = torch.empty_like(x)
-    sgl.moe_sum_reduce(cache3, out, scale)
     return out

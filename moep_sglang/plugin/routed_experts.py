@@ -3,7 +3,7 @@ the plugin's paths for the routed experts; every other call runs SGLang's code u
 
 - `gate_up_silu` (default; MOEP_FUSED_MOE_ACT=0 turns it off): SGLang's own sequence with its
   first GEMM and the SiLU-and-mul pass merged into one Triton kernel
-  (moep_sglang/kernels/gate_up_silu.py). On one H100 the whole MoE layer ran 1.02-1.31x faster
+  (moep_sglang/kernels/gate_up_silu.py). On one H100 the whole MoE layer ran 1.01-1.30x faster
   with bit-identical outputs (bench/results/gpu/h100_gate_up_silu.json), and Qwen3-30B-A3B at 4K
   65,214 against 64,185 tok/s end to end (h100_30b_one_gpu_gus2.json, h100_30b_one_gpu_gus.json).
 - `grouped` (MOEP_GROUPED_MOE=1, wins over the other): torch's CUTLASS grouped GEMM
@@ -15,13 +15,14 @@ the plugin's paths for the routed experts; every other call runs SGLang's code u
 from __future__ import annotations
 
 import functools
+from types import MappingProxyType
 
 import torch
 
 from moep_sglang import envs
 
 # Below this many tokens in one call SGLang's kernel stays (decode, small prefill chunks).
-MIN_TOKENS = {"grouped": 2048, "gate_up_silu": 1024}
+MIN_TOKENS = MappingProxyType({"grouped": 2048, "gate_up_silu": 1024})
 
 
 def path() -> str | None:
@@ -45,6 +46,17 @@ def _tp_size() -> int:
         return get_tensor_model_parallel_world_size()
     except Exception:  # noqa: BLE001 - no group initialised: one process
         return 1
+
+
+def _fused_sum_all_reduce() -> bool:
+    """SGLang's --enable-fused-moe-sum-all-reduce (its down GEMM adds into the output atomically,
+    which neither plugin path does)."""
+    try:
+        from sglang.srt.runtime_context import get_exec
+
+        return bool(get_exec().moe.enable_fused_moe_sum_all_reduce)
+    except Exception:  # noqa: BLE001 - no server context (a bare process): SGLang's default
+        return False
 
 
 def skip_reason(hidden_states, w1, w2, topk_ids, config, quantized: bool, biased: bool,
@@ -78,8 +90,12 @@ def skip_reason(hidden_states, w1, w2, topk_ids, config, quantized: bool, biased
         return "topk rows differ from tokens"
     if topk_ids.shape[1] < 2:
         return "one expert per token (SGLang writes its output directly)"
+    if topk_ids.shape[1] > 2 and _fused_sum_all_reduce():
+        return "--enable-fused-moe-sum-all-reduce"
     if not hidden_states.is_contiguous():
         return "strided activations"
+    if not (w1.is_contiguous() and w2.is_contiguous()):
+        return "strided expert weights"
     if not hidden_states.is_cuda:
         return "not on a GPU"
     if not _hopper(hidden_states.device.index or 0):
@@ -112,14 +128,49 @@ def experts_first(original, hidden_states, w1, w2, topk_output, moe_runner_confi
     scale = 1.0 if scale is None else float(scale)
     out = hidden_states if moe_runner_config.inplace else None
     if which == "gate_up_silu":
-        from moep_sglang.kernels.gate_up_silu import fused_experts
-
         # every expert is local (skip_reason), so SGLang would filter no ids either
-        return fused_experts(hidden_states, w1, w2, topk_weights, topk_ids, out=out,
-                             scale=scale, filter_expert=False)
+        return gate_up_silu_experts(hidden_states, w1, w2, topk_weights, topk_ids, out=out,
+                                    scale=scale, filter_expert=False)
     from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe as sglang_fused_moe
 
     from moep_sglang.kernels.grouped_moe import grouped_experts
 
     return grouped_experts(hidden_states, w1, w2, topk_weights, topk_ids, out=out, scale=scale,
                            act=sglang_fused_moe.silu_and_mul)
+
+
+def gate_up_silu_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
+                         topk_weights: torch.Tensor, topk_ids: torch.Tensor, *,
+                         out: torch.Tensor | None, scale: float, filter_expert: bool
+                         ) -> torch.Tensor:
+    """SGLang 0.5.17's `_fused_moe_kernel_sequence` for the calls skip_reason lets through, with
+    moep_sglang.kernels.gate_up_silu for its first GEMM and activation: SGLang's config lookup
+    and alignment, its down GEMM (its down config and TMA choice) and moe_sum_reduce.
+    x [T, H], w13 [E, 2I, H], w2 [E, H, I], topk_* [T, k]; out [T, H] or None (allocated)."""
+    from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe as sgl
+
+    from moep_sglang.kernels import gate_up_silu as gus
+
+    t, k = topk_ids.shape
+    e, i = w13.shape[0], w2.shape[2]
+    config, down_config, down_tma, sorted_ids, expert_ids, post_padded = (
+        sgl._prepare_fused_moe_run(
+            x, w13, w2, topk_ids, use_fp8_w8a8=False, use_int8_w8a8=False,
+            use_int8_w8a16=False, use_int4_w4a16=False, per_channel_quant=False,
+            block_shape=None))
+    rows = gus.padded_rows(t, k, e, config["BLOCK_SIZE_M"], down_tma)
+    cache2 = torch.empty((rows, i), device=x.device, dtype=x.dtype)  # [rows, I] C2
+    gus.gate_up_silu(x, w13, cache2, sorted_ids, expert_ids, post_padded, k,
+                     gus.tile(config, i, x.element_size()), c_sorted=down_tma)
+    cache3 = torch.empty((t, k, w2.shape[1]), device=x.device, dtype=x.dtype)  # [T, k, H] C3
+    sgl.invoke_fused_moe_kernel(
+        cache2, w2, None, cache3, None, None, None, topk_weights, topk_ids, sorted_ids,
+        expert_ids, post_padded, True, 1, down_config or config,
+        compute_type=gus.compute_type(x.dtype), use_fp8_w8a8=False, use_int8_w8a8=False,
+        use_int8_w8a16=False, use_int4_w4a16=False, per_channel_quant=False, block_shape=None,
+        a_use_tma=down_tma, b_use_tma=down_tma, filter_expert=filter_expert,
+        fuse_sum_all_reduce=False, router_topk=k)
+    if out is None:
+        out = torch.empty_like(x)  # [T, H]
+    sgl.moe_sum_reduce(cache3, out, scale)
+    return out

@@ -91,3 +91,5 @@ def test_gpu_gate_up_silu_experts_equal_sglang_fused_moe(fused_moe, monkeypatch,
     got = fused_moe(x, w13, w2, weights, ids, "gate_up_silu")  # through the plugin's hook
     assert len(calls) == 1  # the hook took the merged kernel's path, once
     _assert_close(f"gate_up_silu experts, {tokens} tokens (C2 sorted: {calls[0]})", got, ref)
+    # the same products summed in the same order as SGLang's: bit-identical, not just close
+    assert torch.equal(got, ref)

@@ -95,3 +95,19 @@ def test_tile_keeps_sglangs_aligned_block_m_and_takes_128_columns():
                                              "num_stages": 3}  # SGLang's launch defaults
     assert gus.tile(generic, inter=48)["BLOCK_SIZE_N"] == 64  # a small layer: its next power
     assert gus.tile(generic, inter=8)["BLOCK_SIZE_N"] == 16  # never below the MMA's 16
+
+
+def test_tile_drops_stages_that_would_not_fit_in_shared_memory():
+    measured = {"BLOCK_SIZE_M": 128, "BLOCK_SIZE_N": 256, "BLOCK_SIZE_K": 64, "num_stages": 4}
+    assert gus.tile(measured, inter=768)["num_stages"] == 4  # 4 x 48 KB: the tile timed on H100
+    # SGLang sized 64 x 128 x 128 in 4 stages for one B tile; two need 80 KB a stage
+    wide_k = {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 128, "num_stages": 4}
+    got = gus.tile(wide_k, inter=1856)
+    per_stage = (64 * 128 + 2 * 128 * got["BLOCK_SIZE_N"]) * 2
+    assert got["num_stages"] == 2 and got["num_stages"] * per_stage <= gus.SMEM_BYTES
+
+
+def test_padded_rows_add_sglangs_block_padding_only_for_sorted_c2():
+    assert gus.padded_rows(100, 8, 128, 64, sorted_c=False) == 800
+    assert gus.padded_rows(100, 8, 128, 64, sorted_c=True) == 800 + 129 * 63
+    assert gus.padded_rows(3, 2, 128, 16, sorted_c=True) == 6 + 6 * 15  # fewer rows than experts

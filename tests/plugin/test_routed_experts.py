@@ -73,11 +73,29 @@ def test_padded_down_weights_keep_sglangs_kernel():
     assert reason == "shapes the plugin paths do not take"
 
 
-def test_strided_activations_keep_sglangs_kernel():
+def test_strided_activations_or_weights_keep_sglangs_kernel():
     x, w1, w2, ids = _call()
     wide = torch.empty(x.shape[0], 2 * HIDDEN, dtype=x.dtype, device="meta")[:, :HIDDEN]
     assert routed_experts.skip_reason(wide, w1, w2, ids, _config(), False, False, 1) == \
         "strided activations"
+    w1_t = torch.empty(E, HIDDEN, 2 * INTER, dtype=x.dtype, device="meta").transpose(1, 2)
+    assert routed_experts.skip_reason(x, w1_t, w2, ids, _config(), False, False, 1) == \
+        "strided expert weights"
+
+
+@pytest.mark.parametrize("flag,k,expected", [
+    (True, 3, "--enable-fused-moe-sum-all-reduce"),  # SGLang adds into the output atomically
+    (False, 3, "not on a GPU"),  # every check passed but the device
+    (True, 2, "not on a GPU")])  # SGLang ignores the flag for k <= 2
+def test_sglangs_fused_sum_all_reduce_keeps_sglangs_kernel(monkeypatch, flag, k, expected):
+    monkeypatch.setattr(routed_experts, "_fused_sum_all_reduce", lambda: flag)
+    x, w1, w2, _ = _call()
+    ids = torch.empty(x.shape[0], k, dtype=torch.int32, device="meta")
+    assert routed_experts.skip_reason(x, w1, w2, ids, _config(), False, False, 1) == expected
+
+
+def test_the_fused_sum_flag_reads_false_without_a_server():
+    assert routed_experts._fused_sum_all_reduce() is False
 
 
 @pytest.mark.parametrize("grouped,fused", [("1", "1"), ("0", "1"), ("0", "0")])
@@ -126,15 +144,13 @@ def test_a_taken_grouped_call_writes_in_place_when_sglang_would(monkeypatch):
 def test_a_taken_gate_up_silu_call_gets_sglangs_output_scale_and_no_filter(monkeypatch, inplace):
     monkeypatch.setenv("MOEP_FUSED_MOE_ACT", "1")
     monkeypatch.setattr(routed_experts, "skip_reason", lambda *a, **k: None)
-    from moep_sglang.kernels import gate_up_silu
-
     seen = {}
 
     def fake_kernel_sequence(*args, **kwargs):  # the kernels need a GPU: record the call
         seen["args"], seen["kwargs"] = args, kwargs
         return "moep"
 
-    monkeypatch.setattr(gate_up_silu, "fused_experts", fake_kernel_sequence)
+    monkeypatch.setattr(routed_experts, "gate_up_silu_experts", fake_kernel_sequence)
     x, w1, w2, ids = _call(tokens=16, device="cpu")
     weights = torch.ones(16, K)
     topk = StandardTopKOutput(weights, ids, None)
