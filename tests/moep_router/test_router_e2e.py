@@ -143,10 +143,12 @@ def test_router_queues_then_rejects_with_retry_after(tiny_model, workers, log_di
                       "--threshold-flops", "1", "--max-queue", "2")
     try:
         body = {"query": DOC * 3, "items": [" Answer:"], "label_token_ids": [661]}
-        with cf.ThreadPoolExecutor(24) as pool:
+        # 32 at once, each long enough (~240 tokens) that they overlap on a loaded 2-core machine
+        # (24 prompts of ~60 tokens once all finished one by one: none was rejected)
+        with cf.ThreadPoolExecutor(32) as pool:
             results = list(pool.map(
-                lambda i: post_with_headers(f"{r.url}/v1/score", {**body, "query": f"{i} {DOC}"},
-                                            {}), range(24)))
+                lambda i: post_with_headers(f"{r.url}/v1/score",
+                                            {**body, "query": f"{i} {DOC * 4}"}, {}), range(32)))
         codes = [c for c, _, _ in results]
         assert codes.count(200) >= 4 and codes.count(429) >= 1, codes
         assert set(codes) <= {200, 429}
