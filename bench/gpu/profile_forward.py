@@ -17,7 +17,9 @@ The kernel timeline is bucketed by kernel name:
                    (scheduling, batch preparation, Python between kernels)
 
 Times are per forward step (recorded span / steps). The profiler's own overhead lengthens the CPU
-side, so gpu_idle is an upper bound of the unprofiled gaps.
+side, so gpu_idle is an upper bound of the unprofiled gaps. With --cpu (host activity and Python
+stacks recorded) the result also says how far ahead of the GPU the host launched its kernels and
+what the launching thread ran while the GPU sat idle (`host_view`).
 Usage: python bench/gpu/profile_forward.py --preset qwen3-30b-a3b --prompt-len 4096 --out $OUT
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import gzip
 import json
 import re
@@ -123,6 +126,73 @@ def host_calls(events: list[dict], steps: int) -> dict[str, float]:
                                                             key=lambda kv: -kv[1])[:10]}
 
 
+HOST_CATS = ("python_function", "cpu_op", "cuda_runtime", "cuda_driver", "user_annotation")
+FRAME_MAX_US = 50_000.0  # host frames longer than this (the scheduler's loop, a whole forward)
+#                          enclose every gap; they are left out of the attribution
+
+
+def _quantiles(xs: list[float]) -> dict[str, float]:
+    xs = sorted(xs)
+    at = lambda q: round(xs[min(len(xs) - 1, int(q * len(xs)))], 1)  # noqa: E731
+    return {"p10": at(0.1), "p50": at(0.5), "p90": at(0.9)}
+
+
+def host_view(events: list[dict], steps: int) -> dict:
+    """With CPU activity recorded: is the host ahead of the GPU, and what does it run while the
+    GPU waits.
+
+    lead_us: per kernel, GPU start minus the start of the host call that launched it (matched by
+    correlation id): near 0 means the GPU ran each kernel as soon as the host issued it (the
+    host is the bottleneck), large means kernels were queued ahead.
+    gaps: for every idle stretch of GAP_US or more that ends with a launched kernel, the host
+    thread that launched it and what that thread ran during the stretch: per frame (Python
+    function, aten op, CUDA call) the overlap with the stretch (inclusive of what it calls), and
+    per innermost frame (self time), ms per step, the 25 largest."""
+    launch = {e["args"]["correlation"]: e for e in events if e.get("ph") == "X" and
+              e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+    gpu = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") == "kernel"),
+                 key=lambda e: e["ts"])
+    lead = [k["ts"] - launch[c]["ts"] for k in gpu
+            if (c := k.get("args", {}).get("correlation")) in launch]
+    by_tid: dict[tuple, list[dict]] = defaultdict(list)
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") in HOST_CATS and e.get("dur", 0) <= FRAME_MAX_US:
+            by_tid[(e.get("pid"), e.get("tid"))].append(e)
+    starts = {}
+    for tid, evs in by_tid.items():
+        evs.sort(key=lambda e: e["ts"])
+        starts[tid] = [e["ts"] for e in evs]
+    incl: dict[str, float] = defaultdict(float)
+    self_t: dict[str, float] = defaultdict(float)
+    gap_us, cover_end = 0.0, gpu[0]["ts"] if gpu else 0.0
+    for k in gpu:
+        if k["ts"] - cover_end > GAP_US and (c := k.get("args", {}).get("correlation")) in launch:
+            lo, hi = cover_end, k["ts"]
+            gap_us += hi - lo
+            tid = (launch[c].get("pid"), launch[c].get("tid"))
+            evs, ts = by_tid.get(tid, []), starts.get(tid, [])
+            i = bisect.bisect_left(ts, lo - FRAME_MAX_US)
+            j = bisect.bisect_right(ts, hi)
+            inside = [e for e in evs[i:j] if e["ts"] < hi and e["ts"] + e["dur"] > lo]
+            for e in inside:
+                incl[e["name"][:110]] += min(hi, e["ts"] + e["dur"]) - max(lo, e["ts"])
+            cuts = sorted({lo, hi, *(max(lo, e["ts"]) for e in inside),
+                           *(min(hi, e["ts"] + e["dur"]) for e in inside)})
+            for a, b in zip(cuts, cuts[1:]):  # the innermost (shortest) frame over [a, b)
+                over = [e for e in inside if e["ts"] <= a and e["ts"] + e["dur"] >= b]
+                leaf = min(over, key=lambda e: e["dur"])["name"][:110] if over else "(no frame)"
+                self_t[leaf] += b - a
+        cover_end = max(cover_end, k["ts"] + k["dur"])
+    top = lambda d: {n: round(v / 1e3 / steps, 3) for n, v in  # noqa: E731
+                     sorted(d.items(), key=lambda kv: -kv[1])[:25]}
+    return {"lead_us": _quantiles(lead) if lead else None,
+            "kernels_launched_under_50us_ahead": round(sum(x < 50 for x in lead) / len(lead), 3)
+            if lead else None,
+            "gap_ms_per_step": round(gap_us / 1e3 / steps, 3),
+            "host_in_gaps_inclusive_ms_per_step": top(incl),
+            "host_in_gaps_self_ms_per_step": top(self_t)}
+
+
 def _post(url: str, body: dict) -> str:
     req = urllib.request.Request(url, json.dumps(body).encode(),
                                  {"Content-Type": "application/json"})
@@ -153,6 +223,8 @@ def profile(url: str, vocab: int, length: int, batch_tokens: int, steps: int,
     with gzip.open(trace) as f:
         events = json.load(f)["traceEvents"]
     result = breakdown(events, steps)
+    if cpu:
+        result["host"] = host_view(events, steps)
     result.update({"prompt_len": length, "prompts_per_step": per_step,
                    "tokens_per_step": per_step * length, "prompts_in_flight": sent,
                    "cpu_activity": cpu, "wall_s_all_prompts": round(wall, 2),
@@ -209,6 +281,11 @@ def main() -> None:
                   f"{r['idle_gaps_ms_per_step']} ms/step, largest {r['largest_idle_gaps_ms'][:6]}; "
                   f"top pairs {[(p['between'][:70], p['ms_per_step']) for p in r['idle_by_kernel_pair'][:3]]}; "
                   f"host {list(r['host_calls_ms_per_step'].items())[:4]}", flush=True)
+            if "host" in r:
+                h = r["host"]
+                print(f"  host lead us {h['lead_us']}, launched < 50 us ahead "
+                      f"{h['kernels_launched_under_50us_ahead']}; in gaps (self) "
+                      f"{list(h['host_in_gaps_self_ms_per_step'].items())[:8]}", flush=True)
     finally:
         stop_all([worker])
 

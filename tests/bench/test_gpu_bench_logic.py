@@ -219,3 +219,28 @@ def test_gpumon_summary_reads_nvidia_smi_csv(tmp_path):
     assert text.startswith("3 busy samples (utilization >= 50%) of 5")
     assert "median 1500" in text and "max 1980" in text
     assert "sw_power_cap 67%" in text and "gpu_idle" not in text
+
+
+def test_profile_host_view_measures_the_lead_and_blames_the_innermost_host_frame():
+    from bench.gpu.profile_forward import host_view
+
+    def e(name, ts, dur, cat, tid=1, corr=None):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": 7, "tid": tid,
+                "args": {} if corr is None else {"correlation": corr}}
+
+    events = [
+        # kernel 1 queued 900 us ahead; kernel 2 launched at 2,000, ran at once after a 900-us gap
+        e("cudaLaunchKernel", 100, 10, "cuda_runtime", corr=1), e("moe", 1000, 100, "kernel", 0, 1),
+        e("cudaLaunchKernel", 2000, 10, "cuda_runtime", corr=2), e("norm", 2000, 100, "kernel", 0, 2),
+        # the host thread meanwhile: a Python frame holding an aten op, and another thread busy
+        e("layer.py(10): forward", 1050, 1000, "python_function"),
+        e("aten::nonzero", 1300, 600, "cpu_op"),
+        e("other.py(1): spin", 1100, 900, "python_function", tid=2),
+        e("scheduler.py(1): loop", 0, 60_000, "python_function")]  # encloses all: left out
+    h = host_view(events, steps=1)
+    assert (h["lead_us"]["p10"], h["lead_us"]["p90"]) == (0, 900) and h["kernels_launched_under_50us_ahead"] == 0.5
+    assert h["gap_ms_per_step"] == 0.9  # 1,100..2,000
+    assert h["host_in_gaps_inclusive_ms_per_step"] == {"layer.py(10): forward": 0.9,
+                                                       "aten::nonzero": 0.6}
+    assert h["host_in_gaps_self_ms_per_step"] == {"aten::nonzero": 0.6,
+                                                  "layer.py(10): forward": 0.3}
