@@ -23,7 +23,7 @@
 #   profile | profile235      one GPU: time breakdown of a forward (profile_forward.py)
 #   diag                      one GPU: that breakdown under the benchmark's load, host calls, caches
 #   barestart                 one GPU: first start from emptied JIT caches + the carried kernel cache
-#   gputest                   pytest -m gpu (one GPU: two AsyncEP peers share it)
+#   gputest                   pytest -m gpu (one GPU: two AsyncEP peers share it); GPUTEST_K: -k
 #   main4k | s32k | b235 | mix | pairs | extra   benchmark groups (below); -> $OUT/<step>.tgz
 #   save                      kernel cache -> $OUT (keep in .gpu-stage/kcache/ for the next machine)
 #   routercpu                 no GPU used: the router's latency and capacity on this host's CPU cores
@@ -246,7 +246,8 @@ case "$STEP" in
       --prompt-len 4096 --out "$R" --git-sha "$SHA" --name ${GPUTAG}_profile_235b12l
     cp "$R"/*.json "$OUT"/; pack ;;
   gputest)
-    python3 -m pytest -m gpu tests/gpu -x -q -s -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" ;;
+    python3 -m pytest -m gpu tests/gpu -x -q -s -p no:cacheprovider ${GPUTEST_K:+-k "$GPUTEST_K"} \
+      2>&1 | tee "$OUT/gpu_tests.log" ;;
   save) caches > "$OUT/caches.txt"; bench/gpu/kcache.sh save ;;
   routercpu)  # bench/router_latency.py as on the 2-core CPU machine, on a host with cores to spare
     MOEP_GIT_SHA=$SHA python3 -m bench.router_latency --processes "${PROCS:-1,2,4}" \
