@@ -248,6 +248,9 @@ def main() -> None:
                    help="tokens of prompts sent at once (the benchmark: 262144); default: "
                         "--steps full batches")
     p.add_argument("--cpu", action="store_true", help="also record CPU activity (host calls)")
+    p.add_argument("--cpu-both", action="store_true",
+                   help="each length twice: GPU activity only (the gaps without the host "
+                        "profiler's overhead), then with CPU activity too")
     p.add_argument("--worker-flag", action="append", default=[])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--git-sha", default="unknown")
@@ -267,10 +270,12 @@ def main() -> None:
     [worker] = start_strategy(args.strategy, model, args.out, 1, *args.worker_flag,
                               tag=args.tag)
     try:
-        for length in (int(x) for x in args.prompt_len.split(",")):
-            tag = f"{model.name}-{length}" + (f"-{args.tag}" if args.tag else "")
+        cpu_modes = (False, True) if args.cpu_both else (args.cpu,)
+        for length, cpu in ((int(x), c) for x in args.prompt_len.split(",") for c in cpu_modes):
+            tag = (f"{model.name}-{length}" + (f"-{args.tag}" if args.tag else "")
+                   + ("-cpu" if cpu and args.cpu_both else ""))
             r = profile(worker.config.url, cost.spec.vocab_size, length, args.batch_tokens,
-                        args.steps, args.out, tag, args.in_flight_tokens // length, args.cpu)
+                        args.steps, args.out, tag, args.in_flight_tokens // length, cpu)
             doc["results"].append(r)
             (args.out / f"{doc['benchmark']}.json").write_text(json.dumps(doc, indent=2))
             print(f"{tag}: {r['span_ms_per_step']:.1f} ms per step of {r['tokens_per_step']} "

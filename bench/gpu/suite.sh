@@ -217,10 +217,11 @@ case "$STEP" in
       --out "$R" --name ${GPUTAG}_235b12l_one_gpu${TAG:-} --repeats 3 \
       --label "one $GPU, launcher defaults (fa3) vs SGLang defaults"
     cp "$R"/*.json "$OUT"/; pack ;;
-  diag)  # ours, 30B: the forward under the benchmark's load (262,144 tokens in flight), host
-          # calls too; then what the JIT caches hold (which kernels compiled, when) and where
-    python3 bench/gpu/profile_forward.py --preset qwen3-30b-a3b --prompt-len 4096,32768 \
-      --steps 6 --in-flight-tokens 262144 --cpu --out "$R" --git-sha "$SHA" \
+  diag)  # ours, 30B: the forward under the benchmark's load (262,144 tokens in flight), each
+          # length (LENS) without and with host activity (how far ahead the host launches, what
+          # it runs while the GPU waits); then what the JIT caches hold (which kernels compiled, when) and where
+    python3 bench/gpu/profile_forward.py --preset qwen3-30b-a3b --prompt-len "${LENS:-4096,32768}" \
+      --steps 6 --in-flight-tokens 262144 --cpu-both --out "$R" --git-sha "$SHA" \
       --name ${GPUTAG}_profile_30b_load
     cp "$R"/*.json "$OUT"/
     caches > "$OUT/caches.txt"; tail -5 "$OUT/caches.txt"
