@@ -79,6 +79,12 @@ def contiguous_prefill_attention() -> bool:
     return _get("MOEP_CONTIGUOUS_PREFILL_ATTN", "1") != "0"
 
 
+def async_label_logprobs() -> bool:
+    """MOEP_ASYNC_LABEL_LOGPROBS=0: gather a prefill-only batch's label-token logprobs with SGLang's
+    own code, which waits for the batch's forward to finish (moep_sglang/plugin/logprobs.py)."""
+    return _get("MOEP_ASYNC_LABEL_LOGPROBS", "1") != "0"
+
+
 def kv_events_per_node() -> bool:
     """MOEP_KV_EVENTS_PER_NODE=0: publish SGLang's own one-BlockStored-per-page KV events."""
     return _get("MOEP_KV_EVENTS_PER_NODE", "1") != "0"

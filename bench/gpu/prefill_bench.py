@@ -54,18 +54,28 @@ def _weight_memory_gb(workers) -> list[float | None]:
     return out
 
 
-async def _send_all(urls: list[str], prompts: list[list[int]]) -> list[tuple[float, int]]:
-    """(latency s, cached tokens the server reported) per prompt."""
+LABEL_IDS = [100, 200]  # --label-logprobs: two label tokens per prompt, as a yes/no score asks
+
+
+async def _send_all(urls: list[str], prompts: list[list[int]],
+                    labels: list[int] | None = None) -> list[tuple[float, int]]:
+    """(latency s, cached tokens the server reported) per prompt. With `labels` every prompt also
+    asks for those tokens' logprobs at its last position (the /generate that SGLang's /v1/score
+    and every router's scoring request send), and a reply without them is an error."""
     timeout = aiohttp.ClientTimeout(total=1800)
+    extra = ({"return_logprob": True, "logprob_start_len": -1, "token_ids_logprob": labels}
+             if labels else {})
     async with aiohttp.ClientSession(timeout=timeout) as session:
         async def one(url: str, ids: list[int]) -> tuple[float, int]:
             start = time.perf_counter()
-            body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 0}}
+            body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 0}, **extra}
             async with session.post(f"{url}/generate", json=body) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"{url}: {resp.status} {await resp.text()}")
                 reply = json.loads(await resp.read())
             meta = (reply[0] if isinstance(reply, list) else reply).get("meta_info") or {}
+            if labels and not meta.get("output_token_ids_logprobs"):
+                raise RuntimeError(f"{url}: the reply carries no label logprobs")
             return time.perf_counter() - start, int(meta.get("cached_tokens") or 0)
 
         return await asyncio.gather(*(one(urls[i % len(urls)], p) for i, p in enumerate(prompts)))
@@ -114,10 +124,11 @@ def _lengths(args) -> list[tuple[int, int]]:
     return [(n, max(1, args.prompts * lens[0] // n)) for n in lens]
 
 
-def _timed(urls: list[str], prompts: list[list[int]]) -> tuple[float, list[float], int]:
+def _timed(urls: list[str], prompts: list[list[int]],
+           labels: list[int] | None = None) -> tuple[float, list[float], int]:
     """Wall seconds, sorted latencies, cached tokens in all."""
     t0 = time.perf_counter()
-    replies = asyncio.run(_send_all(urls, prompts))
+    replies = asyncio.run(_send_all(urls, prompts, labels))
     return time.perf_counter() - t0, sorted(r[0] for r in replies), sum(r[1] for r in replies)
 
 
@@ -166,16 +177,17 @@ def run_strategy(entry: str, model: Path, args, cost: CostModel, log_dir: Path,
                              tag=variant)
     startup_s = time.monotonic() - started  # until a first prefill-only request was answered
     urls = [w.config.url for w in workers]
+    labels = LABEL_IDS if args.label_logprobs else None
     try:
         vocab = cost.spec.vocab_size
         server_args = _server_args(urls[0])
         for length, count in _lengths(args):
             warm_n = warmup_count(server_args.get("max_prefill_tokens"), length, args.gpus)
-            cold_wall, _, _ = _timed(urls, _prompts(warm_n, length, vocab, 1))
+            cold_wall, _, _ = _timed(urls, _prompts(warm_n, length, vocab, 1), labels)
             repeats = []  # fresh prompts each time: a radix cache cannot serve a repeat
             for rep in range(args.repeats):
                 prompts = _prompts(count, length, vocab, 2 + rep)
-                rep_wall, rep_latencies, rep_cached = _timed(urls, prompts)
+                rep_wall, rep_latencies, rep_cached = _timed(urls, prompts, labels)
                 repeats.append((rep_wall, rep_latencies, rep_cached))
             tokens = sum(len(p) for p in prompts)  # per repeat
             flops = sum(cost.flops(len(p)) for p in prompts)
@@ -353,6 +365,8 @@ def main() -> None:
                    help="table2: /v1/score, or the same work as /generate (plain SGLang's "
                         "/generate reports cached tokens; its /v1/score reply does not carry ours)")
     p.add_argument("--concurrency", type=int, default=256, help="table2: requests in flight")
+    p.add_argument("--label-logprobs", action="store_true",
+                   help="synthetic prompts also ask for two label tokens' logprobs (scoring)")
     p.add_argument("--label", default="", help="what this run varies (kept in the JSON)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--git-sha", default="unknown")
@@ -378,7 +392,8 @@ def main() -> None:
            "model": args.preset, "num_layers": cost.spec.num_layers, "peak_flops": PEAK_FLOPS,
            "worker_flags": args.worker_flag, "variants": {k: list(v) for k, v in
                                                           args.variants.items()},
-           "env": dict(args.env), "results": results}
+           "env": dict(args.env), "label_logprobs": LABEL_IDS if args.label_logprobs else None,
+           "results": results}
     path = args.out / f"{doc['benchmark']}.json"
     for entry in args.strategies.split(","):
         try:

@@ -163,7 +163,9 @@ case "$STEP" in
     cp "$R"/*.json "$OUT"/; pack ;;
   one30b)  # Qwen3-30B-A3B at 4K and 32K on one GPU: plain SGLang first, then ours (the launcher's
            # defaults); 3 timed repeats each. Variants for STRATS (replicas/b64k, replicas/graphs):
-           # 64K-token prefill batches, prefill CUDA graphs. 262,144 tokens per length: the first
+           # 64K-token prefill batches, prefill CUDA graphs; LOGPROBS=1: every prompt asks for two
+           # label tokens' logprobs, as scoring does (`sync`: ours with SGLang's gather of them,
+           # which waits for each forward). 262,144 tokens per length: the first
            # length of LENS gets 262,144 / length prompts (64 at 4K, 8 at 32K), the driver scales
            # the others the same way
     LENS=${LENS:-4096,32768}
@@ -174,8 +176,9 @@ case "$STEP" in
       --variant nodown=ENV:MOEP_TUNED_MOE_DOWN=0 --variant fsum=--enable-fused-moe-sum-all-reduce \
       --variant grp=ENV:MOEP_GROUPED_MOE=1 --variant nocontig=ENV:MOEP_CONTIGUOUS_PREFILL_ATTN=0 \
       --variant gus=ENV:MOEP_FUSED_MOE_ACT=1 --variant nogus=ENV:MOEP_FUSED_MOE_ACT=0 \
+      --variant sync=ENV:MOEP_ASYNC_LABEL_LOGPROBS=0 ${LOGPROBS:+--label-logprobs} \
       --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
-      --name "${GPUTAG}_30b_one_gpu${TAG:-}" --label "one $GPU, launcher defaults (fa3) vs SGLang defaults"
+      --name "${GPUTAG}_30b_one_gpu${TAG:-}" --label "one $GPU, launcher defaults (fa3) vs SGLang defaults${LOGPROBS:+, label logprobs}"
     gpumon_summary
     cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
   onemix)  # the Table-2-shaped mix at the paper's lengths (capped at 32K), radix caches on, one
@@ -184,7 +187,8 @@ case "$STEP" in
            # `nodd`: without in-batch prefix deduplication; `c8k`: the launcher's defaults before
            # 2026-12-06 (8K chunks; SGLang's memory rule); `c16`: 16K-token batches, prefill graphs
            # captured up to 8K tokens (SGLang's memory rule: on an 80 GB card add
-           # --mem-fraction-static, as h100_30b_table2_one_gpu_dd2.json did)
+           # --mem-fraction-static, as h100_30b_table2_one_gpu_dd2.json did); `sync`: ours with
+           # SGLang's gather of the label logprobs (every request of the mix asks for them)
     gpumon
     $BENCH --preset qwen3-30b-a3b --gpus 1 --workload table2 --mix-scale "${SCALE:-1}" \
       --mix-api generate --repeats "${REPEATS:-3}" --out "$R" \
@@ -194,6 +198,7 @@ case "$STEP" in
       --variant nodd=ENV:MOEP_PREFIX_DEDUP=0 --variant nodown=ENV:MOEP_TUNED_MOE_DOWN=0 \
       --variant grp=ENV:MOEP_GROUPED_MOE=1 --variant nocontig=ENV:MOEP_CONTIGUOUS_PREFILL_ATTN=0 \
       --variant gus=ENV:MOEP_FUSED_MOE_ACT=1 --variant nogus=ENV:MOEP_FUSED_MOE_ACT=0 \
+      --variant sync=ENV:MOEP_ASYNC_LABEL_LOGPROBS=0 \
       --variant c16=--chunked-prefill-size=16384,--max-prefill-tokens=16384,--cuda-graph-max-bs-prefill=8192 \
       --name "${GPUTAG}_30b_table2_one_gpu${TAG:-}" --label "one $GPU, launcher defaults vs SGLang defaults, radix cache"
     gpumon_summary

@@ -49,6 +49,11 @@ HOOKS: tuple[HookSpec, ...] = (
         "a batch mixing /v1/score with plain requests crashed the scheduler ('list'.tolist)",
     ),
     HookSpec(
+        "sglang.srt.layers.logprob_processor.get_token_ids_logprobs_batch_optimized",
+        logprobs.label_logprobs_without_sync, "AROUND",
+        "label-token logprobs waited for the batch's forward inside its launch: no sync",
+    ),
+    HookSpec(
         "sglang.kernels.ops.elementwise.elementwise.fused_gate_sigmoid_mul_add",
         cpu_fallbacks.gate_sigmoid_mul_add, "AROUND",
         "Triton-only shared-expert gate of Qwen2-MoE killed CPU workers; torch on CPU tensors",

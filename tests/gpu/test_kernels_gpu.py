@@ -1,7 +1,8 @@
 """The plugin's GPU kernels against SGLang's (run on the GPU machines: pytest -m gpu tests/gpu):
 the MoE layer with the gate-up GEMM and SiLU-and-mul merged (moep_sglang/kernels/gate_up_silu.py)
 and the grouped-GEMM experts (moep_sglang/kernels/grouped_moe.py) against SGLang's Triton
-fused_moe on the same random layer, and the grouped path's Triton combine against its torch form."""
+fused_moe on the same random layer, the grouped path's Triton combine against its torch form, and
+the label-logprob gather (moep_sglang/plugin/logprobs.py) for host-device synchronisations."""
 
 from __future__ import annotations
 
@@ -93,3 +94,27 @@ def test_gpu_gate_up_silu_experts_equal_sglang_fused_moe(fused_moe, monkeypatch,
     _assert_close(f"gate_up_silu experts, {tokens} tokens (C2 sorted: {calls[0]})", got, ref)
     # the same products summed in the same order as SGLang's: bit-identical, not just close
     assert torch.equal(got, ref)
+
+
+def test_gpu_label_logprobs_gather_does_not_synchronize():
+    """SGLang's gather waits for the stream (the check catches it); ours does not, same values."""
+    from sglang.srt.layers import logprob_processor as lp
+
+    from moep_sglang.plugin.logprobs import label_logprobs_without_sync
+
+    sglang_fn = getattr(lp.get_token_ids_logprobs_batch_optimized, "__wrapped__",
+                        lp.get_token_ids_logprobs_batch_optimized)
+    logprobs = torch.log_softmax(torch.randn(8, 151_936, device="cuda"), -1)  # [B, V]
+    ids = [[9454, 2753], None, [9454, 2753], [], [1, 2, 3], [9454], [0], [151_935]]
+    label_logprobs_without_sync(sglang_fn, logprobs, ids)  # first pinned block: allocated here
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        vals, got_ids = label_logprobs_without_sync(sglang_fn, logprobs, ids)
+        with pytest.raises(RuntimeError, match="synchroniz"):
+            sglang_fn(logprobs, ids)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    want_vals, want_ids = sglang_fn(logprobs, ids)
+    assert got_ids == want_ids
+    assert all(torch.equal(v, w) for v, w in zip(vals, want_vals))
