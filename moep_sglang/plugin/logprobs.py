@@ -29,8 +29,6 @@ def empty_rows_as_tensors(original, logprobs, token_ids_logprobs_list, stage, *a
     """AROUND logprob_processor.get_token_ids_logprobs_raw."""
     vals, idxs = original(logprobs, token_ids_logprobs_list, stage, *args, **kwargs)
     if kwargs.get("no_copy_to_cpu") or (len(args) > 1 and args[1]):
-        import torch
-
         vals = [v if torch.is_tensor(v) else logprobs.new_empty((0,)) for v in vals]
     return vals, idxs
 
