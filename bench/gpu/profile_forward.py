@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.gpu.common import STRATEGIES, start_strategy, stop_all  # noqa: E402
-from bench.gpu.prefill_bench import _prompts, _send_all  # noqa: E402
+from bench.gpu.prefill_bench import LABEL_IDS, _prompts, _send_all  # noqa: E402
 from moep_router.cost import CostModel  # noqa: E402
 from moep_router.model_spec import ModelSpec  # noqa: E402
 from moep_sglang.models.checkpoint import ensure_model  # noqa: E402
@@ -137,6 +137,32 @@ def _quantiles(xs: list[float]) -> dict[str, float]:
     return {"p10": at(0.1), "p50": at(0.5), "p90": at(0.9)}
 
 
+def _attribute(frames: list[dict], lo: float, hi: float, incl: dict, self_t: dict) -> None:
+    """Add what one host thread ran over [lo, hi) to incl (per name: the union of its frames'
+    overlap, so a name nested in itself counts once) and self_t (per innermost frame: its overlap
+    less its children's; "(no frame)" where none ran). frames: that thread's frames overlapping
+    the window, sorted by start; frames of one thread nest (a stack sweep, O(n log n))."""
+    clip = lambda e: min(hi, e["ts"] + e["dur"]) - max(lo, e["ts"])  # noqa: E731
+    stack: list[list] = []  # [end, name, self us] of the open frames, outermost first
+    covered = 0.0  # overlap of the outermost frames
+    for e in sorted(frames, key=lambda e: (e["ts"], -e["dur"])):
+        while stack and stack[-1][0] <= e["ts"]:
+            _, name, own = stack.pop()
+            self_t[name] += own
+        name, over = e["name"][:110], clip(e)
+        if stack:
+            stack[-1][2] -= over
+        else:
+            covered += over
+        if all(f[1] != name for f in stack):
+            incl[name] += over
+        stack.append([e["ts"] + e["dur"], name, over])
+    for _, name, own in stack:
+        self_t[name] += own
+    if hi - lo - covered > 0:
+        self_t["(no frame)"] += hi - lo - covered
+
+
 def host_view(events: list[dict], steps: int) -> dict:
     """With CPU activity recorded: is the host ahead of the GPU, and what does it run while the
     GPU waits.
@@ -144,16 +170,17 @@ def host_view(events: list[dict], steps: int) -> dict:
     lead_us: per kernel, GPU start minus the start of the host call that launched it (matched by
     correlation id): near 0 means the GPU ran each kernel as soon as the host issued it (the
     host is the bottleneck), large means kernels were queued ahead.
-    gaps: for every idle stretch of GAP_US or more that ends with a launched kernel, the host
-    thread that launched it and what that thread ran during the stretch: per frame (Python
-    function, aten op, CUDA call) the overlap with the stretch (inclusive of what it calls), and
-    per innermost frame (self time), ms per step, the 25 largest."""
+    gaps: for every idle stretch of GAP_US or more (no kernel, copy or memset on the GPU) that
+    ends with launched GPU work, the host thread that launched it and what that thread ran during
+    the stretch: per frame name (Python function, aten op, CUDA call) its overlap with the
+    stretch (inclusive of what it calls), and per innermost frame (self time), ms per step, the 25
+    largest."""
     launch = {e["args"]["correlation"]: e for e in events if e.get("ph") == "X" and
               e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
-    gpu = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") == "kernel"),
-                 key=lambda e: e["ts"])
-    lead = [k["ts"] - launch[c]["ts"] for k in gpu
-            if (c := k.get("args", {}).get("correlation")) in launch]
+    gpu = sorted((e for e in events if e.get("ph") == "X" and
+                  e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")), key=lambda e: e["ts"])
+    lead = [k["ts"] - launch[c]["ts"] for k in gpu if k.get("cat") == "kernel"
+            and (c := k.get("args", {}).get("correlation")) in launch]
     by_tid: dict[tuple, list[dict]] = defaultdict(list)
     for e in events:
         if e.get("ph") == "X" and e.get("cat") in HOST_CATS and e.get("dur", 0) <= FRAME_MAX_US:
@@ -172,16 +199,8 @@ def host_view(events: list[dict], steps: int) -> dict:
             tid = (launch[c].get("pid"), launch[c].get("tid"))
             evs, ts = by_tid.get(tid, []), starts.get(tid, [])
             i = bisect.bisect_left(ts, lo - FRAME_MAX_US)
-            j = bisect.bisect_right(ts, hi)
-            inside = [e for e in evs[i:j] if e["ts"] < hi and e["ts"] + e["dur"] > lo]
-            for e in inside:
-                incl[e["name"][:110]] += min(hi, e["ts"] + e["dur"]) - max(lo, e["ts"])
-            cuts = sorted({lo, hi, *(max(lo, e["ts"]) for e in inside),
-                           *(min(hi, e["ts"] + e["dur"]) for e in inside)})
-            for a, b in zip(cuts, cuts[1:]):  # the innermost (shortest) frame over [a, b)
-                over = [e for e in inside if e["ts"] <= a and e["ts"] + e["dur"] >= b]
-                leaf = min(over, key=lambda e: e["dur"])["name"][:110] if over else "(no frame)"
-                self_t[leaf] += b - a
+            j = bisect.bisect_left(ts, hi)
+            _attribute([e for e in evs[i:j] if e["ts"] + e["dur"] > lo], lo, hi, incl, self_t)
         cover_end = max(cover_end, k["ts"] + k["dur"])
     top = lambda d: {n: round(v / 1e3 / steps, 3) for n, v in  # noqa: E731
                      sorted(d.items(), key=lambda kv: -kv[1])[:25]}
@@ -201,11 +220,13 @@ def _post(url: str, body: dict) -> str:
 
 
 def profile(url: str, vocab: int, length: int, batch_tokens: int, steps: int,
-            out: Path, tag: str, in_flight: int = 0, cpu: bool = False) -> dict:
+            out: Path, tag: str, in_flight: int = 0, cpu: bool = False,
+            labels: list[int] | None = None) -> dict:
     """Records `steps` forward steps while max(steps full batches, in_flight) prompts are sent at
-    once (in_flight: the benchmark's load, a queue of waiting requests behind every batch)."""
+    once (in_flight: the benchmark's load, a queue of waiting requests behind every batch); with
+    `labels`, every prompt asks for those tokens' logprobs (scoring)."""
     per_step = max(1, batch_tokens // length)
-    asyncio.run(_send_all([url], _prompts(per_step, length, vocab, 1)))  # warm this shape
+    asyncio.run(_send_all([url], _prompts(per_step, length, vocab, 1), labels))  # warm this shape
     trace_dir = out / f"trace-{tag}"
     trace_dir.mkdir(parents=True, exist_ok=True)
     _post(f"{url}/start_profile", {"output_dir": str(trace_dir), "num_steps": steps,
@@ -213,7 +234,7 @@ def profile(url: str, vocab: int, length: int, batch_tokens: int, steps: int,
                                    "profile_id": tag})
     sent = max(per_step * steps, in_flight)
     t0 = time.perf_counter()
-    asyncio.run(_send_all([url], _prompts(sent, length, vocab, 3)))
+    asyncio.run(_send_all([url], _prompts(sent, length, vocab, 3), labels))
     wall = time.perf_counter() - t0
     deadline = time.monotonic() + 180
     while not list(trace_dir.glob("*.trace.json.gz")) and time.monotonic() < deadline:
@@ -227,7 +248,8 @@ def profile(url: str, vocab: int, length: int, batch_tokens: int, steps: int,
         result["host"] = host_view(events, steps)
     result.update({"prompt_len": length, "prompts_per_step": per_step,
                    "tokens_per_step": per_step * length, "prompts_in_flight": sent,
-                   "cpu_activity": cpu, "wall_s_all_prompts": round(wall, 2),
+                   "cpu_activity": cpu, "label_logprobs": labels,
+                   "wall_s_all_prompts": round(wall, 2),
                    "tokens_per_s_all_prompts": round(sent * length / wall, 1),
                    "tokens_per_s_of_span": round(per_step * length * 1e3 /
                                                  result["span_ms_per_step"], 1)})
@@ -251,6 +273,8 @@ def main() -> None:
     p.add_argument("--cpu-both", action="store_true",
                    help="each length twice: GPU activity only (the gaps without the host "
                         "profiler's overhead), then with CPU activity too")
+    p.add_argument("--label-logprobs", action="store_true",
+                   help="every prompt asks for two label tokens' logprobs (scoring requests)")
     p.add_argument("--worker-flag", action="append", default=[])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--git-sha", default="unknown")
@@ -275,7 +299,8 @@ def main() -> None:
             tag = (f"{model.name}-{length}" + (f"-{args.tag}" if args.tag else "")
                    + ("-cpu" if cpu and args.cpu_both else ""))
             r = profile(worker.config.url, cost.spec.vocab_size, length, args.batch_tokens,
-                        args.steps, args.out, tag, args.in_flight_tokens // length, cpu)
+                        args.steps, args.out, tag, args.in_flight_tokens // length, cpu,
+                        LABEL_IDS if args.label_logprobs else None)
             doc["results"].append(r)
             (args.out / f"{doc['benchmark']}.json").write_text(json.dumps(doc, indent=2))
             print(f"{tag}: {r['span_ms_per_step']:.1f} ms per step of {r['tokens_per_step']} "

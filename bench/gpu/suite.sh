@@ -169,6 +169,9 @@ case "$STEP" in
            # length of LENS gets 262,144 / length prompts (64 at 4K, 8 at 32K), the driver scales
            # the others the same way
     LENS=${LENS:-4096,32768}
+    if [[ "${STRATS:-}" == */sync* && -z "${LOGPROBS:-}" ]]; then
+      echo "the sync variant differs from ours only for scoring requests: set LOGPROBS=1" >&2; exit 2
+    fi
     gpumon
     $BENCH --preset qwen3-30b-a3b --gpus 1 --prompts $((262144 / ${LENS%%,*})) --prompt-len "$LENS" --repeats 3 \
       --variant b64k=--max-prefill-tokens=65536,--chunked-prefill-size=65536 \
@@ -224,10 +227,11 @@ case "$STEP" in
     cp "$R"/*.json "$OUT"/; pack ;;
   diag)  # ours, 30B: the forward under the benchmark's load (262,144 tokens in flight), each
           # length (LENS) without and with host activity (how far ahead the host launches, what
-          # it runs while the GPU waits); then what the JIT caches hold (which kernels compiled, when) and where
+          # it runs while the GPU waits); LOGPROBS=1: scoring requests (label logprobs); then
+          # what the JIT caches hold (which kernels compiled, when) and where
     python3 bench/gpu/profile_forward.py --preset qwen3-30b-a3b --prompt-len "${LENS:-4096,32768}" \
-      --steps 6 --in-flight-tokens 262144 --cpu-both --out "$R" --git-sha "$SHA" \
-      --name ${GPUTAG}_profile_30b_load
+      --steps 6 --in-flight-tokens 262144 --cpu-both ${LOGPROBS:+--label-logprobs} --out "$R" \
+      --git-sha "$SHA" --name ${GPUTAG}_profile_30b_load${TAG:-}
     cp "$R"/*.json "$OUT"/
     caches > "$OUT/caches.txt"; tail -5 "$OUT/caches.txt"
     pack ;;

@@ -244,3 +244,27 @@ def test_profile_host_view_measures_the_lead_and_blames_the_innermost_host_frame
                                                        "aten::nonzero": 0.6}
     assert h["host_in_gaps_self_ms_per_step"] == {"aten::nonzero": 0.6,
                                                   "layer.py(10): forward": 0.3}
+
+
+def test_profile_host_view_counts_nested_names_once_and_copies_as_gpu_work():
+    from bench.gpu.profile_forward import host_view
+
+    def e(name, ts, dur, cat, corr=None):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": 7, "tid": 1,
+                "args": {} if corr is None else {"correlation": corr}}
+
+    events = [
+        e("cudaLaunchKernel", 0, 10, "cuda_runtime", corr=1), e("gemm", 0, 100, "kernel", 1),
+        # a copy at 100..400 is GPU work: the gap is 400..1,400, not 100..1,400
+        e("cudaMemcpyAsync", 90, 5, "cuda_runtime", corr=2), e("Memcpy HtoD", 100, 300,
+                                                                 "gpu_memcpy", 2),
+        e("cudaLaunchKernel", 1400, 10, "cuda_runtime", corr=3), e("norm", 1400, 50, "kernel", 3),
+        e("module.py(1): _call_impl", 500, 600, "python_function"),  # 500..1,100
+        e("module.py(1): _call_impl", 600, 400, "python_function"),  # nested, same name
+        e("aten::add", 700, 100, "cpu_op")]  # nothing runs 400..500 and 1,100..1,400
+    h = host_view(events, steps=1)
+    assert h["gap_ms_per_step"] == 1.0
+    assert h["host_in_gaps_inclusive_ms_per_step"] == {"module.py(1): _call_impl": 0.6,
+                                                       "aten::add": 0.1}
+    assert h["host_in_gaps_self_ms_per_step"] == {"module.py(1): _call_impl": 0.5,
+                                                  "(no frame)": 0.4, "aten::add": 0.1}

@@ -97,7 +97,9 @@ def test_gpu_gate_up_silu_experts_equal_sglang_fused_moe(fused_moe, monkeypatch,
 
 
 def test_gpu_label_logprobs_gather_does_not_synchronize():
-    """SGLang's gather waits for the stream (the check catches it); ours does not, same values."""
+    """SGLang's gather waits for the stream (both checks catch it); ours does not, same values.
+    Two checks: torch's sync debug mode (the syncs torch instruments), and a long sleep queued on
+    the stream ahead of the gather, which must still be running when ours returns (any wait)."""
     from sglang.srt.layers import logprob_processor as lp
 
     from moep_sglang.plugin.logprobs import label_logprobs_without_sync
@@ -118,3 +120,11 @@ def test_gpu_label_logprobs_gather_does_not_synchronize():
     want_vals, want_ids = sglang_fn(logprobs, ids)
     assert got_ids == want_ids
     assert all(torch.equal(v, w) for v, w in zip(vals, want_vals))
+    stream = torch.cuda.current_stream()
+    for fn, waits in ((sglang_fn, True), (lambda *a: label_logprobs_without_sync(sglang_fn, *a),
+                                          False)):
+        torch.cuda.synchronize()
+        torch.cuda._sleep(2_000_000_000)  # ~1 s of GPU clock cycles queued before the gather
+        fn(logprobs, ids)
+        assert stream.query() is waits  # SGLang's returned after the sleep; ours while it runs
+    torch.cuda.synchronize()
