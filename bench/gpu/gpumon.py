@@ -17,7 +17,8 @@ REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks", 0x4: "sw_power_cap",
            0x80: "hw_power_brake", 0x100: "display_clocks"}
 
 
-def _q(values: list[float], q: float) -> float:
+def quantile(values: list[float], q: float) -> float:
+    """The nearest-rank q-quantile of values (0 <= q <= 1)."""
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
 
@@ -46,9 +47,9 @@ def summarise(path: str, busy_util: float = 50.0) -> str:
     power = [float(r["power"]) for r in busy]
     temp = [float(r["temp"]) for r in busy]
     lines = [f"{len(busy)} busy samples (utilization >= {busy_util:.0f}%) of {len(rows)}",
-             f"SM clock MHz: p10 {_q(sm, .1):.0f}  median {statistics.median(sm):.0f}  "
-             f"p90 {_q(sm, .9):.0f}  max {max(sm):.0f}",
-             f"power W: median {statistics.median(power):.0f}  p90 {_q(power, .9):.0f}  "
+             f"SM clock MHz: p10 {quantile(sm, .1):.0f}  median {statistics.median(sm):.0f}  "
+             f"p90 {quantile(sm, .9):.0f}  max {max(sm):.0f}",
+             f"power W: median {statistics.median(power):.0f}  p90 {quantile(power, .9):.0f}  "
              f"max {max(power):.0f}  (limit {busy[0].get('limit', '?')})",
              f"temperature C: median {statistics.median(temp):.0f}  max {max(temp):.0f}"]
     key = "reasons" if "reasons" in busy[0] else None

@@ -40,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.gpu.common import STRATEGIES, start_strategy, stop_all  # noqa: E402
+from bench.gpu.gpumon import quantile  # noqa: E402
 from bench.gpu.prefill_bench import LABEL_IDS, _prompts, _send_all  # noqa: E402
 from moep_router.cost import CostModel  # noqa: E402
 from moep_router.model_spec import ModelSpec  # noqa: E402
@@ -72,27 +73,42 @@ def categorize(name: str, cat: str) -> str:
     return "other"
 
 
+def gpu_work(events: list[dict]) -> list[dict]:
+    """The trace's GPU events (kernels, copies, memsets), in start order."""
+    return sorted((e for e in events if e.get("ph") == "X" and
+                   e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")), key=lambda e: e["ts"])
+
+
+def idle_gaps(gpu: list[dict]) -> list[tuple[float, float, str, dict]]:
+    """Every stretch of more than GAP_US with no GPU work: (start us, end us, name of the work
+    that ended last before it, the event after it). gpu: gpu_work's list."""
+    gaps, last_name = [], ""
+    cover_end = gpu[0]["ts"] if gpu else 0.0
+    for e in gpu:
+        if e["ts"] - cover_end > GAP_US:
+            gaps.append((cover_end, e["ts"], last_name, e))
+        if e["ts"] + e["dur"] >= cover_end:
+            last_name = e["name"]
+        cover_end = max(cover_end, e["ts"] + e["dur"])
+    return gaps
+
+
 def breakdown(events: list[dict], steps: int) -> dict:
     """Per-step milliseconds by category from a Chrome trace's GPU events (ts/dur in us)."""
-    gpu = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") in
-                  ("kernel", "gpu_memcpy", "gpu_memset")), key=lambda e: e["ts"])
+    gpu = gpu_work(events)
     if not gpu:
         raise ValueError("the trace holds no GPU kernels")
     by_cat: dict[str, float] = defaultdict(float)
     by_kernel: dict[str, float] = defaultdict(float)
     busy, cover_end = 0.0, gpu[0]["ts"]
-    gaps: list[tuple[float, str, str]] = []  # (idle us, kernel before, kernel after)
-    last_name = ""
     for e in gpu:
         start, end = e["ts"], e["ts"] + e["dur"]
-        if start - cover_end > GAP_US:
-            gaps.append((start - cover_end, last_name, e["name"]))
         by_cat[categorize(e["name"], e["cat"])] += e["dur"]
         by_kernel[e["name"][:120]] += e["dur"]
         busy += max(0.0, end - max(start, cover_end))  # union of intervals, in time order
-        if end >= cover_end:
-            last_name = e["name"]
         cover_end = max(cover_end, end)
+    # (idle us, kernel before, kernel after)
+    gaps = [(hi - lo, before, after["name"]) for lo, hi, before, after in idle_gaps(gpu)]
     span = cover_end - gpu[0]["ts"]
     by_cat["gpu_idle"] = span - busy
     ms = {k: round(by_cat.get(k, 0.0) / 1e3 / steps, 3) for k in ORDER}
@@ -129,12 +145,6 @@ def host_calls(events: list[dict], steps: int) -> dict[str, float]:
 HOST_CATS = ("python_function", "cpu_op", "cuda_runtime", "cuda_driver", "user_annotation")
 FRAME_MAX_US = 50_000.0  # host frames longer than this (the scheduler's loop, a whole forward)
 #                          enclose every gap; they are left out of the attribution
-
-
-def _quantiles(xs: list[float]) -> dict[str, float]:
-    xs = sorted(xs)
-    at = lambda q: round(xs[min(len(xs) - 1, int(q * len(xs)))], 1)  # noqa: E731
-    return {"p10": at(0.1), "p50": at(0.5), "p90": at(0.9)}
 
 
 def _attribute(frames: list[dict], lo: float, hi: float, incl: dict, self_t: dict) -> None:
@@ -177,8 +187,7 @@ def host_view(events: list[dict], steps: int) -> dict:
     largest."""
     launch = {e["args"]["correlation"]: e for e in events if e.get("ph") == "X" and
               e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
-    gpu = sorted((e for e in events if e.get("ph") == "X" and
-                  e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")), key=lambda e: e["ts"])
+    gpu = gpu_work(events)
     lead = [k["ts"] - launch[c]["ts"] for k in gpu if k.get("cat") == "kernel"
             and (c := k.get("args", {}).get("correlation")) in launch]
     by_tid: dict[tuple, list[dict]] = defaultdict(list)
@@ -191,20 +200,20 @@ def host_view(events: list[dict], steps: int) -> dict:
         starts[tid] = [e["ts"] for e in evs]
     incl: dict[str, float] = defaultdict(float)
     self_t: dict[str, float] = defaultdict(float)
-    gap_us, cover_end = 0.0, gpu[0]["ts"] if gpu else 0.0
-    for k in gpu:
-        if k["ts"] - cover_end > GAP_US and (c := k.get("args", {}).get("correlation")) in launch:
-            lo, hi = cover_end, k["ts"]
-            gap_us += hi - lo
-            tid = (launch[c].get("pid"), launch[c].get("tid"))
-            evs, ts = by_tid.get(tid, []), starts.get(tid, [])
-            i = bisect.bisect_left(ts, lo - FRAME_MAX_US)
-            j = bisect.bisect_left(ts, hi)
-            _attribute([e for e in evs[i:j] if e["ts"] + e["dur"] > lo], lo, hi, incl, self_t)
-        cover_end = max(cover_end, k["ts"] + k["dur"])
+    gap_us = 0.0
+    for lo, hi, _, after in idle_gaps(gpu):
+        if (c := after.get("args", {}).get("correlation")) not in launch:
+            continue
+        gap_us += hi - lo
+        tid = (launch[c].get("pid"), launch[c].get("tid"))
+        evs, ts = by_tid.get(tid, []), starts.get(tid, [])
+        i = bisect.bisect_left(ts, lo - FRAME_MAX_US)
+        j = bisect.bisect_left(ts, hi)
+        _attribute([e for e in evs[i:j] if e["ts"] + e["dur"] > lo], lo, hi, incl, self_t)
     top = lambda d: {n: round(v / 1e3 / steps, 3) for n, v in  # noqa: E731
                      sorted(d.items(), key=lambda kv: -kv[1])[:25]}
-    return {"lead_us": _quantiles(lead) if lead else None,
+    return {"lead_us": {f"p{int(q * 100)}": round(quantile(lead, q), 1) for q in (.1, .5, .9)}
+            if lead else None,
             "kernels_launched_under_50us_ahead": round(sum(x < 50 for x in lead) / len(lead), 3)
             if lead else None,
             "gap_ms_per_step": round(gap_us / 1e3 / steps, 3),
