@@ -24,6 +24,7 @@ import orjson
 from bench.common import print_table, write_result
 from bench.compare_routers import LOGS
 from bench.router_latency import capacity
+from moep_router.messages import label_logprob_fields
 from moep_sglang import envs
 from moep_sglang.models.checkpoint import ensure_model
 from moep_sglang.models.corpus import paragraph
@@ -65,8 +66,7 @@ def main() -> None:
     model = ensure_model(envs.model_cache_dir(), "tiny")
     rng = random.Random(0)
     bodies = [orjson.dumps({"text": paragraph(rng, 8), "sampling_params": {"max_new_tokens": 0},
-                            "return_logprob": True, "logprob_start_len": -1,
-                            "token_ids_logprob": [661, 362]}) for _ in range(512)]
+                            **label_logprob_fields([661, 362])}) for _ in range(512)]
     ports = [free_port() for _ in range(8)]
     LOGS.mkdir(parents=True, exist_ok=True)
     fake = subprocess.Popen([sys.executable, "-m", "bench.fake_worker", "--ports",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.workloads import WORKLOADS, BenchRequest, ideal_cached_tokens
 from moep_router.cost import CostModel
+from moep_router.messages import label_logprob_fields
 from moep_router.model_spec import ModelSpec
 from moep_router.tokenize import RouterTokenizer
 
@@ -101,7 +102,7 @@ def _body(api: str, r: BenchRequest, labels: list[int]) -> dict:
                 "label_token_ids": labels}
     # What SGLang's /v1/score does inside, as the /generate request any router can route.
     return {"text": r.query + r.item, "sampling_params": {"max_new_tokens": 0},
-            "return_logprob": True, "logprob_start_len": -1, "token_ids_logprob": labels}
+            **label_logprob_fields(labels)}
 
 
 def _usage(result) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+from moep_router.messages import label_logprob_fields
 from moep_router.prefix_keys import PromptKeys
 
 
@@ -43,8 +44,7 @@ class Job:
         ids = [list(p) for p in self.prompts] if len(self.prompts) > 1 else list(self.prompts[0])
         body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 0}}
         if self.label_token_ids:
-            body.update(return_logprob=True, logprob_start_len=-1,
-                        token_ids_logprob=list(self.label_token_ids))
+            body.update(label_logprob_fields(self.label_token_ids))
         body.update(self.worker_body)
         return body
 

@@ -199,6 +199,14 @@ class Reply(msgspec.Struct, frozen=True):
     request_id: int | str | None = None  # echoed from the request header (the SDK's counter)
 
 
+def label_logprob_fields(label_token_ids) -> dict:
+    """The /generate fields that make a prefill-only request a scoring one (what SGLang's
+    /v1/score sends inside): the logprobs of `label_token_ids` at the prompt's last position,
+    returned in meta_info.output_token_ids_logprobs."""
+    return {"return_logprob": True, "logprob_start_len": -1,
+            "token_ids_logprob": list(label_token_ids)}
+
+
 def int32_frame(tokens: list[int]) -> bytes:
     import array
 

@@ -35,6 +35,7 @@ from bench.gpu.common import (  # noqa: E402
     stop_all,
 )
 from moep_router.cost import CostModel  # noqa: E402
+from moep_router.messages import label_logprob_fields  # noqa: E402
 from moep_router.model_spec import ModelSpec  # noqa: E402
 from moep_sglang.models.checkpoint import ensure_model  # noqa: E402
 
@@ -63,8 +64,7 @@ async def _send_all(urls: list[str], prompts: list[list[int]],
     asks for those tokens' logprobs at its last position (the /generate that SGLang's /v1/score
     and every router's scoring request send), and a reply without them is an error."""
     timeout = aiohttp.ClientTimeout(total=1800)
-    extra = ({"return_logprob": True, "logprob_start_len": -1, "token_ids_logprob": labels}
-             if labels else {})
+    extra = label_logprob_fields(labels) if labels else {}
     async with aiohttp.ClientSession(timeout=timeout) as session:
         async def one(url: str, ids: list[int]) -> tuple[float, int]:
             start = time.perf_counter()
