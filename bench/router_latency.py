@@ -11,7 +11,10 @@ workers; added latency = router p50/p99 minus the direct p50/p99 (with --latency
 system's open loop runs K times and its row is the run of median p99, every run's p50/p99 kept,
 so that one stall of the machine is told from a router's tail; each run also records when its
 slow requests were sent and the host's TCP counters over it, to tell a stall of the machine from
-a dropped connection's retransmit). Capacity: a closed loop of
+a dropped connection's retransmit, and for moep-router, from its /metrics, how many requests its own handler took over 10/50/100 ms
+and what held its event loop: ticks of its lag probe later than 10/50/100 ms, its garbage
+collections).
+Capacity: a closed loop of
 256 requests in flight from --capacity-clients client processes for --seconds: requests/s
 completed, and the router's CPU time per completed request (user + system, its processes)
 during that loop. Everything shares this machine's cores with the load generator and the fake
@@ -73,6 +76,51 @@ def tcp_counters() -> dict[str, int]:
     return out
 
 
+def _histogram(families: dict, name: str) -> dict[tuple, float]:
+    """{(labels without le, le): cumulative count} of one histogram, and (labels, "count")."""
+    out: dict[tuple, float] = {}
+    for sample in families.get(name, ()):
+        labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+        if sample.name.endswith("_bucket"):
+            out[labels, sample.labels["le"]] = sample.value
+        elif sample.name.endswith(("_count", "_sum")):
+            out[labels, sample.name.rsplit("_", 1)[1]] = sample.value
+    return out
+
+
+def router_view(before: str, after: str) -> dict:
+    """A moep-router's /metrics text before and after a run -> what the router saw of the run:
+    requests its own handler took longer than 10, 50 and 100 ms over (from reading the body to
+    the reply: a slow request the handler did not see waited before it, in the sockets or for
+    the loop); what held its request loop: lag-probe ticks later than 10, 50 and 100 ms, and
+    per GC generation the collections and their seconds (loop_watch.py's two histograms)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def parse(text):
+        return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+    b, a = parse(before), parse(after)
+    lag0 = _histogram(b, "moep_router_event_loop_lag_seconds")
+    lag1 = _histogram(a, "moep_router_event_loop_lag_seconds")
+    d = lambda key, h0, h1: h1.get(key, 0.0) - h0.get(key, 0.0)  # noqa: E731
+    ticks = d(((), "count"), lag0, lag1)
+    req0 = _histogram(b, "moep_router_request_seconds")
+    req1 = _histogram(a, "moep_router_request_seconds")
+    keys = {k for k in req1 if k[1] == "count"}  # every endpoint
+    served = sum(d(k, req0, req1) for k in keys)
+    out = {"handled": int(served), "lag_ticks": int(ticks)}
+    for ms, le in ((10, "0.01"), (50, "0.05"), (100, "0.1")):
+        out[f"handled_over_{ms}ms"] = int(served - sum(d((k[0], le), req0, req1) for k in keys))
+        out[f"lag_ticks_over_{ms}ms"] = int(ticks - d(((), le), lag0, lag1))
+    gc0 = _histogram(b, "moep_router_gc_pause_seconds")
+    gc1 = _histogram(a, "moep_router_gc_pause_seconds")
+    for gen in ("0", "1", "2"):
+        key = (("generation", gen),)
+        out[f"gc{gen}_collections"] = int(d((key, "count"), gc0, gc1))
+        out[f"gc{gen}_seconds"] = round(d((key, "sum"), gc0, gc1), 4)
+    return out
+
+
 def slow_summary(samples: list[tuple[float, float]], threshold_ms: float = SLOW_MS) -> dict:
     """(send time s since the run's start, latency s) per answered request -> how many took
     longer than threshold_ms, when the first and last of them were sent, the slowest."""
@@ -83,13 +131,23 @@ def slow_summary(samples: list[tuple[float, float]], threshold_ms: float = SLOW_
             "slow_max_ms": round(max(lat for _, lat in slow) * 1e3, 1) if slow else None}
 
 
-async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes]) -> dict:
+async def _metrics_text(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(f"{url}/metrics") as r:
+        return await r.text()
+
+
+async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
+                     watch_loop: bool = False) -> dict:
+    """watch_loop: the URL is a moep-router's; what it saw of the run (router_view) goes in
+    "router"."""
     lat: list[float] = []
     samples: list[tuple[float, float]] = []  # (sent at, latency) s
     errors = 0
     tcp_before = tcp_counters()
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
+        metrics_before = await _metrics_text(session, url) if watch_loop else None
+
         async def one(body: bytes) -> None:
             nonlocal errors
             t = time.perf_counter()
@@ -114,13 +172,16 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes])
             tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
+        seen = (router_view(metrics_before, await _metrics_text(session, url))
+                if watch_loop else None)
     tcp_after = tcp_counters()
     lat.sort()
     return {"sent": n, "ok": len(lat), "errors": errors, "achieved_rps": len(lat) / elapsed,
             "p50_ms": 1e3 * statistics.median(lat) if lat else None,
             "p99_ms": 1e3 * lat[int(0.99 * (len(lat) - 1))] if lat else None,
             **slow_summary(samples),
-            "tcp": {k: v - tcp_before.get(k, 0) for k, v in tcp_after.items()}}
+            "tcp": {k: v - tcp_before.get(k, 0) for k, v in tcp_after.items()},
+            **({"router": seen} if seen else {})}
 
 
 async def _closed_loop(url: str, concurrency: int, seconds: float, bodies: list[bytes],
@@ -188,6 +249,7 @@ def median_run(runs: list[dict]) -> dict:
                                                  "slow_sent_last_s", "slow_max_ms")}
                           for r in runs],
             "tcp_runs": [r.get("tcp") for r in runs],
+            "router_runs": [r.get("router") for r in runs],
             "p99_ms_max": max((r["p99_ms"] for r in runs if r["p99_ms"] is not None),
                               default=None)}
 
@@ -216,8 +278,10 @@ def main() -> None:
     clients, fake_processes = a.capacity_clients, min(a.fake_processes, len(ports))
     rows = []
     with fake_workers(ports, a.fake_processes):
-        once = lambda url: asyncio.run(_open_loop(url, a.rate, a.seconds, bodies))  # noqa: E731
-        run = lambda url: median_run([once(url) for _ in range(a.latency_runs)])  # noqa: E731
+        once = lambda url, watch=False: asyncio.run(  # noqa: E731
+            _open_loop(url, a.rate, a.seconds, bodies, watch))
+        run = lambda url, watch=False: median_run(  # noqa: E731
+            [once(url, watch) for _ in range(a.latency_runs)])
         once(urls[0])  # warm up
         rows.append({"system": "direct (no router)", **run(urls[0]),
                      **capacity(urls[0], a.seconds, bodies, clients=clients)})
@@ -227,7 +291,7 @@ def main() -> None:
                 once(router.url)
                 rows.append({"system": f"moep-router true_flops, {n} process"
                                        f"{'es' if n > 1 else ''}", "processes": n,
-                             **run(router.url),
+                             **run(router.url, watch=True),
                              **capacity_with_cpu(router.url, router.proc.pid, a.seconds, bodies,
                                                  clients=clients)})
         with _SglangRouter(urls) as smg:

@@ -60,6 +60,15 @@ class RouterMetrics:
         self.tokenize_cache = Counter("moep_router_tokenize_cache_lookups_total",
                                       "Long texts looked up in the tokenization cache",
                                       ["result"], registry=r)
+        # How long the loop could not run (loop_watch.py): a late tick, a collection
+        self.loop_lag = Histogram("moep_router_event_loop_lag_seconds",
+                                  "How late a 10 ms tick of the request loop woke up", registry=r,
+                                  buckets=(1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, .01, .025, .05, .1,
+                                           .25, .5, 1))
+        self.gc_pause = Histogram("moep_router_gc_pause_seconds",
+                                  "Wall time of each garbage collection", ["generation"],
+                                  registry=r, buckets=(1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, .01, .025,
+                                                       .05, .1, .25, .5, 1))
         self._tokenize_cache_seen = (0, 0)  # (hits, misses) already counted
         # (endpoint, status) -> (its requests counter, its latency histogram), made on first use
         self._request_children: dict[tuple[str, int], tuple] = {}

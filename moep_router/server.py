@@ -22,6 +22,7 @@ from moep_router.endpoints import EndpointContext, text_chars
 from moep_router.jobs import Job
 from moep_router.http_server import build_app
 from moep_router.kv_listener import KVListener
+from moep_router.loop_watch import LoopWatch
 from moep_router.messages import decode_worker_reports
 from moep_router.metrics import RouterMetrics
 from moep_router.model_spec import ModelSpec
@@ -68,6 +69,7 @@ class Router:
             RouterTokenizer(config.model_path, config.tokenize_cache_tokens), self.spec,
             config.model_name, config.rerank_template, config.max_items_per_request)
         self.metrics = RouterMetrics()
+        self.loop_watch = LoopWatch(self.metrics)
         self.registry = WorkerRegistry(config.threshold_flops, self.board,
                                        shared.index if shared else 0, config.pending_settle_s)
         self.dispatcher = Dispatcher(config, self.registry, make_policy(config.policy),
@@ -89,6 +91,7 @@ class Router:
         for spec in self.config.workers:
             await self.add_worker(spec)
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+        self.loop_watch.start()
         if self.config.k8s_selector:
             from moep_router.discovery import KubeConfig, KubeWatcher
 
@@ -105,6 +108,7 @@ class Router:
                 lambda: loop.create_task(self._apply_change(change))))
 
     async def stop(self) -> None:
+        await self.loop_watch.stop()
         for task in (self._health_task, self._discovery_task):
             if task:
                 task.cancel()

@@ -124,3 +124,31 @@ def test_slow_summary_says_when_the_slow_requests_were_sent():
                    "slow_sent_last_s": 1.25, "slow_max_ms": 200.0}
     assert slow_summary([(0.1, 0.001)])["slow_requests"] == 0
     assert slow_summary([])["slow_sent_first_s"] is None
+
+
+def test_router_view_counts_only_what_happened_between_two_scrapes():
+    from bench.router_latency import router_view
+    from moep_router.metrics import RouterMetrics
+
+    m = RouterMetrics()
+    m.loop_lag.observe(0.2)  # before the run: not counted
+    m.gc_pause.labels("2").observe(0.3)
+    m.request_done("/generate", 200, 0.5)
+    before = m.render([]).decode()
+    for lag in (0.0001, 0.02, 0.06, 0.07, 0.15):
+        m.loop_lag.observe(lag)
+    m.gc_pause.labels("0").observe(0.001)
+    m.gc_pause.labels("1").observe(0.04)
+    m.gc_pause.labels("1").observe(0.06)
+    for endpoint, seconds in (("/generate", 0.002), ("/generate", 0.03), ("/v1/score", 0.2)):
+        m.request_done(endpoint, 200, seconds)
+    m.request_done("/generate", 400, 0.07)
+    got = router_view(before, m.render([]).decode())
+    assert got["handled"] == 4
+    assert (got["handled_over_10ms"], got["handled_over_50ms"],
+            got["handled_over_100ms"]) == (3, 2, 1)
+    assert got["lag_ticks"] == 5
+    assert (got["lag_ticks_over_10ms"], got["lag_ticks_over_50ms"],
+            got["lag_ticks_over_100ms"]) == (4, 3, 1)
+    assert (got["gc0_collections"], got["gc1_collections"], got["gc2_collections"]) == (1, 2, 0)
+    assert got["gc1_seconds"] == 0.1 and got["gc2_seconds"] == 0.0
