@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.workloads import WORKLOADS, BenchRequest, ideal_cached_tokens
 from moep_router.cost import CostModel
-from moep_router.messages import label_logprob_fields
+from moep_router.messages import label_logprob_fields, label_logprob_rows
 from moep_router.model_spec import ModelSpec
 from moep_router.tokenize import RouterTokenizer
 
@@ -110,8 +110,7 @@ def _usage(result) -> tuple[int, int]:
     if hasattr(result, "usage"):
         return result.usage.prompt_tokens, result.usage.cached_tokens
     meta = result.raw["meta_info"]
-    if not meta.get("output_token_ids_logprobs"):
-        raise RuntimeError("the reply carries no label logprobs")
+    label_logprob_rows(meta)  # raises if the worker dropped them
     return meta["prompt_tokens"], meta.get("cached_tokens", 0)
 
 

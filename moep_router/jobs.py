@@ -12,7 +12,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from moep_router.messages import label_logprob_fields
+from moep_router.messages import label_logprob_fields, label_logprob_rows
 from moep_router.prefix_keys import PromptKeys
 
 
@@ -51,10 +51,7 @@ class Job:
 
 def label_scores(meta: dict, labels: tuple[int, ...], apply_softmax: bool) -> list[float]:
     """Probabilities of `labels` after the prompt (SGLang's /v1/score conversion, no torch)."""
-    rows = meta.get("output_token_ids_logprobs") or []
-    if not rows:
-        raise RuntimeError("worker returned no label logprobs")
-    found = {int(tok): lp for lp, tok, *_ in rows[0]}
+    found = {int(tok): lp for lp, tok, *_ in label_logprob_rows(meta)[0]}
     lps = [found.get(t, -math.inf) for t in labels]
     if apply_softmax:
         top = max(lps)

@@ -207,6 +207,16 @@ def label_logprob_fields(label_token_ids) -> dict:
             "token_ids_logprob": list(label_token_ids)}
 
 
+def label_logprob_rows(meta_info: dict) -> list:
+    """The label logprobs of a scoring /generate reply's meta_info (label_logprob_fields):
+    one row per logprob position, [[logprob, token id, text], ...]. A reply without them (a
+    worker that dropped the fields) raises RuntimeError instead of scoring nothing."""
+    rows = meta_info.get("output_token_ids_logprobs")
+    if not rows:
+        raise RuntimeError("the worker's reply carries no label logprobs")
+    return rows
+
+
 def int32_frame(tokens: list[int]) -> bytes:
     import array
 

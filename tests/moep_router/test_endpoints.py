@@ -99,6 +99,13 @@ def test_label_scores_match_sglang_conversion():
     assert soft[0] == pytest.approx(1 / (1 + 2.718281828 ** -1.5)) and sum(soft) == pytest.approx(1)
 
 
+@pytest.mark.parametrize("meta", [{}, {"output_token_ids_logprobs": None},
+                                  {"output_token_ids_logprobs": []}])
+def test_a_reply_without_label_logprobs_is_an_error_not_zero_scores(meta):
+    with pytest.raises(RuntimeError, match="carries no label logprobs"):
+        label_scores(meta, (7, 9), apply_softmax=True)
+
+
 TOO_MANY = {
     "score": (parse_score, {"query": "x", "items": ["y"] * 5, "label_token_ids": [1]}, "`items`"),
     "classify": (parse_classify, {"input": ["a"] * 5, "labels": ["yes", "no"]}, "`input`"),
