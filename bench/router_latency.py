@@ -9,18 +9,20 @@ first straight to a fake worker, then through moep-router (true_flops, with each
 --processes count) and SGLang's gateway (smg, cache_aware), all in front of the same 8 fake
 workers; added latency = router p50/p99 minus the direct p50/p99 (with --latency-runs K, each
 system's open loop runs K times and its row is the run of median p99, every run's p50/p99 kept,
-so that one stall of the machine is told from a router's tail; each run also records when its
-slow requests were sent and the host's TCP counters over it, to tell a stall of the machine from
-a dropped connection's retransmit, and for moep-router, from its /metrics, how many requests its own handler took over 10/50/100 ms
-and what held its event loop: ticks of its lag probe later than 10/50/100 ms, its garbage
-collections).
-Capacity: a closed loop of
-256 requests in flight from --capacity-clients client processes for --seconds: requests/s
-completed, and the router's CPU time per completed request (user + system, its processes)
-during that loop. Everything shares this machine's cores with the load generator and the fake
-workers (--fake-processes processes): on a 2-core machine the figures are what it sustains, not
-the routers' ceilings; a host with cores to spare (bench/gpu/suite.sh routercpu) gives more
-clients and fake-worker processes than router processes.
+so that one stall of the machine is told from a router's tail). Each run also records, to
+place its tail: when its slow requests were sent; the host's TCP counters over it (a dropped
+connection's retransmit); how late the sender's own 10 ms ticks woke (a stalled sender
+inflates what it times); and for moep-router, from its /metrics, how many requests its own
+handler took over 10/50/100 ms and what held its event loop (ticks of its lag probe later
+than 10/50/100 ms, its garbage collections).
+
+Capacity: a closed loop of 256 requests in flight from --capacity-clients client processes
+for --seconds: requests/s completed, and the router's CPU time per completed request (user +
+system, its processes) during that loop. Everything shares this machine's cores with the load
+generator and the fake workers (--fake-processes processes): on a 2-core machine the figures
+are what it sustains, not the routers' ceilings; a host with cores to spare
+(bench/gpu/suite.sh routercpu) gives more clients and fake-worker processes than router
+processes.
 """
 
 from __future__ import annotations
@@ -131,6 +133,21 @@ def slow_summary(samples: list[tuple[float, float]], threshold_ms: float = SLOW_
             "slow_max_ms": round(max(lat for _, lat in slow) * 1e3, 1) if slow else None}
 
 
+async def _sender_lags(lags: list[float], tick_s: float = 0.01) -> None:
+    """The sender's own loop lag, every tick_s until cancelled: a stalled sender inflates every
+    latency it is timing, so a run records how late its ticks woke (as the router's probe)."""
+    while True:
+        slept = time.perf_counter()
+        await asyncio.sleep(tick_s)
+        lags.append(time.perf_counter() - slept - tick_s)
+
+
+def late_ticks(lags: list[float]) -> dict:
+    """{ticks, ticks_over_10ms, ticks_over_50ms, ticks_over_100ms} of a list of lags (s)."""
+    return {"ticks": len(lags),
+            **{f"ticks_over_{ms}ms": sum(lag > ms / 1e3 for lag in lags) for ms in (10, 50, 100)}}
+
+
 async def _metrics_text(session: aiohttp.ClientSession, url: str) -> str:
     async with session.get(f"{url}/metrics") as r:
         return await r.text()
@@ -164,6 +181,8 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
             lat.append(time.perf_counter() - t)
             samples.append((t - start, lat[-1]))
 
+        lags: list[float] = []
+        probe = asyncio.create_task(_sender_lags(lags))
         tasks, start, n = [], time.perf_counter(), int(rate * seconds)
         for i in range(n):
             delay = start + i / rate - time.perf_counter()
@@ -172,6 +191,7 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
             tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
+        probe.cancel()
         seen = (router_view(metrics_before, await _metrics_text(session, url))
                 if watch_loop else None)
     tcp_after = tcp_counters()
@@ -181,6 +201,7 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
             "p99_ms": 1e3 * lat[int(0.99 * (len(lat) - 1))] if lat else None,
             **slow_summary(samples),
             "tcp": {k: v - tcp_before.get(k, 0) for k, v in tcp_after.items()},
+            "sender": late_ticks(lags),
             **({"router": seen} if seen else {})}
 
 
@@ -249,6 +270,7 @@ def median_run(runs: list[dict]) -> dict:
                                                  "slow_sent_last_s", "slow_max_ms")}
                           for r in runs],
             "tcp_runs": [r.get("tcp") for r in runs],
+            "sender_runs": [r.get("sender") for r in runs],
             "router_runs": [r.get("router") for r in runs],
             "p99_ms_max": max((r["p99_ms"] for r in runs if r["p99_ms"] is not None),
                               default=None)}

@@ -152,3 +152,11 @@ def test_router_view_counts_only_what_happened_between_two_scrapes():
             got["lag_ticks_over_100ms"]) == (4, 3, 1)
     assert (got["gc0_collections"], got["gc1_collections"], got["gc2_collections"]) == (1, 2, 0)
     assert got["gc1_seconds"] == 0.1 and got["gc2_seconds"] == 0.0
+
+
+def test_late_ticks_counts_each_threshold():
+    from bench.router_latency import late_ticks
+
+    assert late_ticks([0.0, 0.02, 0.06, 0.2]) == {
+        "ticks": 4, "ticks_over_10ms": 3, "ticks_over_50ms": 2, "ticks_over_100ms": 1}
+    assert late_ticks([])["ticks"] == 0
