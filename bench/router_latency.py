@@ -185,9 +185,9 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
         lags: list[float] = []
         probe = asyncio.create_task(_sender_lags(lags))
         # No collection in the sender during the run (one before, one after): its 10,000 tasks
-        # and replies are one growing heap, and with its GC on, its loop woke 50-100+ ms late
-        # once or twice per run on the 2-core machine (none with it off), inflating every
-        # request in flight then, direct ones included (direct p99 15-99 ms against 2.6-3.2).
+        # and replies are one growing heap, and with its GC on, its loop woke over 50 ms late
+        # up to twice a run on the 2-core machine (none with it off), inflating every request
+        # in flight then, direct ones too (bench/results/router_latency_sender_gc_on.json).
         gc.collect()
         gc.disable()
         tasks, start, n = [], time.perf_counter(), int(rate * seconds)
