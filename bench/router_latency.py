@@ -190,16 +190,18 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
         # in flight then, direct ones too (bench/results/router_latency_sender_gc_on.json).
         gc.collect()
         gc.disable()
-        tasks, start, n = [], time.perf_counter(), int(rate * seconds)
-        for i in range(n):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
-        gc.enable()
-        probe.cancel()
+        try:
+            tasks, start, n = [], time.perf_counter(), int(rate * seconds)
+            for i in range(n):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
+            await asyncio.gather(*tasks)
+            elapsed = time.perf_counter() - start
+        finally:
+            gc.enable()
+            probe.cancel()
         seen = (router_view(metrics_before, await _metrics_text(session, url))
                 if watch_loop else None)
     tcp_after = tcp_counters()
