@@ -124,8 +124,9 @@ def visible_gpus() -> int:
 
 
 def free_base_port(num_workers: int) -> int:
-    """A --worker-base-port whose every port (HTTP, KV events and replay, store) is free now and
-    below the ephemeral range (tests and the demo, which must not collide with anything)."""
+    """A --worker-base-port whose every port (HTTP, KV events and replay, store, NCCL) is free
+    now, not handed out before by this process (free_port), and below the ephemeral range
+    (tests and the demo, which must not collide with anything)."""
     import random
     import socket
 
@@ -137,6 +138,8 @@ def free_base_port(num_workers: int) -> int:
         ports = [*range(base, base + num_workers), base + STORE_PORT_OFFSET,
                  *range(base + KV_PORT_OFFSET, base + KV_PORT_OFFSET + 2 * num_workers),
                  *range(base + NCCL_PORT_OFFSET, base + NCCL_PORT_OFFSET + num_workers)]
+        if _HANDED_OUT.intersection(ports):  # promised already (the demo's router port was
+            continue  # once worker 1's NCCL port: free then, bound by the router later)
         try:
             for port in ports:
                 with socket.socket() as sock:

@@ -34,18 +34,21 @@ def test_a_held_loop_is_a_late_tick_and_collections_are_pauses():
         await asyncio.sleep(0.1)  # ticks on a free loop
         time.sleep(0.3)  # the loop held: the next tick is ~0.3 s late
         await asyncio.sleep(0.05)
+        full = _count(metrics, "moep_router_gc_pause_seconds", generation="2")
         gc.collect()  # a full collection, recorded by the callback ...
-        assert _count(metrics, "moep_router_gc_pause_seconds", generation="2") == 0
+        assert _count(metrics, "moep_router_gc_pause_seconds", generation="2") == full
         await asyncio.sleep(0.05)  # ... and observed by the next tick, on the loop
-        assert _count(metrics, "moep_router_gc_pause_seconds", generation="2") >= 1
+        assert _count(metrics, "moep_router_gc_pause_seconds", generation="2") >= full + 1
         await watch.stop()
         assert watch._on_gc not in gc.callbacks
 
     asyncio.run(main())
     ticks = _count(metrics, lag)
-    assert ticks >= 5
-    # exactly the held tick is later than 0.25 s: the others woke up on time
-    assert ticks - _count(metrics, lag, le="0.25") == 1
+    late = ticks - _count(metrics, lag, le="0.25")
+    # the held tick is later than 0.25 s (so may be the one after the full collection of a
+    # large heap, as in the test suite's process); the others woke up on time
+    assert 1 <= late <= 2
+    assert ticks - late >= 5
     text = metrics.render([])  # on /metrics like every other series
     assert b"moep_router_event_loop_lag_seconds_bucket" in text
     assert b'moep_router_gc_pause_seconds_count{generation="2"}' in text

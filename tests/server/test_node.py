@@ -81,3 +81,22 @@ def test_workers_only_advertises_an_address_other_machines_reach(tmp_path):
     c = parse_node_args(_args(tmp_path, "--worker-host=10.1.2.3"), gpus=0)
     assert c.worker_specs()[0].startswith("http://10.1.2.3:") and c.worker_config(0).url.startswith(
         "http://10.1.2.3:")
+
+
+def test_a_worker_port_block_never_holds_a_port_handed_out_before(monkeypatch):
+    """The demo hands out the router's port first, then the workers' block: a block that held
+    it (here as worker 1's NCCL port) left the router EADDRINUSE once the worker bound it."""
+    import random
+
+    from moep_sglang.server.node import NCCL_PORT_OFFSET, free_base_port
+    from moep_sglang.server.worker_process import free_port
+
+    router_port = free_port()  # handed out, not bound yet
+    colliding = router_port - NCCL_PORT_OFFSET - 1
+    tries = [colliding]
+    real = random.randrange
+    monkeypatch.setattr(random, "randrange", lambda lo, hi: tries.pop(0) if tries else real(lo, hi))
+    base = free_base_port(2)
+    assert not tries  # the colliding block was offered first ...
+    assert base != colliding  # ... and passed over
+    assert router_port not in range(base, base + NCCL_PORT_OFFSET + 2)
