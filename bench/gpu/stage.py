@@ -10,7 +10,9 @@ most of its dependencies, and cannot download. This script, run here (CPU machin
      its FlashAttention-3 library (SGLang's Hopper attention default, 1.07 GB) to the head-dim
      128 bf16 kernels (bench/gpu/trim_fa3.py), xz-compressed into its own carry .gpu-stage/fa3;
   4. builds our own wheel;
-  5. packs the wheels into carry folders .gpu-stage/c1, c2, ... of at most 60 MiB each.
+  5. packs the wheels into carry folders .gpu-stage/c1, c2, ... of at most 60 MiB each;
+  6. copies what the router benchmark alone needs (smg and the router's dependencies) into one
+     more carry, .gpu-stage/rcpu, so `suite.sh routercpu` runs in one call with no other stage.
 On the device, bench/gpu/install.sh copies each carry to /tmp and installs them all.
 Usage: .venv/bin/python bench/gpu/stage.py
 """
@@ -46,6 +48,11 @@ GPU_ONLY = ["sglang==0.5.17", "sglang-kernel==0.4.5", "flashinfer-python==0.6.15
             "smg==1.13.0", "grpcio", "grpcio-health-checking", "pyyaml", "setproctitle"]
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (39, 38, 37, 36, 35, 34, 31, 28, 27, 24, 17)] + [
     "manylinux2014_x86_64", "manylinux1_x86_64"]
+# bench/router_latency on the GPU host's CPUs (suite.sh routercpu): smg, moep_router's imports
+# and theirs beyond the image (the tiny model is carried from .cache/models/tiny)
+ROUTER_ONLY = {"smg", "aiohappyeyeballs", "aiohttp", "aiosignal", "attrs", "frozenlist", "idna",
+               "msgspec", "multidict", "orjson", "prometheus-client", "propcache", "psutil",
+               "pyzmq", "tokenizers", "uvloop", "yarl"}
 FA3_LIB = "flash_ops.abi3.so"
 SM90_KEEP = re.compile(r"(^|/)(sm90|sm_90)(/|_)|\.py$|\.dist-info/|\.pyi$|\.typed$")
 
@@ -118,6 +125,19 @@ def pack(wheels: list[Path]) -> list[Path]:
     return carries
 
 
+def router_carry(wheels: list[Path]) -> Path:
+    """.gpu-stage/rcpu: the ROUTER_ONLY wheels, one carry."""
+    carry = STAGE / "rcpu"
+    shutil.rmtree(carry, ignore_errors=True)
+    carry.mkdir(parents=True)
+    for wheel in wheels:
+        if wheel.name.split("-")[0].lower().replace("_", "-") in ROUTER_ONLY:
+            shutil.copy2(wheel, carry)
+    if sum(f.stat().st_size for f in carry.iterdir()) > CARRY_LIMIT:
+        raise SystemExit(f"{carry} is over one carry")
+    return carry
+
+
 def main() -> None:
     started = time.monotonic()
     wheels_dir = STAGE / "wheels"
@@ -139,7 +159,7 @@ def main() -> None:
                     str(wheels_dir), str(ROOT)], check=True)
     wheels = [w for w in sorted(wheels_dir.glob("*.whl"))
               if not IN_IMAGE.match(w.name.replace("_", "-")) or w.name.startswith("moep")]
-    carries = pack(wheels)
+    carries = [*pack(wheels), router_carry(wheels)]
     for carry in carries:
         size = sum(f.stat().st_size for f in carry.iterdir())
         print(f"  {carry.relative_to(ROOT)}: {len(list(carry.iterdir()))} wheels, {size / 2**20:.1f} MiB")
