@@ -41,6 +41,7 @@ import orjson
 from bench.common import print_table, write_result
 from bench.compare_routers import LOGS, _cpu_seconds, _SglangRouter, _smg_version
 from bench.fake_worker import fake_workers
+from moep_router.loop_watch import sample_lag
 from moep_router.messages import label_logprob_fields
 from moep_sglang import envs
 from moep_sglang.models.checkpoint import ensure_model
@@ -134,15 +135,6 @@ def slow_summary(samples: list[tuple[float, float]], threshold_ms: float = SLOW_
             "slow_max_ms": round(max(lat for _, lat in slow) * 1e3, 1) if slow else None}
 
 
-async def _sender_lags(lags: list[float], tick_s: float = 0.01) -> None:
-    """The sender's own loop lag, every tick_s until cancelled: a stalled sender inflates every
-    latency it is timing, so a run records how late its ticks woke (as the router's probe)."""
-    while True:
-        slept = time.perf_counter()
-        await asyncio.sleep(tick_s)
-        lags.append(time.perf_counter() - slept - tick_s)
-
-
 def late_ticks(lags: list[float]) -> dict:
     """{ticks, ticks_over_10ms, ticks_over_50ms, ticks_over_100ms} of a list of lags (s)."""
     return {"ticks": len(lags),
@@ -183,7 +175,8 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
             samples.append((t - start, lat[-1]))
 
         lags: list[float] = []
-        probe = asyncio.create_task(_sender_lags(lags))
+        # the sender's own loop lag: a stalled sender inflates every latency it is timing
+        probe = asyncio.create_task(sample_lag(lags.append))
         # No collection in the sender during the run (one before, one after): its 10,000 tasks
         # and replies are one growing heap, and with its GC on, its loop woke over 50 ms late
         # up to twice a run on the 2-core machine (none with it off), inflating every request

@@ -20,8 +20,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable
 
 TICK_S = 0.01  # the lag tick's period (s)
+
+
+async def sample_lag(observe: Callable[[float], None], tick_s: float = TICK_S) -> None:
+    """Until cancelled: sleep tick_s, then observe how late the loop woke (s, >= 0). Also the
+    benchmark's probe of its own sender (bench/router_latency.py)."""
+    while True:
+        slept = time.perf_counter()
+        await asyncio.sleep(tick_s)
+        observe(max(0.0, time.perf_counter() - slept - tick_s))
 
 
 class LoopWatch:
@@ -62,10 +72,9 @@ class LoopWatch:
             self._metrics.gc_pause.labels(str(generation)).observe(seconds)
 
     async def _tick(self) -> None:
-        lag = self._metrics.loop_lag
-        while True:
-            slept = time.perf_counter()
-            await asyncio.sleep(TICK_S)
-            lag.observe(max(0.0, time.perf_counter() - slept - TICK_S))
-            if self._pauses:
-                self.flush()
+        await sample_lag(self._observe_lag)
+
+    def _observe_lag(self, lag_s: float) -> None:
+        self._metrics.loop_lag.observe(lag_s)
+        if self._pauses:
+            self.flush()
