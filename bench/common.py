@@ -49,6 +49,45 @@ def write_result(name: str, payload: dict) -> Path:
     return path
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and every descendant of it alive now (Linux /proc; [pid] where it is not there)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    return tree
+
+
+def pin_process_tree(pid: int, cpus: set[int]) -> int:
+    """Every thread of pid and of its descendants onto `cpus` (threads they start later inherit
+    it). Returns how many threads were pinned."""
+    pinned = 0
+    for p in process_tree(pid):
+        try:
+            tids = [int(t.name) for t in Path(f"/proc/{p}/task").iterdir()]
+        except OSError:
+            continue  # exited meanwhile
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, cpus)
+                pinned += 1
+            except ProcessLookupError:
+                pass
+    return pinned
+
+
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     """columns: (key, header, format spec). Returns and prints the table."""
     head = " | ".join(h for _, h, _ in columns)

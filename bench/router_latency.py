@@ -11,10 +11,11 @@ workers; added latency = router p50/p99 minus the direct p50/p99 (with --latency
 system's open loop runs K times and its row is the run of median p99, every run's p50/p99 kept,
 so that one stall of the machine is told from a router's tail). Each run also records, to
 place its tail: when its slow requests were sent; the host's TCP counters over it (a dropped
-connection's retransmit); how late the sender's own 10 ms ticks woke (a stalled sender
-inflates what it times); and for moep-router, from its /metrics, how many requests its own
-handler took over 10/50/100 ms and what held its event loop (ticks of its lag probe later
-than 10/50/100 ms, its garbage collections).
+connection's retransmit); per CPU the seconds busy, idle and stolen by the hypervisor; how
+late the sender's own 10 ms ticks woke (a stalled sender inflates what it times); and for
+moep-router, from its /metrics, how many requests its own handler took over 10/50/100 ms and
+what held its event loop (ticks of its lag probe later than 10/50/100 ms, its garbage
+collections).
 
 Capacity: a closed loop of 256 requests in flight from --capacity-clients client processes
 for --seconds: requests/s completed, and the router's CPU time per completed request (user +
@@ -22,7 +23,10 @@ system, its processes) during that loop. Everything shares this machine's cores 
 generator and the fake workers (--fake-processes processes): on a 2-core machine the figures
 are what it sustains, not the routers' ceilings; a host with cores to spare
 (bench/gpu/suite.sh routercpu) gives more clients and fake-worker processes than router
-processes.
+processes. With --router-cpus (e.g. 1, --out router_latency_pinned) the router under test runs
+alone on those CPUs and everything else on the others: the added latency is then the router's
+own, not a share of the load generator's core, and the capacity is what the load side on the
+other CPUs can drive through it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import random
 import statistics
 import time
@@ -38,7 +43,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from bench.common import print_table, write_result
+from bench.common import pin_process_tree, print_table, write_result
 from bench.compare_routers import LOGS, _cpu_seconds, _SglangRouter, _smg_version
 from bench.fake_worker import fake_workers
 from moep_router.loop_watch import sample_lag
@@ -78,6 +83,34 @@ def tcp_counters() -> dict[str, int]:
         except OSError:
             pass
     return out
+
+
+def cpu_times(text: str) -> dict[str, dict[str, float]]:
+    """/proc/stat's text -> {"cpuN": {"busy", "idle", "steal"} seconds} per CPU (USER_HZ 100:
+    the kernel reports ticks of 10 ms). steal: time the hypervisor ran something else while
+    this virtual CPU had work."""
+    out = {}
+    for line in text.splitlines():
+        name, *ticks = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        t = [int(x) / 100 for x in ticks[:8]]  # user nice system idle iowait irq softirq steal
+        out[name] = {"busy": t[0] + t[1] + t[2] + t[5] + t[6], "idle": t[3] + t[4],
+                     "steal": t[7]}
+    return out
+
+
+def _cpu_now() -> dict[str, dict[str, float]]:
+    try:
+        return cpu_times(Path("/proc/stat").read_text())
+    except OSError:
+        return {}
+
+
+def cpu_delta(before: dict, after: dict) -> dict[str, dict[str, float]]:
+    """Per CPU, the seconds busy, idle and stolen between two cpu_times() readings."""
+    return {cpu: {k: round(v - before[cpu][k], 2) for k, v in now.items()}
+            for cpu, now in after.items() if cpu in before}
 
 
 def _histogram(families: dict, name: str) -> dict[tuple, float]:
@@ -153,7 +186,7 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
     lat: list[float] = []
     samples: list[tuple[float, float]] = []  # (sent at, latency) s
     errors = 0
-    tcp_before = tcp_counters()
+    tcp_before, cpu_before = tcp_counters(), _cpu_now()
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
         metrics_before = await _metrics_text(session, url) if watch_loop else None
@@ -197,13 +230,14 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
             probe.cancel()
         seen = (router_view(metrics_before, await _metrics_text(session, url))
                 if watch_loop else None)
-    tcp_after = tcp_counters()
+    tcp_after, cpu_after = tcp_counters(), _cpu_now()
     lat.sort()
     return {"sent": n, "ok": len(lat), "errors": errors, "achieved_rps": len(lat) / elapsed,
             "p50_ms": 1e3 * statistics.median(lat) if lat else None,
             "p99_ms": 1e3 * lat[int(0.99 * (len(lat) - 1))] if lat else None,
             **slow_summary(samples),
             "tcp": {k: v - tcp_before.get(k, 0) for k, v in tcp_after.items()},
+            "cpus": cpu_delta(cpu_before, cpu_after),
             "sender": late_ticks(lags),
             **({"router": seen} if seen else {})}
 
@@ -273,10 +307,33 @@ def median_run(runs: list[dict]) -> dict:
                                                  "slow_sent_last_s", "slow_max_ms")}
                           for r in runs],
             "tcp_runs": [r.get("tcp") for r in runs],
+            "cpu_runs": [r.get("cpus") for r in runs],
             "sender_runs": [r.get("sender") for r in runs],
             "router_runs": [r.get("router") for r in runs],
             "p99_ms_max": max((r["p99_ms"] for r in runs if r["p99_ms"] is not None),
                               default=None)}
+
+
+def _cpus(spec: str) -> set[int]:
+    """"1" or "2,3" or "4-7" -> a set of CPU numbers."""
+    out: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _pinning(spec: str | None):
+    """With --router-cpus: move this process (and so the fake workers and clients it starts
+    later) off those CPUs, and return pin(pid), which puts a router's every thread on them."""
+    if spec is None:
+        return lambda pid: None
+    router, everything = _cpus(spec), os.sched_getaffinity(0)
+    if not router < everything:
+        raise SystemExit(f"--router-cpus {spec}: must be a proper subset of the CPUs this "
+                         f"process may use, {sorted(everything)}")
+    os.sched_setaffinity(0, everything - router)
+    return lambda pid: pin_process_tree(pid, router)
 
 
 def main() -> None:
@@ -292,7 +349,13 @@ def main() -> None:
                    help="processes serving the fake workers (their ports split between them)")
     p.add_argument("--latency-runs", type=int, default=1,
                    help="open-loop runs per system (the row: the run of median p99)")
+    p.add_argument("--router-cpus", default=None,
+                   help="CPUs the router under test runs on, e.g. 1 (every thread of it and of "
+                        "its processes); the load generator, its clients and the fake workers "
+                        "then run on the other CPUs. Default: everything shares every CPU")
+    p.add_argument("--out", default="router_latency", help="result name under bench/results/")
     a = p.parse_args()
+    pin = _pinning(a.router_cpus)
     model = ensure_model(envs.model_cache_dir(), "tiny")
     rng = random.Random(0)
     bodies = [orjson.dumps({"text": paragraph(rng, 8), "sampling_params": {"max_new_tokens": 0},
@@ -313,13 +376,16 @@ def main() -> None:
         for n in (int(x) for x in a.processes.split(",")):
             with RouterProcess(model, urls, LOGS / f"router-latency-p{n}.log",
                                "--processes", str(n)) as router:
+                pin(router.proc.pid)
                 once(router.url)
+                pin(router.proc.pid)  # and a process its supervisor started late, if any
                 rows.append({"system": f"moep-router true_flops, {n} process"
                                        f"{'es' if n > 1 else ''}", "processes": n,
                              **run(router.url, watch=True),
                              **capacity_with_cpu(router.url, router.proc.pid, a.seconds, bodies,
                                                  clients=clients)})
         with _SglangRouter(urls) as smg:
+            pin(smg.proc.pid)
             once(smg.url)
             rows.append({"system": "smg cache_aware", **run(smg.url),
                          **capacity_with_cpu(smg.url, smg.proc.pid, a.seconds, bodies,
@@ -335,14 +401,12 @@ def main() -> None:
             ("capacity_rps", "capacity req/s", ",.0f"),
             ("router_cpu_us_per_request", "router CPU us/req", ",.0f")]
     table = print_table(rows, cols)
-    print(write_result("router_latency", {"config": {"rate": a.rate, "seconds": a.seconds,
-                                                     "num_workers": a.num_workers,
-                                                     "capacity_clients": clients,
-                                                     "fake_processes": fake_processes,
-                                                     "capacity_in_flight": 256,
-                                                     "latency_runs": a.latency_runs,
-                                                     "smg_version": _smg_version()},
-                                          "rows": rows, "table": table}))
+    config = {"rate": a.rate, "seconds": a.seconds, "num_workers": a.num_workers,
+              "capacity_clients": clients, "fake_processes": fake_processes,
+              "capacity_in_flight": 256, "latency_runs": a.latency_runs,
+              "router_cpus": sorted(_cpus(a.router_cpus)) if a.router_cpus else None,
+              "load_cpus": sorted(os.sched_getaffinity(0)), "smg_version": _smg_version()}
+    print(write_result(a.out, {"config": config, "rows": rows, "table": table}))
 
 
 if __name__ == "__main__":

@@ -19,3 +19,34 @@ def test_git_sha_without_git_comes_from_moep_git_sha(monkeypatch):
     assert common.git_sha() == "unknown"
     monkeypatch.setenv("MOEP_GIT_SHA", "0123abc")
     assert common.git_sha() == "0123abc"
+
+
+def test_pin_process_tree_moves_every_thread_of_children_and_grandchildren():
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    # a child with a second thread, which starts a grandchild
+    code = ("import subprocess, sys, threading, time\n"
+            "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+            "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            "print(g.pid, flush=True)\n"
+            "time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    grandchild = None
+    try:
+        grandchild = int(child.stdout.readline())
+        time.sleep(0.2)  # the grandchild's interpreter is up
+        target = {max(os.sched_getaffinity(0))}
+        tree = common.process_tree(child.pid)
+        assert set(tree) == {child.pid, grandchild}
+        assert common.pin_process_tree(child.pid, target) >= 3  # 2 threads + the grandchild
+        for pid in tree:
+            for tid in Path(f"/proc/{pid}/task").iterdir():
+                assert os.sched_getaffinity(int(tid.name)) == target
+    finally:
+        child.kill()
+        child.wait()
+        if grandchild is not None:
+            os.kill(grandchild, 9)

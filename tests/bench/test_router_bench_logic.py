@@ -160,3 +160,34 @@ def test_late_ticks_counts_each_threshold():
     assert late_ticks([0.0, 0.02, 0.06, 0.2]) == {
         "ticks": 4, "ticks_over_10ms": 3, "ticks_over_50ms": 2, "ticks_over_100ms": 1}
     assert late_ticks([])["ticks"] == 0
+
+
+def test_cpus_reads_lists_and_ranges():
+    from bench.router_latency import _cpus
+
+    assert _cpus("1") == {1}
+    assert _cpus("0,2-4") == {0, 2, 3, 4}
+
+
+def test_pinning_refuses_every_cpu():
+    import os
+
+    import pytest
+
+    from bench.router_latency import _pinning
+
+    every = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    with pytest.raises(SystemExit, match="proper subset"):
+        _pinning(every)
+
+
+def test_cpu_times_reads_busy_idle_and_steal_per_cpu():
+    from bench.router_latency import cpu_delta, cpu_times
+
+    before = cpu_times("cpu  30 0 10 100 0 0 0 5 0 0\n"
+                       "cpu0 10 0 5 50 0 0 0 2 0 0\ncpu1 20 0 5 50 0 0 0 3 0 0\nintr 1 2\n")
+    after = cpu_times("cpu  90 0 20 160 0 0 0 25 0 0\n"
+                      "cpu0 40 0 10 70 2 1 1 2 0 0\ncpu1 50 0 10 90 0 0 0 23 0 0\nintr 1 2\n")
+    assert set(before) == {"cpu0", "cpu1"}  # the total line and the rest are left out
+    assert cpu_delta(before, after) == {"cpu0": {"busy": 0.37, "idle": 0.22, "steal": 0.0},
+                                        "cpu1": {"busy": 0.35, "idle": 0.4, "steal": 0.2}}
