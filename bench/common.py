@@ -1,4 +1,4 @@
-"""What every benchmark result file carries: git sha, hardware, time; and the table printer."""
+"""What every benchmark result file carries: git sha, hardware, time; the table printer; and\nputting a process tree on chosen CPUs."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def write_result(name: str, payload: dict) -> Path:
 
 
 def process_tree(pid: int) -> list[int]:
-    """pid and every descendant of it alive now (Linux /proc; [pid] where it is not there)."""
+    """pid and every descendant of it alive now (from Linux's /proc)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

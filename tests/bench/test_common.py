@@ -1,6 +1,9 @@
-"""What every result file records: the commit, also where the copy has no git (GPU machines)."""
+"""What every result file records: the commit, also where the copy has no git (GPU machines);\nputting a process tree on chosen CPUs."""
 
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 from bench import common
 
@@ -22,11 +25,6 @@ def test_git_sha_without_git_comes_from_moep_git_sha(monkeypatch):
 
 
 def test_pin_process_tree_moves_every_thread_of_children_and_grandchildren():
-    import os
-    import sys
-    import time
-    from pathlib import Path
-
     # a child with a second thread, which starts a grandchild
     code = ("import subprocess, sys, threading, time\n"
             "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
@@ -37,7 +35,6 @@ def test_pin_process_tree_moves_every_thread_of_children_and_grandchildren():
     grandchild = None
     try:
         grandchild = int(child.stdout.readline())
-        time.sleep(0.2)  # the grandchild's interpreter is up
         target = {max(os.sched_getaffinity(0))}
         tree = common.process_tree(child.pid)
         assert set(tree) == {child.pid, grandchild}
