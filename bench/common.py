@@ -1,4 +1,5 @@
-"""What every benchmark result file carries: git sha, hardware, time; the table printer; and\nputting a process tree on chosen CPUs."""
+"""What every benchmark result file carries: git sha, hardware, time; the table printer; and
+putting a process tree on chosen CPUs."""
 
 from __future__ import annotations
 

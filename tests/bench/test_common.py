@@ -1,4 +1,5 @@
-"""What every result file records: the commit, also where the copy has no git (GPU machines);\nputting a process tree on chosen CPUs."""
+"""What every result file records: the commit, also where the copy has no git (GPU machines);
+putting a process tree on chosen CPUs."""
 
 import os
 import subprocess
