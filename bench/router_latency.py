@@ -85,16 +85,16 @@ def tcp_counters() -> dict[str, int]:
     return out
 
 
-def cpu_times(text: str) -> dict[str, dict[str, float]]:
-    """/proc/stat's text -> {"cpuN": {"busy", "idle", "steal"} seconds} per CPU (USER_HZ 100:
-    the kernel reports ticks of 10 ms). steal: time the hypervisor ran something else while
-    this virtual CPU had work."""
+def cpu_times(text: str, hz: int = os.sysconf("SC_CLK_TCK")) -> dict[str, dict[str, float]]:
+    """/proc/stat's text -> {"cpuN": {"busy", "idle", "steal"} seconds} per CPU (the kernel
+    counts in ticks of 1/hz s). steal: time the hypervisor ran something else while this
+    virtual CPU had work."""
     out = {}
     for line in text.splitlines():
         name, *ticks = line.split()
         if not name.startswith("cpu") or name == "cpu":
             continue
-        t = [int(x) / 100 for x in ticks[:8]]  # user nice system idle iowait irq softirq steal
+        t = [int(x) / hz for x in ticks[:8]]  # user nice system idle iowait irq softirq steal
         out[name] = {"busy": t[0] + t[1] + t[2] + t[5] + t[6], "idle": t[3] + t[4],
                      "steal": t[7]}
     return out

@@ -185,9 +185,10 @@ def test_cpu_times_reads_busy_idle_and_steal_per_cpu():
     from bench.router_latency import cpu_delta, cpu_times
 
     before = cpu_times("cpu  30 0 10 100 0 0 0 5 0 0\n"
-                       "cpu0 10 0 5 50 0 0 0 2 0 0\ncpu1 20 0 5 50 0 0 0 3 0 0\nintr 1 2\n")
+                       "cpu0 10 0 5 50 0 0 0 2 0 0\ncpu1 20 0 5 50 0 0 0 3 0 0\nintr 1 2\n", hz=100)
     after = cpu_times("cpu  90 0 20 160 0 0 0 25 0 0\n"
-                      "cpu0 40 0 10 70 2 1 1 2 0 0\ncpu1 50 0 10 90 0 0 0 23 0 0\nintr 1 2\n")
+                      "cpu0 40 0 10 70 2 1 1 2 0 0\ncpu1 50 0 10 90 0 0 0 23 0 0\nintr 1 2\n",
+                      hz=100)
     assert set(before) == {"cpu0", "cpu1"}  # the total line and the rest are left out
     assert cpu_delta(before, after) == {"cpu0": {"busy": 0.37, "idle": 0.22, "steal": 0.0},
                                         "cpu1": {"busy": 0.35, "idle": 0.4, "steal": 0.2}}
