@@ -12,9 +12,10 @@ system's open loop runs K times and its row is the run of median p99, every run'
 so that one stall of the machine is told from a router's tail). Each run also records, to
 place its tail: when its slow requests were sent; the host's TCP counters over it (a dropped
 connection's retransmit); per CPU the seconds busy, idle and stolen by the hypervisor; how
-late the sender's own 10 ms ticks woke (a stalled sender inflates what it times); and for
-moep-router, from its /metrics, how many requests its own handler took over 10/50/100 ms and
-what held its event loop (ticks of its lag probe later than 10/50/100 ms, its garbage
+late the sender's own 10 ms ticks woke (a stalled sender inflates what it times) and how many
+connections it opened and how long each took (a burst of them marks requests piling up); and
+for moep-router, from its /metrics, how many requests its own handler took over 10/50/100 ms
+and what held its event loop (ticks of its lag probe later than 10/50/100 ms, its garbage
 collections).
 
 Capacity: a closed loop of 256 requests in flight from --capacity-clients client processes
@@ -168,6 +169,33 @@ def slow_summary(samples: list[tuple[float, float]], threshold_ms: float = SLOW_
             "slow_max_ms": round(max(lat for _, lat in slow) * 1e3, 1) if slow else None}
 
 
+def connection_opens(opens: list[tuple[float, float]], slow_ms: float = 2.0) -> dict:
+    """(opened at s since the run's start, seconds it took) per connection the sender opened ->
+    how many, the slowest, and when the ones over slow_ms were opened (at most 20): the sender
+    opens a connection whenever all of its open ones are waiting, so a burst of them marks
+    requests piling up."""
+    slow = [(round(t, 3), round(d * 1e3, 2)) for t, d in opens if d * 1e3 > slow_ms]
+    return {"opened": len(opens),
+            "slowest_ms": round(max((d for _, d in opens), default=0.0) * 1e3, 2),
+            f"over_{slow_ms:g}ms": len(slow), "over_at_s_ms": slow[:20]}
+
+
+def _opens_trace(opens: list[tuple[float, float]], start: list[float]) -> aiohttp.TraceConfig:
+    """An aiohttp trace appending (opened at, seconds it took) of each new connection; start[0]
+    is the run's start (perf_counter)."""
+    trace = aiohttp.TraceConfig()
+
+    async def began(session, ctx, params) -> None:
+        ctx.t0 = time.perf_counter()
+
+    async def ended(session, ctx, params) -> None:
+        opens.append((ctx.t0 - start[0], time.perf_counter() - ctx.t0))
+
+    trace.on_connection_create_start.append(began)
+    trace.on_connection_create_end.append(ended)
+    return trace
+
+
 def late_ticks(lags: list[float]) -> dict:
     """{ticks, ticks_over_10ms, ticks_over_50ms, ticks_over_100ms} of a list of lags (s)."""
     return {"ticks": len(lags),
@@ -188,7 +216,10 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
     errors = 0
     tcp_before, cpu_before = tcp_counters(), _cpu_now()
     conn = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=conn) as session:
+    opens: list[tuple[float, float]] = []  # the sender's new connections: (at, took) s
+    run_start = [time.perf_counter()]
+    async with aiohttp.ClientSession(connector=conn,
+                                     trace_configs=[_opens_trace(opens, run_start)]) as session:
         metrics_before = await _metrics_text(session, url) if watch_loop else None
 
         async def one(body: bytes) -> None:
@@ -218,6 +249,8 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
         gc.disable()
         try:
             tasks, start, n = [], time.perf_counter(), int(rate * seconds)
+            run_start[0] = start
+            opens.clear()  # the /metrics fetch before the run opened one
             for i in range(n):
                 delay = start + i / rate - time.perf_counter()
                 if delay > 0:
@@ -225,6 +258,7 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
                 tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
             await asyncio.gather(*tasks)
             elapsed = time.perf_counter() - start
+            opened = connection_opens(opens)
         finally:
             gc.enable()
             probe.cancel()
@@ -238,7 +272,7 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
             **slow_summary(samples),
             "tcp": {k: v - tcp_before.get(k, 0) for k, v in tcp_after.items()},
             "cpus": cpu_delta(cpu_before, cpu_after),
-            "sender": late_ticks(lags),
+            "sender": late_ticks(lags), "sender_connections": opened,
             **({"router": seen} if seen else {})}
 
 
@@ -309,6 +343,7 @@ def median_run(runs: list[dict]) -> dict:
             "tcp_runs": [r.get("tcp") for r in runs],
             "cpu_runs": [r.get("cpus") for r in runs],
             "sender_runs": [r.get("sender") for r in runs],
+            "sender_connection_runs": [r.get("sender_connections") for r in runs],
             "router_runs": [r.get("router") for r in runs],
             "p99_ms_max": max((r["p99_ms"] for r in runs if r["p99_ms"] is not None),
                               default=None)}

@@ -192,3 +192,13 @@ def test_cpu_times_reads_busy_idle_and_steal_per_cpu():
     assert set(before) == {"cpu0", "cpu1"}  # the total line and the rest are left out
     assert cpu_delta(before, after) == {"cpu0": {"busy": 0.37, "idle": 0.22, "steal": 0.0},
                                         "cpu1": {"busy": 0.35, "idle": 0.4, "steal": 0.2}}
+
+
+def test_connection_opens_counts_the_slow_ones_and_when():
+    from bench.router_latency import connection_opens
+
+    row = connection_opens([(0.0, 0.0004), (2.8821, 0.0048), (2.8833, 0.0039), (3.5, 0.0011)])
+    assert row == {"opened": 4, "slowest_ms": 4.8, "over_2ms": 2,
+                   "over_at_s_ms": [(2.882, 4.8), (2.883, 3.9)]}
+    assert connection_opens([]) == {"opened": 0, "slowest_ms": 0.0, "over_2ms": 0,
+                                    "over_at_s_ms": []}
