@@ -123,6 +123,14 @@ def visible_gpus() -> int:
     return count
 
 
+def block_ports(base: int, num_workers: int) -> list[int]:
+    """Every port the workers of a --worker-base-port block bind: HTTP, the store, KV events
+    and their replay, NCCL."""
+    return [*range(base, base + num_workers), base + STORE_PORT_OFFSET,
+            *range(base + KV_PORT_OFFSET, base + KV_PORT_OFFSET + 2 * num_workers),
+            *range(base + NCCL_PORT_OFFSET, base + NCCL_PORT_OFFSET + num_workers)]
+
+
 def free_base_port(num_workers: int) -> int:
     """A --worker-base-port whose every port (HTTP, KV events and replay, store, NCCL) is free
     now, not handed out before by this process (free_port), and below the ephemeral range
@@ -135,9 +143,7 @@ def free_base_port(num_workers: int) -> int:
     low, high = _PORT_RANGE
     for _ in range(100):
         base = random.randrange(low, max(low + 1, high - NCCL_PORT_OFFSET - num_workers))
-        ports = [*range(base, base + num_workers), base + STORE_PORT_OFFSET,
-                 *range(base + KV_PORT_OFFSET, base + KV_PORT_OFFSET + 2 * num_workers),
-                 *range(base + NCCL_PORT_OFFSET, base + NCCL_PORT_OFFSET + num_workers)]
+        ports = block_ports(base, num_workers)
         if _HANDED_OUT.intersection(ports):  # promised already (the demo's router port was
             continue  # once worker 1's NCCL port: free then, bound by the router later)
         try:

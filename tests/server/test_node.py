@@ -88,7 +88,7 @@ def test_a_worker_port_block_never_holds_a_port_handed_out_before(monkeypatch):
     it (here as worker 1's NCCL port) left the router EADDRINUSE once the worker bound it."""
     import random
 
-    from moep_sglang.server.node import NCCL_PORT_OFFSET, free_base_port
+    from moep_sglang.server.node import NCCL_PORT_OFFSET, block_ports, free_base_port
     from moep_sglang.server.worker_process import free_port
 
     router_port = free_port()  # handed out, not bound yet
@@ -99,4 +99,5 @@ def test_a_worker_port_block_never_holds_a_port_handed_out_before(monkeypatch):
     base = free_base_port(2)
     assert not tries  # the colliding block was offered first ...
     assert base != colliding  # ... and passed over
-    assert router_port not in range(base, base + NCCL_PORT_OFFSET + 2)
+    assert colliding + NCCL_PORT_OFFSET + 1 == router_port  # (worker 1's NCCL port)
+    assert router_port in block_ports(colliding, 2) and router_port not in block_ports(base, 2)
