@@ -50,35 +50,17 @@ def write_result(name: str, payload: dict) -> Path:
     return path
 
 
-def process_tree(pid: int) -> list[int]:
-    """pid and every descendant of it alive now (from Linux's /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo += children.get(p, [])
-    return tree
-
-
 def pin_process_tree(pid: int, cpus: set[int]) -> int:
     """Every thread of pid and of its descendants onto `cpus` (threads they start later inherit
     it). Returns how many threads were pinned."""
+    import psutil
+
+    proc = psutil.Process(pid)
     pinned = 0
-    for p in process_tree(pid):
+    for p in [proc, *proc.children(recursive=True)]:
         try:
-            tids = [int(t.name) for t in Path(f"/proc/{p}/task").iterdir()]
-        except OSError:
+            tids = [t.id for t in p.threads()]
+        except psutil.NoSuchProcess:
             continue  # exited meanwhile
         for tid in tids:
             try:
