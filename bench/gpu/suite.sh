@@ -262,10 +262,13 @@ case "$STEP" in
     python3 -m pytest -m gpu tests/gpu -x -q -s -p no:cacheprovider ${GPUTEST_K:+-k "$GPUTEST_K"} \
       2>&1 | tee "$OUT/gpu_tests.log" ;;
   save) caches > "$OUT/caches.txt"; bench/gpu/kcache.sh save ;;
-  routercpu)  # bench/router_latency.py as on the 2-core CPU machine, on a host with cores to spare
+  routercpu)  # bench/router_latency.py as on the 2-core CPU machine, on a host with cores to spare;
+              # ROUTER_CPUS=0-3: the router under test alone on those CPUs (the load elsewhere)
+    NAME=router_latency_${GPUTAG}_host${ROUTER_CPUS:+_pinned}
     MOEP_GIT_SHA=$SHA python3 -m bench.router_latency --processes "${PROCS:-1,2,4}" \
-      --capacity-clients 6 --fake-processes 4 --latency-runs "${LAT_RUNS:-5}" 2>&1 | tee "$R/log.txt"
-    cp bench/results/router_latency.json "$OUT/router_latency_${GPUTAG}_host.json"
+      --capacity-clients 6 --fake-processes 4 --latency-runs "${LAT_RUNS:-5}" \
+      ${ROUTER_CPUS:+--router-cpus "$ROUTER_CPUS"} --out "$NAME" 2>&1 | tee "$R/log.txt"
+    cp "bench/results/$NAME.json" "$OUT/"
     cp .cache/bench/router-latency-*.log "$R"/ 2>/dev/null; pack ;;
   *) echo "unknown step $STEP" >&2; exit 2 ;;
 esac
