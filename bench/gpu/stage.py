@@ -49,10 +49,11 @@ GPU_ONLY = ["sglang==0.5.17", "sglang-kernel==0.4.5", "flashinfer-python==0.6.15
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (39, 38, 37, 36, 35, 34, 31, 28, 27, 24, 17)] + [
     "manylinux2014_x86_64", "manylinux1_x86_64"]
 # bench/router_latency on the GPU host's CPUs (suite.sh routercpu): smg, moep_router's imports
-# and theirs beyond the image (the tiny model is carried from .cache/models/tiny)
-ROUTER_ONLY = {"smg", "aiohappyeyeballs", "aiohttp", "aiosignal", "attrs", "frozenlist", "idna",
-               "msgspec", "multidict", "orjson", "prometheus-client", "propcache", "psutil",
-               "pyzmq", "tokenizers", "uvloop", "yarl"}
+# and theirs beyond the image (the tiny model is carried from .cache/models/tiny); of smg's own
+# dependencies its launcher imports setproctitle, and over HTTP needs no gRPC or YAML
+ROUTER_ONLY = {"smg", "setproctitle", "aiohappyeyeballs", "aiohttp", "aiosignal", "attrs",
+               "frozenlist", "idna", "msgspec", "multidict", "orjson", "prometheus-client",
+               "propcache", "psutil", "pyzmq", "tokenizers", "uvloop", "yarl"}
 FA3_LIB = "flash_ops.abi3.so"
 SM90_KEEP = re.compile(r"(^|/)(sm90|sm_90)(/|_)|\.py$|\.dist-info/|\.pyi$|\.typed$")
 

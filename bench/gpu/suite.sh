@@ -28,8 +28,9 @@
 #   save                      kernel cache -> $OUT (keep in .gpu-stage/kcache/ for the next machine)
 #   routercpu                 no GPU used: the router's latency and capacity on this host's CPU cores
 #                             (16), moep-router with 1, 2 and 4 processes vs smg, fake workers; on
-#                             a bare machine in one call (not run this way yet), carrying
-#                             .gpu-stage/rcpu and .cache/models/tiny:
+#                             a bare machine in one call (run so on 2026-12-07, with setproctitle
+#                             added by hand: rcpu now has it), carrying .gpu-stage/rcpu and
+#                             .cache/models/tiny:
 #                             INSTALL=1 bench/gpu/install.sh rcpu && bench/gpu/suite.sh routercpu
 # Every benchmark step uses the tuned configs of `tune` (MOEP_MOE_CONFIG_DIR) for every strategy,
 # SGLang's baselines included, unless it says otherwise.
