@@ -63,7 +63,8 @@ class WorkerProcess:
         return self
 
     def wait_ready(self, timeout_s: float = 180.0) -> WorkerProcess:
-        """Block until a tiny prefill-only /generate succeeds (more dependable than /health)."""
+        """Block until SGLang says it is up (its own warm-up request has finished) and a tiny
+        prefill-only /generate succeeds (see _probe)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
@@ -212,13 +213,22 @@ def free_port_pair() -> int:
 
 
 def _probe(url: str) -> bool:
+    """Ready: /health answers 200 (SGLang answers 503 until its warm-up request, an 8-token
+    generation sent once /model_info answers, has finished) and a prefill-only /generate
+    succeeds. A /generate alone succeeds before that warm-up ends, and work sent then runs
+    beside its decode: plain SGLang 0.5.17's overlap scheduler fails a decode batch that also
+    carries a finished scoring request (`token_ids_logprob`: "'list' object has no attribute
+    'tolist'", one H100, 2026-12-07), so its scheduler dies."""
     body = json.dumps({"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 0}}).encode()
-    req = urllib.request.Request(
-        f"{url}/generate", data=body, headers={"Content-Type": "application/json"}
-    )
+    checks = (urllib.request.Request(f"{url}/health"),
+              urllib.request.Request(f"{url}/generate", data=body,
+                                     headers={"Content-Type": "application/json"}))
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status == 200
+        for req in checks:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                if resp.status != 200:
+                    return False
+        return True
     except (urllib.error.URLError, OSError):
         return False
 

@@ -29,9 +29,13 @@ def kv_sub(kv_port):
     sock.close(linger=0)
 
 
+_AT_READY = {}  # the worker's log as it was when wait_ready returned
+
+
 @pytest.fixture(scope="module")
 def worker(tiny_model, log_dir, kv_port, kv_sub):
     w = start_worker(tiny_model, log_dir, kv_events_port=kv_port, cpu_threads=1)
+    _AT_READY["log"] = w.config.log_path.read_text(errors="replace")
     yield w
     w.stop()
     assert not w.alive()
@@ -88,6 +92,12 @@ def test_repeated_prefix_is_served_from_cache(worker, tok, label_ids):
     assert other["usage"]["cached_tokens"] >= len(query)
     assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == again["usage"]["cached_tokens"]
     assert again["scores"][0] == pytest.approx(first["scores"][0], rel=1e-4)
+
+
+def test_ready_only_once_sglang_warmup_finished(worker):
+    """wait_ready returns after SGLang's own warm-up request (an 8-token generation), so no
+    work runs beside its decode (which crashes plain SGLang when scoring requests do)."""
+    assert "The server is fired up and ready to roll!" in _AT_READY["log"]
 
 
 def test_generate_prefill_only_reports_token_counts(worker, tok):
