@@ -18,6 +18,8 @@ LABELS = {"sglang_default": "plain SGLang, its defaults", "replicas": "ours, ful
 CURRENT: dict[str, dict[str, str]] = {
     "h100_30b_one_gpu_contig.json": {"": "", "nogrp": ""},
     "h100_30b_table2_one_gpu_down_rev.json": {"": ""},
+    "h100_30b_one_gpu_lp.json": {"": ""},  # scoring: two label logprobs per prompt
+    "h100_30b_one_gpu_lp32k.json": {"": ""},
     "h200_30b_one_gpu.json": {"": ""},
     "h200_235b12l_one_gpu.json": {"": ""},
     "h200_30b_table2_one_gpu_rep_clocks.json": {"": ""},
@@ -42,6 +44,8 @@ def rows(current: dict[str, dict[str, str]] = CURRENT) -> list[dict]:
             layers = f"-{doc['num_layers']}L" if doc["model"].startswith("qwen3-235b") else ""
             shape = "table-2 mix" if doc.get("workload") == "table2" else (
                 f"{r['prompts']}x{r['prompt_len']}")
+            if doc.get("label_logprobs") and doc.get("workload") != "table2":
+                shape += ", scoring"  # every prompt asked for label-token logprobs
             out.append({"machine": f"{r['gpus']}x {doc['hardware']['gpu']}",
                         "workload": f"{doc['model']}{layers}\n{shape}",
                         "strategy": r.get("strategy") or r["config"],
@@ -86,7 +90,7 @@ def main() -> None:
             ax.set_ylabel(label, fontsize=9)
         axes[row][0].legend(fontsize=7)
     fig.suptitle("Prefill-only throughput, bf16, SGLang 0.5.17, MFU vs 989.4 TFLOP/s per GPU "
-                 "(1 GPU: fa3 attention, H200 2026-12-03/04, H100 2026-12-06; 2 and 4 GPUs: "
+                 "(1 GPU: fa3 attention, H200 2026-12-03/04, H100 2026-12-06/07; 2 and 4 GPUs: "
                  "Triton attention, 2026-11-28)", fontsize=10)
     fig.tight_layout()
     out = RESULTS / "prefill_gpu.png"
