@@ -175,7 +175,7 @@ def run_strategy(entry: str, model: Path, args, cost: CostModel, log_dir: Path,
     workers = start_strategy(name, model, log_dir, args.gpus, *args.worker_flag, *extra,
                              gpu_offset=args.gpu_offset, env={**dict(args.env), **variant_env},
                              tag=variant)
-    startup_s = time.monotonic() - started  # until a first prefill-only request was answered
+    startup_s = time.monotonic() - started  # until wait_ready returned (SGLang warmed up)
     urls = [w.config.url for w in workers]
     labels = LABEL_IDS if args.label_logprobs else None
     try:
