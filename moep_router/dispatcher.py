@@ -169,6 +169,8 @@ class Dispatcher:
         candidates = [w for w in self.registry.healthy() if w.worker_id not in tried]
         if not candidates:
             if not self.registry.healthy():
+                if self.registry.any_starting():
+                    return None  # queue until its first health check admits it (or fails)
                 raise Overloaded("no healthy worker", 503, 2)
             raise Overloaded(f"request failed on every worker ({len(tried)})", 503, 2)
         t0 = time.perf_counter()

@@ -101,7 +101,8 @@ async def _health(router) -> web.Response:
     """200 once a worker is healthy and every cache index has replayed its history."""
     healthy = len(router.registry.healthy())
     synced = router.kv_synced()
-    status = "ok" if healthy and synced else "no healthy worker" if not healthy else "syncing"
+    status = ("ok" if healthy and synced else "syncing" if healthy
+              else "admitting workers" if router.registry.any_starting() else "no healthy worker")
     body = {"status": status, "healthy_workers": healthy, "workers": len(router.registry.all()),
             "kv_synced": synced, "process": router.shared.index if router.shared else 0}
     return _json(body, status=200 if status == "ok" else 503)
@@ -121,6 +122,7 @@ def _workers(router) -> dict:
     (--processes N), the counters (failures, requests) this process's own."""
     return {"workers": [{
         "url": w.worker_id, "kv_endpoint": w.spec.kv_endpoint, "healthy": w.healthy,
+        "starting": w.starting,
         "threshold_flops": w.threshold_flops, "threshold_source": w.threshold_source,
         "outstanding_flops": flops, "inflight": inflight, "cached_blocks": w.index.num_blocks,
         "kv_event_gaps": w.num_gaps, "failures": w.num_failures, "requests": w.num_requests,

@@ -80,6 +80,7 @@ class Router:
                                if config.tokenizer_threads else None)
         self._listeners: dict[str, KVListener] = {}
         self._health_task: asyncio.Task | None = None
+        self._admissions: set[asyncio.Task] = set()  # first health checks of added workers
         self._discovery_task: asyncio.Task | None = None
         self._zmq: ZmqFrontEnd | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -109,7 +110,7 @@ class Router:
 
     async def stop(self) -> None:
         await self.loop_watch.stop()
-        for task in (self._health_task, self._discovery_task):
+        for task in (self._health_task, self._discovery_task, *self._admissions):
             if task:
                 task.cancel()
                 try:
@@ -143,6 +144,10 @@ class Router:
         """Register a worker; announce: tell the router's other processes (a run-time change
         through POST /workers, not one they make themselves from config or discovery)."""
         state = self.registry.add(spec)
+        state.await_admission()
+        check = asyncio.get_running_loop().create_task(self._check(state))
+        self._admissions.add(check)  # a reference until it is done (the loop keeps weak ones)
+        check.add_done_callback(self._admissions.discard)
         if announce and self.peers:
             self.peers.announce(Change(added=(spec.to_text(),), removed=()))
         if spec.kv_endpoint:
@@ -206,12 +211,18 @@ class Router:
 
     async def _check(self, worker) -> None:
         """Unreachable: out at once, its index reset when it returns (it restarted empty).
-        Slow (timeouts, errors): out after MAX_HEALTH_FAILURES checks in a row, index kept."""
+        Slow (timeouts, errors): out after MAX_HEALTH_FAILURES checks in a row, index kept.
+
+        A worker out of routing (new, or out) is admitted on SGLang's /health, which answers
+        503 until the server's own warm-up request has finished (load that arrives during that
+        warm-up crashed plain SGLang 0.5.17, README); a serving one is checked on /model_info,
+        answered by SGLang's HTTP process alone: /health also runs a one-token generation
+        unless SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=0 (our launcher's default), and that
+        queues behind real work."""
         unreachable = False
+        path = "/model_info" if worker.healthy else "/health"
         try:
-            # /model_info is answered by SGLang's HTTP process alone; its /health runs a
-            # one-token generation that queues behind real work and times out under load.
-            async with self._http.get(f"{worker.spec.url}/model_info") as resp:
+            async with self._http.get(f"{worker.spec.url}{path}") as resp:
                 ok = resp.status == 200
         except aiohttp.ClientConnectorError:
             ok, unreachable = False, True
@@ -221,8 +232,10 @@ class Router:
             if worker.spec.threshold_flops is None and (
                     worker.num_checks % REPORT_EVERY_CHECKS == 0 or not worker.healthy):
                 await self._read_reported_threshold(worker)
+            first = worker.starting
             if worker.check_passed():
-                logger.info("worker %s is healthy again", worker.worker_id)
+                logger.info("worker %s %s", worker.worker_id,
+                            "admitted" if first else "is healthy again")
                 await self.dispatcher.wake()
             return
         if worker.check_failed(unreachable, MAX_HEALTH_FAILURES):

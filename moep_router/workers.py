@@ -22,6 +22,7 @@ class WorkerState:
     outstanding_flops: float = 0.0  # predicted FLOPs of unfinished requests
     num_inflight: int = 0  # unfinished requests
     healthy: bool = True  # False: skipped by routing until a health check passes
+    starting: bool = False  # added, its first health check not answered: requests wait for it
     lost: bool = False  # its process was unreachable (not just slow): index reset on return
     health_failures: int = 0  # consecutive failed health checks
     last_seq: int = -1  # last KV-event sequence number applied
@@ -64,10 +65,16 @@ class WorkerState:
         self.reset_index()
         self.pending.forget_settling()
 
-    # Transitions: the only writers of healthy / lost / the counters below --------------------
+    # Transitions: the only writers of healthy / starting / lost / the counters below ---------
+    #   added --> starting (out; requests wait) --passing check--> healthy;  --failed check--> out
     #   healthy --request failed--> out, lost (index reset now)
     #   healthy --unreachable check--> out, lost;  --MAX failed checks in a row--> out (index kept)
     #   out --passing check--> healthy (a lost worker restarted empty: its index reset again)
+    def await_admission(self) -> None:
+        """Just added to a running router: out of routing until its first health check passes,
+        so a worker still loading, or still in SGLang's warm-up, gets no request yet."""
+        self.healthy, self.starting = False, True
+
     def reserve(self, prompt: PromptKeys, predicted_flops: float) -> None:
         """A request was routed here: its prefix counts as cached, its FLOPs as outstanding."""
         self.pending.add(prompt)
@@ -103,6 +110,7 @@ class WorkerState:
         """A health check passed. True if this re-admits the worker."""
         self.num_checks += 1
         self.health_failures = 0
+        self.starting = False
         if self.healthy:
             return False
         if self.lost:
@@ -114,6 +122,7 @@ class WorkerState:
         """A health check failed (unreachable: connection refused). True if this takes the
         worker out: at once when unreachable, else after max_failures failures in a row."""
         self.health_failures += 1
+        self.starting = False
         self.lost = self.lost or unreachable
         if self.healthy and (unreachable or self.health_failures >= max_failures):
             self.healthy = False
@@ -128,7 +137,7 @@ class WorkerState:
 
 
 class WorkerRegistry:
-    """Public API: add / remove / get / healthy / all."""
+    """Public API: add / remove / get / healthy / any_starting / all."""
 
     def __init__(self, default_threshold: float = math.inf, board: LoadBoard | None = None,
                  proc: int = 0, pending_settle_s: float = DEFAULT_SETTLE_S) -> None:
@@ -159,6 +168,10 @@ class WorkerRegistry:
 
     def healthy(self) -> list[WorkerState]:
         return [w for w in self._workers.values() if w.healthy]
+
+    def any_starting(self) -> bool:
+        """A worker awaits its first health check (requests wait for it rather than fail)."""
+        return any(w.starting for w in self._workers.values())
 
     def all(self) -> list[WorkerState]:
         return list(self._workers.values())

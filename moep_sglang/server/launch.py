@@ -196,6 +196,10 @@ def build_command(config: LaunchConfig) -> tuple[list[str], dict[str, str]]:
     """The argv and environment that start the worker."""
     args = list(config.sglang_args)
     env = dict(os.environ)
+    # /health then answers 200 exactly when SGLang's warm-up has finished and it is not shutting
+    # down, at no cost: SGLang's default also runs a one-token generation per call, which queues
+    # behind a prefill-only worker's batches (the router and Kubernetes probe it). The user's wins.
+    env.setdefault("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", "0")
     if config.on_cpu:
         env["SGLANG_USE_CPU_ENGINE"] = "1"
         if config.quantization is not None or _has_flag(args, "--quantization"):

@@ -66,6 +66,10 @@ def test_worker_pod_runs_serve_with_flags_that_match_its_annotations(tiny_model)
     assert sts["spec"]["template"]["metadata"]["labels"]["app"] == "moep-worker"
     scraped = sorted(p["containerPort"] for p in c["ports"] if p["name"].startswith("worker"))
     assert scraped == [node.worker_port(i) for i in range(node.num_workers)]  # every worker
+    # Ready once SGLang's warm-up finished (/model_info answers before it), on a served port
+    for probe in (c["readinessProbe"], c["startupProbe"]):
+        assert probe["httpGet"]["path"] == "/health"
+        assert probe["httpGet"]["port"] == node.worker_port(0)
 
 
 def test_router_deployment_discovers_the_worker_pods(tiny_model):

@@ -27,3 +27,44 @@ def test_no_split_with_one_holder_or_when_disabled():
     assert split_job(job, holders=1, min_items=32) == [job]
     assert split_job(job, holders=0, min_items=32) == [job]
     assert split_job(job, holders=8, min_items=0) == [job]
+
+
+def _dispatcher(model, registry):
+    from moep_router.config import RouterConfig
+    from moep_router.cost import CostModel
+    from moep_router.dispatcher import Dispatcher
+    from moep_router.metrics import RouterMetrics
+    from moep_router.model_spec import ModelSpec
+    from moep_router.policies import make_policy
+
+    return Dispatcher(RouterConfig(model_path=model, workers=()), registry,
+                      make_policy("true_flops"), CostModel.from_spec(ModelSpec.from_model_dir(model)),
+                      RouterMetrics())
+
+
+def test_a_request_waits_for_a_starting_workers_first_check(tiny_model):
+    """While every worker awaits its first health check the request queues (no 503), and goes
+    to the worker once the check admits it; a failed first check answers 503."""
+    import asyncio
+
+    import pytest
+
+    from moep_router.config import WorkerSpec
+    from moep_router.dispatcher import Overloaded
+    from moep_router.workers import WorkerRegistry
+
+    async def scenario(passes: bool):
+        registry = WorkerRegistry()
+        worker = registry.add(WorkerSpec("http://w:1"))
+        worker.await_admission()
+        d = _dispatcher(tiny_model, registry)
+        admit = asyncio.ensure_future(d._admit(_job(1), set()))
+        await asyncio.sleep(0.05)
+        assert not admit.done() and d.num_waiting == 1
+        worker.check_passed() if passes else worker.check_failed(False, 3)
+        await d.wake()
+        return await asyncio.wait_for(admit, 5)
+
+    assert asyncio.run(scenario(True)).worker_id == "http://w:1"
+    with pytest.raises(Overloaded, match="no healthy worker"):
+        asyncio.run(scenario(False))

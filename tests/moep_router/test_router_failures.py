@@ -8,6 +8,8 @@ import re
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import zmq
 import zmq.asyncio
@@ -26,6 +28,27 @@ def _wait(pred, timeout_s=60.0, every_s=0.3):
             return True
         time.sleep(every_s)
     return False
+
+
+def _readmission(router, url, timeout_s):
+    """(router says healthy, the worker's own /health status) every 50 ms until the router
+    says healthy. Read in that order, so an admission before SGLang's warm-up had finished shows
+    as (True, not 200): its /health answers 503 until then, and 200 ever after."""
+    seen, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        admitted = {w["url"]: w for w in router.get("/workers")[1]["workers"]}[url]["healthy"]
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=10) as resp:
+                health = resp.status
+        except urllib.error.HTTPError as err:
+            health = err.code
+        except OSError:
+            health = None  # not listening yet
+        seen.append((admitted, health))
+        if admitted:
+            return seen
+        time.sleep(0.05)
+    return seen
 
 
 def test_killed_worker_loses_no_accepted_request_and_is_readmitted(tiny_model, log_dir):
@@ -71,12 +94,15 @@ def test_killed_worker_loses_no_accepted_request_and_is_readmitted(tiny_model, l
         assert _wait(lambda: not {w["url"]: w for w in r.get("/workers")[1]["workers"]}
                      [ws[0].config.url]["healthy"], timeout_s=10)
 
-        # The worker comes back on the same ports: re-admitted, with an index rebuilt from zero.
+        # The worker comes back on the same ports: re-admitted, with an index rebuilt from zero,
+        # but only once SGLang's own warm-up request has finished (its /health answers 200).
         ws[0].stop()
+        ws[0] = WorkerProcess(ws[0].config).start()
         # 2-core CI after the AsyncEP modules: one restart once took over 180 s to serve
-        ws[0] = WorkerProcess(ws[0].config).start().wait_ready(420)
-        assert _wait(lambda: {w["url"]: w for w in r.get("/workers")[1]["workers"]}
-                     [ws[0].config.url]["healthy"])
+        seen = _readmission(r, ws[0].config.url, timeout_s=420)
+        assert seen and seen[-1][0], seen[-3:]
+        assert all(worker_health == 200 for admitted, worker_health in seen if admitted), seen
+        ws[0].wait_ready(60)
         assert all(post(f"{r.url}/v1/score", {"query": f"again {i}", "items": [" x"],
                                               "label_token_ids": [661]})[0] == 200
                    for i in range(4))

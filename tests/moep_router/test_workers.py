@@ -119,3 +119,15 @@ def test_reported_threshold_says_whether_it_changed():
     assert w.threshold_source == "default"
     assert w.threshold_reported(4.0) and w.threshold_source == "worker"
     assert not w.threshold_reported(4.0) and w.threshold_flops == 4.0
+
+
+def test_an_added_worker_is_out_until_its_first_check_answers():
+    registry = WorkerRegistry(default_threshold=10.0)
+    ok, down = registry.add(WorkerSpec("http://a:1")), registry.add(WorkerSpec("http://b:1"))
+    for w in (ok, down):
+        w.await_admission()
+    assert registry.healthy() == [] and registry.any_starting()
+    assert ok.check_passed() and ok.healthy and not ok.starting  # admitted: a transition
+    assert not down.check_failed(True, 3)  # never in: no transition out
+    assert not down.healthy and not down.starting and down.lost
+    assert registry.healthy() == [ok] and not registry.any_starting()

@@ -25,6 +25,15 @@ def test_cpu_defaults_added_and_env_set():
     assert env["SGLANG_USE_CPU_ENGINE"] == "1"
 
 
+def test_health_runs_no_generation_unless_the_environment_says_so(monkeypatch):
+    monkeypatch.delenv("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", raising=False)
+    for on_cpu in (True, False):
+        assert _cmd(["--model-path", "m"], on_cpu=on_cpu)[1][
+            "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION"] == "0"
+    monkeypatch.setenv("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", "1")
+    assert _cmd(["--model-path", "m"])[1]["SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION"] == "1"
+
+
 def test_user_flags_win_over_cpu_defaults():
     cmd, _ = _cmd(["--model-path", "m", "--max-total-tokens", "999", "--dtype=bfloat16"])
     assert cmd.count("--max-total-tokens") == 1 and "999" in cmd
