@@ -17,7 +17,8 @@ LABELS = {"sglang_default": "plain SGLang, its defaults", "replicas": "ours, ful
 # (MOEP_GROUPED_MOE=0) is the launcher's default since the grouped MoE went opt-in.
 CURRENT: dict[str, dict[str, str]] = {
     "h100_30b_one_gpu_contig.json": {"": "", "nogrp": ""},
-    "h100_30b_table2_one_gpu_down_rev.json": {"": ""},
+    "h100_30b_table2_one_gpu_2026-12-07.json": {"": ""},
+    "h100_235b12l_one_gpu.json": {"": ""},
     "h100_30b_one_gpu_lp.json": {"": ""},  # scoring: two label logprobs per prompt
     "h100_30b_one_gpu_lp32k.json": {"": ""},
     "h200_30b_one_gpu.json": {"": ""},

@@ -49,7 +49,9 @@ from moep_sglang.models.checkpoint import ensure_model  # noqa: E402
 # First match wins: attention kernels are CUTLASS kernels too, and MoE kernels contain "moe".
 CATEGORIES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(rx, re.IGNORECASE)) for
                                                       name, rx in (
-    ("moe_gemm", r"fused_moe_kernel"),
+    # SGLang's Triton MoE GEMM; the plugin's gate-up GEMM with SiLU-and-mul in its epilogue
+    # (kernels/gate_up_silu.py: "silu" must not make it an activation)
+    ("moe_gemm", r"fused_moe_kernel|_gate_up_silu"),
     ("other", r"sampling"),  # the next-token sampler (top-k/top-p), not MoE routing
     # flash:: (FA3), not "flash": FlashInfer's RMSNorm kernels are flashinfer::norm::...
     ("attention", r"flash::|FlashAttn|fmha|attn|attention|BatchPrefill|decode_kernel|"

@@ -268,3 +268,18 @@ def test_profile_host_view_counts_nested_names_once_and_copies_as_gpu_work():
                                                        "aten::add": 0.1}
     assert h["host_in_gaps_self_ms_per_step"] == {"module.py(1): _call_impl": 0.5,
                                                   "(no frame)": 0.4, "aten::add": 0.1}
+
+
+@pytest.mark.parametrize("kernel,bucket", [
+    ("fused_moe_kernel", "moe_gemm"),
+    ("_gate_up_silu_body", "moe_gemm"),  # the plugin's merged MoE GEMM, not an activation
+    ("void act_and_mul_kernel<c10::BFloat16, &silu_kernel>", "norm_rope_act"),
+    ("void flashinfer::norm::FusedAddRMSNormKernel<8u, __nv_bfloat16>", "norm_rope_act"),
+    ("void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<", "attention"),
+    ("void moe_align_block_size_kernel<int>", "moe_routing"),
+    ("nvjet_sm90_tst_192x192_64x4_1x1_h_bz_coopB_TNN", "dense_gemm"),
+])
+def test_profile_buckets_kernels_by_what_they_compute(kernel, bucket):
+    from bench.gpu.profile_forward import categorize
+
+    assert categorize(kernel, "kernel") == bucket
