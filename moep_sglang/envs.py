@@ -79,6 +79,14 @@ def contiguous_prefill_attention() -> bool:
     return _get("MOEP_CONTIGUOUS_PREFILL_ATTN", "1") != "0"
 
 
+def strided_q_prefill_attention() -> bool:
+    """MOEP_STRIDED_Q_ATTN=1: where the FA3 prefill hook attends over the batch's own K/V, hand FA3
+    the query as the model made it (a strided view of the fused QKV output) instead of SGLang's
+    `q.contiguous()` copy of it in every layer (moep_sglang/plugin/prefill_attention.py). Off
+    until measured on a GPU. Read at every call."""
+    return _get("MOEP_STRIDED_Q_ATTN", "0") == "1"
+
+
 def async_label_logprobs() -> bool:
     """MOEP_ASYNC_LABEL_LOGPROBS=0: gather a prefill-only batch's label-token logprobs with SGLang's
     own code, which waits for the batch's forward to finish (moep_sglang/plugin/logprobs.py)."""

@@ -17,6 +17,12 @@ cross or local attention, context parallelism, FP8 KV, FA4, sinks, batches padde
 tokens, and whatever runs inside a full prefill CUDA graph, whose replay would repeat this call's
 choice for batches it never saw) runs SGLang's code unchanged. One request with a cached prefix
 sends its whole batch down SGLang's path. `MOEP_CONTIGUOUS_PREFILL_ATTN=0` turns it off.
+
+SGLang's raw-K/V call copies the query first (`q.contiguous()`): the model hands it a strided view
+of its fused QKV output, [T, (Hq + 2 Hkv) * D] split by columns, while FA3 reads any row stride
+(it reads k and v from that same buffer so). With `MOEP_STRIDED_Q_ATTN=1` (off until measured
+on a GPU) the hook makes that same call itself with the strided query: one [T, Hq * D] copy
+less per layer (Qwen3-30B-A3B, 32,768 tokens: 256 MB read and written, ~0.2 ms on an H100).
 """
 
 from __future__ import annotations
@@ -66,12 +72,16 @@ def contiguous_when_no_prefix(original, backend, q, k, v, layer, forward_batch,
     if skip_reason(backend, q, k, layer, forward_batch, extras) is not None:
         return original(backend, q, k, v, layer, forward_batch, save_kv_cache, **extras)
     metadata = backend.forward_metadata
+    strided_q = (envs.strided_q_prefill_attention() and not q.is_contiguous()
+                 and q.stride(-1) == 1)
     if save_kv_cache:  # SGLang's own write of this branch (bf16/fp16 pool, MHA, no CP)
         from sglang.srt.mem_cache.memory_pool import KVWriteLoc
 
         backend.token_to_kv_pool.set_kv_buffer(
             layer, KVWriteLoc(forward_batch.out_cache_loc, metadata.swa_out_cache_loc), k, v,
             layer.k_scale, layer.v_scale)
+    if strided_q:
+        return _raw_kv_attention(backend, q, k, v, layer, forward_batch)
     # SGLang's raw-K/V call reads these (keys = queries: no prefix); set for this batch
     metadata.fa_skip_cu_seqlens_q = metadata.cu_seqlens_q  # [B+1]
     metadata.fa_skip_max_seqlen_q = metadata.max_seq_len_q
@@ -80,3 +90,24 @@ def contiguous_when_no_prefix(original, backend, q, k, v, layer, forward_batch,
         return original(backend, q, k, v, layer, forward_batch, False, **extras)
     finally:
         backend.fa_skip_kv_cache = False
+
+
+def _raw_kv_attention(backend, q, k, v, layer, forward_batch):
+    """SGLang 0.5.17's `fa_skip_kv_cache` call of `forward_extend` for the batches skip_reason
+    lets through (causal, no window, softcap as the layer's, no sinks or descales, no padding:
+    cu_seqlens_q covers q), with q not copied. q [T, Hq*D] with any row stride, k and v
+    [T, Hkv*D]; returns [T, Hq*Dv]."""
+    from sglang.srt.layers.attention import flashattention_backend as fab
+
+    metadata = backend.forward_metadata
+    out = getattr(forward_batch, "_attn_output", None)  # SGLang's preallocated output, if any
+    o = fab.flash_attn_varlen_func(
+        q=q.view(-1, layer.tp_q_head_num, layer.head_dim),  # [T, Hq, D], rows strided
+        k=k.view(-1, layer.tp_k_head_num, layer.head_dim),  # [T, Hkv, D]
+        v=v.view(-1, layer.tp_v_head_num, layer.v_head_dim),  # [T, Hkv, Dv]
+        cu_seqlens_q=metadata.cu_seqlens_q, cu_seqlens_k=metadata.cu_seqlens_q,  # [B+1]
+        max_seqlen_q=metadata.max_seq_len_q, max_seqlen_k=metadata.max_seq_len_q,
+        softmax_scale=layer.scaling, causal=True, window_size=(-1, -1),
+        softcap=layer.logit_cap, num_splits=backend.num_splits,
+        out=None if out is None else out.view(-1, layer.tp_q_head_num, layer.v_head_dim))
+    return o.view(-1, layer.tp_q_head_num * layer.v_head_dim)  # [T, Hq*Dv]

@@ -118,3 +118,55 @@ def test_the_flag_is_restored_when_sglang_raises():
         prefill_attention.contiguous_when_no_prefix(original, backend, Q, K, K, _layer(),
                                                     _batch(), save_kv_cache=False)
     assert backend.fa_skip_kv_cache is False
+
+
+def _varlen_causal(q, k, v, cu_seqlens_q, **kw):
+    """Stand-in for FA3's varlen call: causal attention per sequence, GQA, torch SDPA."""
+    cu = cu_seqlens_q.tolist()
+    rep = q.shape[1] // k.shape[1]
+    outs = []
+    for a, b in zip(cu, cu[1:]):
+        qs, ks, vs = (x[a:b].transpose(0, 1) for x in (q, k, v))  # [H, L, D]
+        outs.append(torch.nn.functional.scaled_dot_product_attention(
+            qs, ks.repeat_interleave(rep, 0), vs.repeat_interleave(rep, 0), is_causal=True,
+            scale=kw["softmax_scale"]).transpose(0, 1))
+    return torch.cat(outs)  # [T, Hq, D]
+
+
+@pytest.mark.parametrize("strided", ["0", "1"])
+def test_a_strided_query_reaches_fa3_uncopied_with_the_same_attention(monkeypatch, strided):
+    """MOEP_STRIDED_Q_ATTN=1: the hook's own raw-K/V call gets q as a view of the fused QKV
+    output (no copy) and returns what SGLang's call returns for the copied q."""
+    from sglang.srt.layers.attention import flashattention_backend as fab
+
+    monkeypatch.setenv("MOEP_STRIDED_Q_ATTN", strided)
+    seen = []
+
+    def fa3(q, k, v, **kw):
+        seen.append(q)
+        return _varlen_causal(q, k, v, **kw)
+
+    monkeypatch.setattr(fab, "flash_attn_varlen_func", fa3)
+    hq, hkv, d, lens = 4, 2, 16, (5, 3)
+    qkv = torch.randn(sum(lens), (hq + 2 * hkv) * d)  # [T, (Hq + 2 Hkv) * D]
+    q, k, v = qkv.split([hq * d, hkv * d, hkv * d], dim=-1)  # views, rows strided
+    backend = _backend(num_splits=0)
+    backend.forward_metadata.cu_seqlens_q = torch.tensor([0, 5, 8], dtype=torch.int32)
+    layer = _layer(tp_q_head_num=hq, tp_k_head_num=hkv, tp_v_head_num=hkv, head_dim=d,
+                   v_head_dim=d, scaling=d ** -0.5, logit_cap=0.0)
+
+    def sglangs_call(b, q_, k_, v_, lay, fb, save, **extras):  # its fa_skip_kv_cache branch
+        assert b.fa_skip_kv_cache and not save
+        o = fa3(q_.contiguous().view(-1, hq, d), k_.view(-1, hkv, d), v_.view(-1, hkv, d),
+                cu_seqlens_q=b.forward_metadata.fa_skip_cu_seqlens_q, softmax_scale=d ** -0.5)
+        return o.view(-1, hq * d)
+
+    out = prefill_attention.contiguous_when_no_prefix(
+        sglangs_call, backend, q, k, v, layer, _batch(lens=lens), save_kv_cache=False)
+    want = _varlen_causal(q.contiguous().view(-1, hq, d), k.view(-1, hkv, d),
+                          v.view(-1, hkv, d), backend.forward_metadata.cu_seqlens_q,
+                          softmax_scale=d ** -0.5).reshape(-1, hq * d)
+    assert out.shape == (sum(lens), hq * d) and torch.allclose(out, want, atol=1e-6)
+    [given] = seen
+    assert (given.data_ptr() == q.data_ptr()) == (strided == "1")  # the view itself, or a copy
+    assert backend.fa_skip_kv_cache is False
