@@ -232,7 +232,7 @@ class Router:
             if worker.spec.threshold_flops is None and (
                     worker.num_checks % REPORT_EVERY_CHECKS == 0 or not worker.healthy):
                 await self._read_reported_threshold(worker)
-            first = worker.starting
+            first = worker.num_checks == 0  # never admitted before
             if worker.check_passed():
                 logger.info("worker %s %s", worker.worker_id,
                             "admitted" if first else "is healthy again")
