@@ -112,18 +112,21 @@ def test_gpu_fp8_group_scores_equal_unsharded(backend, small_fp8, log_dir, refer
         stop_all(group)
 
 
-@pytest.mark.parametrize("radix_cache", [False, True])
-def test_gpu_prefill_attention_over_raw_kv_equals_paged(radix_cache, small, log_dir, reference):
+@pytest.mark.parametrize("case", ["paged", "radix", "strided_q"])
+def test_gpu_prefill_attention_over_raw_kv_equals_paged(case, small, log_dir, reference):
     """The plugin's FA3 prefill over the batch's own K/V (default on; `reference` ran with it,
     no radix cache: every batch took it) against SGLang's paged read (MOEP_CONTIGUOUS_PREFILL_ATTN
     =0): the same scores. With the radix cache on, the items of one /v1/score share the query's
-    prefix, so batches with a cached prefix take SGLang's path in the same server."""
-    env = {} if radix_cache else {"MOEP_CONTIGUOUS_PREFILL_ATTN": "0"}
+    prefix, so batches with a cached prefix take SGLang's path in the same server. strided_q:
+    the same raw-K/V attention made by the plugin with the query uncopied (MOEP_STRIDED_Q_ATTN=1)."""
+    env = {"paged": {"MOEP_CONTIGUOUS_PREFILL_ATTN": "0"}, "radix": {},
+           "strided_q": {"MOEP_STRIDED_Q_ATTN": "1"}}[case]
+    radix_cache = case == "radix"
     [worker] = start_strategy("replicas", small, log_dir, 1, *FP32, dummy=False, env=env,
-                              radix_cache=radix_cache, kv_events=False,
-                              tag="radix" if radix_cache else "paged")
+                              radix_cache=radix_cache, kv_events=False, tag=case)
     try:
         _assert_scores_close(worker.config.url, reference,
-                             f"prefill attention, radix cache {radix_cache}", 1e-2)  # bf16
+                             f"prefill attention, radix cache {radix_cache}, {case}",
+                             1e-2)  # bf16
     finally:
         stop_all([worker])
