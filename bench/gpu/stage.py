@@ -10,7 +10,8 @@ most of its dependencies, and cannot download. This script, run here (CPU machin
      its FlashAttention-3 library (SGLang's Hopper attention default, 1.07 GB) to the head-dim
      128 bf16 kernels (bench/gpu/trim_fa3.py), xz-compressed into its own carry .gpu-stage/fa3;
   4. builds our own wheel;
-  5. packs the wheels into carry folders .gpu-stage/c1, c2, ... of at most 56 MiB each;
+  5. packs the wheels a GPU step imports (not NOT_SERVED) into carry folders .gpu-stage/c1, c2,
+     ... of at most 56 MiB each;
   6. copies what the router benchmark alone needs (smg and the router's dependencies) into one
      more carry, .gpu-stage/rcpu, so `suite.sh routercpu` runs in one call with no other stage.
 On the device, bench/gpu/install.sh copies each carry to /tmp and installs them all.
@@ -56,6 +57,10 @@ PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (39, 38, 37, 36, 35, 34, 31, 28,
 ROUTER_ONLY = {"smg", "setproctitle", "aiohappyeyeballs", "aiohttp", "aiosignal", "attrs",
                "frozenlist", "idna", "msgspec", "multidict", "orjson", "prometheus-client",
                "propcache", "psutil", "pyzmq", "tokenizers", "uvloop", "yarl"}
+# Staged for the CPU side's tools only, never imported by a GPU step: the gateway (the router
+# benchmark's baseline, in rcpu), the manifest validator (CPU tests), the sampling profiler.
+# Leaving them out of c1.. saves a 57-MiB staging call on every GPU session.
+NOT_SERVED = {"smg", "kubernetes-validate", "py-spy"}
 FA3_LIB = "flash_ops.abi3.so"
 SM90_KEEP = re.compile(r"(^|/)(sm90|sm_90)(/|_)|\.py$|\.dist-info/|\.pyi$|\.typed$")
 
@@ -107,6 +112,8 @@ def stage_fa3(kernel_wheel: Path) -> Path:
 
 
 def pack(wheels: list[Path]) -> list[Path]:
+    for old in STAGE.glob("c[0-9]*"):  # a previous staging's carries, maybe more of them
+        shutil.rmtree(old)
     carries: list[Path] = []
     for wheel in sorted(wheels, key=lambda w: -w.stat().st_size):
         n = wheel.stat().st_size
@@ -121,11 +128,15 @@ def pack(wheels: list[Path]) -> list[Path]:
                 break
         if not placed:
             carry = STAGE / f"c{len(carries) + 1}"
-            shutil.rmtree(carry, ignore_errors=True)
             carry.mkdir(parents=True)
             shutil.copy2(wheel, carry)
             carries.append(carry)
     return carries
+
+
+def package(wheel: Path) -> str:
+    """The distribution's normalized name: py_spy-0.4.3-....whl -> py-spy."""
+    return wheel.name.split("-")[0].lower().replace("_", "-")
 
 
 def router_carry(wheels: list[Path]) -> Path:
@@ -134,7 +145,7 @@ def router_carry(wheels: list[Path]) -> Path:
     shutil.rmtree(carry, ignore_errors=True)
     carry.mkdir(parents=True)
     for wheel in wheels:
-        if wheel.name.split("-")[0].lower().replace("_", "-") in ROUTER_ONLY:
+        if package(wheel) in ROUTER_ONLY:
             shutil.copy2(wheel, carry)
     if sum(f.stat().st_size for f in carry.iterdir()) > CARRY_LIMIT:
         raise SystemExit(f"{carry} is over one carry")
@@ -162,7 +173,8 @@ def main() -> None:
                     str(wheels_dir), str(ROOT)], check=True)
     wheels = [w for w in sorted(wheels_dir.glob("*.whl"))
               if not IN_IMAGE.match(w.name.replace("_", "-")) or w.name.startswith("moep")]
-    carries = [*pack(wheels), router_carry(wheels)]
+    served = [w for w in wheels if package(w) not in NOT_SERVED]
+    carries = [*pack(served), router_carry(wheels)]
     for carry in carries:
         size = sum(f.stat().st_size for f in carry.iterdir())
         print(f"  {carry.relative_to(ROOT)}: {len(list(carry.iterdir()))} wheels, {size / 2**20:.1f} MiB")
