@@ -82,9 +82,11 @@ def contiguous_prefill_attention() -> bool:
 def strided_q_prefill_attention() -> bool:
     """MOEP_STRIDED_Q_ATTN=1: where the FA3 prefill hook attends over the batch's own K/V, hand FA3
     the query as the model made it (a strided view of the fused QKV output) instead of SGLang's
-    `q.contiguous()` copy of it in every layer (moep_sglang/plugin/prefill_attention.py). Off
-    until measured on a GPU. Read at every call."""
-    return _get("MOEP_STRIDED_Q_ATTN", "0") == "1"
+    `q.contiguous()` copy of it in every layer (moep_sglang/plugin/prefill_attention.py). On by
+    default since one H100 measured it 1.028x at 4K and 1.013x at 32K, bit-identical scores
+    (bench/results/gpu/h100_30b_one_gpu_stq.json); MOEP_STRIDED_Q_ATTN=0 copies as SGLang does.
+    Read at every call."""
+    return _get("MOEP_STRIDED_Q_ATTN", "1") == "1"
 
 
 def async_label_logprobs() -> bool:

@@ -16,10 +16,10 @@ LABELS = {"sglang_default": "plain SGLang, its defaults", "replicas": "ours, ful
 # file -> {variant in the file: variant drawn}; "" is the strategy at its defaults. `nogrp`
 # (MOEP_GROUPED_MOE=0) is the launcher's default since the grouped MoE went opt-in.
 CURRENT: dict[str, dict[str, str]] = {
-    "h100_30b_one_gpu_contig.json": {"": "", "nogrp": ""},
-    "h100_30b_table2_one_gpu_2026-12-07.json": {"": ""},
+    "h100_30b_one_gpu_stq_rev.json": {"": ""},
+    "h100_30b_table2_one_gpu_stq.json": {"": ""},
     "h100_235b12l_one_gpu.json": {"": ""},
-    "h100_30b_one_gpu_lp.json": {"": ""},  # scoring: two label logprobs per prompt
+    "h100_30b_one_gpu_stq_lp.json": {"": ""},  # scoring: two label logprobs per prompt
     "h100_30b_one_gpu_lp32k.json": {"": ""},
     "h200_30b_one_gpu.json": {"": ""},
     "h200_235b12l_one_gpu.json": {"": ""},

@@ -169,7 +169,7 @@ case "$STEP" in
            # defaults); 3 timed repeats each. Variants for STRATS (replicas/b64k, replicas/graphs):
            # 64K-token prefill batches, prefill CUDA graphs; LOGPROBS=1: every prompt asks for two
            # label tokens' logprobs, as scoring does (`sync`: ours with SGLang's gather of them,
-           # which waits for each forward; `stq`: FA3 reads the query strided, not copied).
+           # which waits for each forward; `stq` / `nostq`: FA3 reads the query strided / copied).
            # 262,144 tokens per length: the first
            # length of LENS gets 262,144 / length prompts (64 at 4K, 8 at 32K), the driver scales
            # the others the same way
@@ -184,7 +184,7 @@ case "$STEP" in
       --variant nodown=ENV:MOEP_TUNED_MOE_DOWN=0 --variant fsum=--enable-fused-moe-sum-all-reduce \
       --variant grp=ENV:MOEP_GROUPED_MOE=1 --variant nocontig=ENV:MOEP_CONTIGUOUS_PREFILL_ATTN=0 \
       --variant gus=ENV:MOEP_FUSED_MOE_ACT=1 --variant nogus=ENV:MOEP_FUSED_MOE_ACT=0 \
-      --variant sync=ENV:MOEP_ASYNC_LABEL_LOGPROBS=0 --variant stq=ENV:MOEP_STRIDED_Q_ATTN=1 \
+      --variant sync=ENV:MOEP_ASYNC_LABEL_LOGPROBS=0 --variant stq=ENV:MOEP_STRIDED_Q_ATTN=1 --variant nostq=ENV:MOEP_STRIDED_Q_ATTN=0 \
       ${LOGPROBS:+--label-logprobs} \
       --strategies "${STRATS:-sglang_default,replicas}" --out "$R" \
       --name "${GPUTAG}_30b_one_gpu${TAG:-}" --label "one $GPU, launcher defaults (fa3) vs SGLang defaults${LOGPROBS:+, label logprobs}"

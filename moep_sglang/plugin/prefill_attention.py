@@ -20,9 +20,10 @@ sends its whole batch down SGLang's path. `MOEP_CONTIGUOUS_PREFILL_ATTN=0` turns
 
 SGLang's raw-K/V call copies the query first (`q.contiguous()`): the model hands it a strided view
 of its fused QKV output, [T, (Hq + 2 Hkv) * D] split by columns, while FA3 reads any row stride
-(it reads k and v from that same buffer so). With `MOEP_STRIDED_Q_ATTN=1` (off until measured
-on a GPU) the hook makes that same call itself with the strided query: one [T, Hq * D] copy
-less per layer (Qwen3-30B-A3B at 32,768 tokens: 256 MB read and 256 MB written).
+(it reads k and v from that same buffer so). The hook makes that same call itself with the
+strided query: one [T, Hq * D] copy less per layer (Qwen3-30B-A3B at 32,768 tokens: 256 MB read
+and 256 MB written; on one H100 1.028x end to end at 4K and 1.013x at 32K, scores bit-identical).
+`MOEP_STRIDED_Q_ATTN=0` goes back to SGLang's call and its copy.
 """
 
 from __future__ import annotations

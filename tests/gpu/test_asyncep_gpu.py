@@ -112,15 +112,17 @@ def test_gpu_fp8_group_scores_equal_unsharded(backend, small_fp8, log_dir, refer
         stop_all(group)
 
 
-@pytest.mark.parametrize("case", ["paged", "radix", "strided_q"])
+@pytest.mark.parametrize("case", ["paged", "radix", "copied_q"])
 def test_gpu_prefill_attention_over_raw_kv_equals_paged(case, small, log_dir, reference):
-    """The plugin's FA3 prefill over the batch's own K/V (default on; `reference` ran with it,
-    no radix cache: every batch took it) against SGLang's paged read (MOEP_CONTIGUOUS_PREFILL_ATTN
-    =0): the same scores. With the radix cache on, the items of one /v1/score share the query's
-    prefix, so batches with a cached prefix take SGLang's path in the same server. strided_q:
-    the same raw-K/V attention made by the plugin with the query uncopied (MOEP_STRIDED_Q_ATTN=1)."""
+    """The plugin's FA3 prefill over the batch's own K/V with the query uncopied (both default
+    on; `reference` ran with them, no radix cache: every batch took them) against SGLang's paged
+    read (MOEP_CONTIGUOUS_PREFILL_ATTN=0): the same scores. With the radix cache on, the items of
+    one /v1/score share the query's prefix, so batches with a cached prefix take SGLang's path in
+    the same server. copied_q: the raw-K/V call as SGLang makes it, its `q.contiguous()` copy
+    included (MOEP_STRIDED_Q_ATTN=0; bit-identical on one H100 while the copy was the default,
+    bench/results/gpu/h100_gpu_tests_strided_q_2026-12-07.log)."""
     env = {"paged": {"MOEP_CONTIGUOUS_PREFILL_ATTN": "0"}, "radix": {},
-           "strided_q": {"MOEP_STRIDED_Q_ATTN": "1"}}[case]
+           "copied_q": {"MOEP_STRIDED_Q_ATTN": "0"}}[case]
     radix_cache = case == "radix"
     [worker] = start_strategy("replicas", small, log_dir, 1, *FP32, dummy=False, env=env,
                               radix_cache=radix_cache, kv_events=False, tag=case)
