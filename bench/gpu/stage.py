@@ -157,7 +157,7 @@ def main() -> None:
     wheels_dir = STAGE / "wheels"
     reqs = requirements()
     print(f"{len(reqs)} packages to stage")
-    have = {w.name.split("-")[0].lower().replace("_", "-") for w in wheels_dir.glob("*.whl")}
+    have = {package(w) for w in wheels_dir.glob("*.whl")}
     download([r for r in reqs if re.split("[=<>]", r)[0].lower().replace("_", "-") not in have],
              wheels_dir)
     for kernel in wheels_dir.glob("sglang_kernel-*.whl"):
