@@ -378,6 +378,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--num-workers", type=int, default=8)
     p.add_argument("--processes", default="1,2", help="moep-router --processes counts to run")
+    p.add_argument("--piece-tokenizer", default="auto",
+                   help="moep-router --piece-tokenizer settings to run with each count, e.g. "
+                        "auto,off")
+    p.add_argument("--skip-smg", action="store_true", help="no smg row")
     p.add_argument("--capacity-clients", type=int, default=2,
                    help="client processes of the closed loop (256 in flight between them)")
     p.add_argument("--fake-processes", type=int, default=1,
@@ -408,23 +412,27 @@ def main() -> None:
         once(urls[0])  # warm up
         rows.append({"system": "direct (no router)", **run(urls[0]),
                      **capacity(urls[0], a.seconds, bodies, clients=clients)})
-        for n in (int(x) for x in a.processes.split(",")):
-            with RouterProcess(model, urls, LOGS / f"router-latency-p{n}.log",
-                               "--processes", str(n)) as router:
+        for n, pieces in ((int(x), t) for x in a.processes.split(",")
+                          for t in a.piece_tokenizer.split(",")):
+            with RouterProcess(model, urls, LOGS / f"router-latency-p{n}-{pieces}.log",
+                               "--processes", str(n), "--piece-tokenizer", pieces) as router:
                 pin(router.proc.pid)
                 once(router.url)
                 pin(router.proc.pid)  # and a process its supervisor started late, if any
                 rows.append({"system": f"moep-router true_flops, {n} process"
-                                       f"{'es' if n > 1 else ''}", "processes": n,
+                                       f"{'es' if n > 1 else ''}"
+                                       f"{', piece tokenizer off' if pieces == 'off' else ''}",
+                             "processes": n, "piece_tokenizer": pieces,
                              **run(router.url, watch=True),
                              **capacity_with_cpu(router.url, router.proc.pid, a.seconds, bodies,
                                                  clients=clients)})
-        with _SglangRouter(urls) as smg:
-            pin(smg.proc.pid)
-            once(smg.url)
-            rows.append({"system": "smg cache_aware", **run(smg.url),
-                         **capacity_with_cpu(smg.url, smg.proc.pid, a.seconds, bodies,
-                                             clients=clients)})
+        if not a.skip_smg:
+            with _SglangRouter(urls) as smg:
+                pin(smg.proc.pid)
+                once(smg.url)
+                rows.append({"system": "smg cache_aware", **run(smg.url),
+                             **capacity_with_cpu(smg.url, smg.proc.pid, a.seconds, bodies,
+                                                 clients=clients)})
     base = rows[0]
     for r in rows[1:]:
         r["added_p50_ms"] = r["p50_ms"] - base["p50_ms"]
@@ -439,6 +447,7 @@ def main() -> None:
     config = {"rate": a.rate, "seconds": a.seconds, "num_workers": a.num_workers,
               "capacity_clients": clients, "fake_processes": fake_processes,
               "capacity_in_flight": 256, "latency_runs": a.latency_runs,
+              "piece_tokenizer": a.piece_tokenizer,
               "router_cpus": sorted(_cpus(a.router_cpus)) if a.router_cpus else None,
               "load_cpus": sorted(os.sched_getaffinity(0)), "smg_version": _smg_version()}
     print(write_result(a.out, {"config": config, "rows": rows, "table": table}))

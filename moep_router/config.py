@@ -95,6 +95,12 @@ class RouterConfig:
                 "/v1/score query, a /v1/classify input, a text prompt), reused when the same "
                 "text comes again, as a query scored against item after item does; about 40 "
                 "bytes per token id; 0: off"})
+    piece_tokenizer: str = field(default="auto", metadata={
+        "help": "auto: short texts on the request loop are tokenized through a cache of "
+                "pre-tokenized pieces, HF's own BPE for each new piece (about a third of the "
+                "cost), where the tokenizer is byte-level BPE split by regexes (GPT-2, Qwen, "
+                "Llama-3) and agrees with HF on a probe corpus at start; every 1,000th text is "
+                "compared with HF, and a difference turns it off; off: HF for every text"})
     pending_settle_s: float = field(default=DEFAULT_SETTLE_S, metadata={
         "help": "seconds a finished request's prefix still counts as cached on its worker when "
                 "the worker's KV events have not indexed it yet (they can arrive after the "
@@ -139,6 +145,8 @@ class RouterConfig:
             raise ValueError("--processes must be between 1 and 64")
         if self.tokenize_cache_tokens < 0:
             raise ValueError("--tokenize-cache-tokens must be >= 0 (0: off)")
+        if self.piece_tokenizer not in ("auto", "off"):
+            raise ValueError(f"--piece-tokenizer {self.piece_tokenizer!r}: choose auto or off")
         if self.tokenizer_threads < 0:
             raise ValueError("--tokenizer-threads must be >= 0")
         if self.max_body_bytes < 1024:

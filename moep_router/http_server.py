@@ -109,7 +109,8 @@ async def _health(router) -> web.Response:
 
 
 async def _metrics(router) -> web.Response:
-    body = router.metrics.render(router.registry.all(), router.endpoint_context.tok.cache)
+    tok = router.endpoint_context.tok
+    body = router.metrics.render(router.registry.all(), tok.cache, tok.pieces)
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 

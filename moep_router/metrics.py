@@ -60,6 +60,12 @@ class RouterMetrics:
         self.tokenize_cache = Counter("moep_router_tokenize_cache_lookups_total",
                                       "Long texts looked up in the tokenization cache",
                                       ["result"], registry=r)
+        self.piece_checks = Counter("moep_router_piece_tokenizer_checks_total",
+                                    "Texts of the piece tokenizer compared with HF's ids",
+                                    ["result"], registry=r)
+        self.piece_active = Gauge("moep_router_piece_tokenizer_active",
+                                  "1 while short texts are tokenized through the piece cache",
+                                  registry=r, multiprocess_mode="livemin")
         # How long the loop could not run (loop_watch.py): a late tick, a collection
         self.loop_lag = Histogram("moep_router_event_loop_lag_seconds",
                                   "How late a 10 ms tick of the request loop woke up", registry=r,
@@ -70,6 +76,7 @@ class RouterMetrics:
                                   registry=r, buckets=(1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, .01, .025,
                                                        .05, .1, .25, .5, 1))
         self._tokenize_cache_seen = (0, 0)  # (hits, misses) already counted
+        self._piece_checks_seen = (0, 0)  # (checks, mismatches) already counted
         # (endpoint, status) -> (its requests counter, its latency histogram), made on first use
         self._request_children: dict[tuple[str, int], tuple] = {}
 
@@ -93,11 +100,23 @@ class RouterMetrics:
         self.tokenize_cache.labels("miss").inc(misses - seen_misses)
         self._tokenize_cache_seen = (hits, misses)
 
-    def render(self, workers, token_cache=None) -> bytes:
-        """The exposition text; workers' gauges and the tokenization cache's counts (a
-        tokenize.TokenCache or None) are read now."""
+    def count_pieces(self, pieces) -> None:
+        """The same for a bpe_pieces.PieceTokenizer's run-time comparisons with HF."""
+        checks, mismatches = pieces.checks, pieces.mismatches
+        seen_checks, seen_mismatches = self._piece_checks_seen
+        self.piece_checks.labels("same").inc(
+            (checks - mismatches) - (seen_checks - seen_mismatches))
+        self.piece_checks.labels("different").inc(mismatches - seen_mismatches)
+        self._piece_checks_seen = (checks, mismatches)
+        self.piece_active.set(1 if pieces.active else 0)
+
+    def render(self, workers, token_cache=None, pieces=None) -> bytes:
+        """The exposition text; workers' gauges, the tokenization cache's counts (a
+        tokenize.TokenCache or None) and the piece tokenizer's (or None) are read now."""
         if token_cache is not None:
             self.count_token_cache(token_cache)
+        if pieces is not None:
+            self.count_pieces(pieces)
         for w in workers:
             inflight, flops = w.load()  # summed over the router's processes
             self.worker_outstanding.labels(w.worker_id).set(flops)

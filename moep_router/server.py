@@ -66,7 +66,8 @@ class Router:
         self.spec = ModelSpec.from_model_dir(config.model_path)
         self.cost = CostModel.from_spec(self.spec)
         self.endpoint_context = EndpointContext(
-            RouterTokenizer(config.model_path, config.tokenize_cache_tokens), self.spec,
+            RouterTokenizer(config.model_path, config.tokenize_cache_tokens,
+                            config.piece_tokenizer), self.spec,
             config.model_name, config.rerank_template, config.max_items_per_request)
         self.metrics = RouterMetrics()
         self.loop_watch = LoopWatch(self.metrics)
@@ -206,8 +207,11 @@ class Router:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
             await asyncio.gather(*(self._check(w) for w in self.registry.all()))
-            if self.endpoint_context.tok.cache is not None:
-                self.metrics.count_token_cache(self.endpoint_context.tok.cache)
+            tok = self.endpoint_context.tok
+            if tok.cache is not None:
+                self.metrics.count_token_cache(tok.cache)
+            if tok.pieces is not None:
+                self.metrics.count_pieces(tok.pieces)
 
     async def _check(self, worker) -> None:
         """Unreachable: out at once, its index reset when it returns (it restarted empty).

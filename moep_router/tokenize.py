@@ -1,12 +1,24 @@
-"""Tokenize once, in the router, with the model's own tokenizer.json (HF `tokenizers`)."""
+"""Tokenize once, in the router, with the model's own tokenizer.json (HF `tokenizers`, and for
+short texts on the request loop its byte-level BPE through a cache of pieces: bpe_pieces.py)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from moep_router.bpe_pieces import PieceTokenizer
+
 CACHE_MIN_CHARS = 512  # shorter texts tokenize in tens of microseconds: not worth a cache slot
+# Texts up to this long, on the router's loop (the main thread), go through the piece cache;
+# longer ones, and every text on a tokenizer thread, through HF, whose calls release the GIL
+# (the piece path is Python, and on a thread would hold the loop up). server.OFFLOAD_TEXT_CHARS
+# sends bodies of this much text to those threads.
+PIECES_MAX_CHARS = 2048
+
+logger = logging.getLogger("moep_router")
 
 
 class TokenCache:
@@ -52,10 +64,13 @@ class TokenCache:
 
 
 class RouterTokenizer:
-    def __init__(self, model_path: Path, cache_tokens: int = 0) -> None:
+    """pieces: "auto" (the piece cache where bpe_pieces takes the tokenizer) or "off"."""
+
+    def __init__(self, model_path: Path, cache_tokens: int = 0, pieces: str = "auto") -> None:
         from tokenizers import Tokenizer
 
-        self._tok = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+        path = model_path / "tokenizer.json"
+        self._tok = Tokenizer.from_file(str(path))
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         # The batch calls release the GIL (tokenizers' bindings), which the router's tokenizer
         # threads need to leave its event loop running; the `_fast` one (tokenizers >= 0.20)
@@ -65,23 +80,51 @@ class RouterTokenizer:
         # Texts of CACHE_MIN_CHARS or more tokenized with special tokens (queries, inputs,
         # prompts); None: every text tokenized each time.
         self.cache = TokenCache(cache_tokens) if cache_tokens > 0 else None
+        # HF's ids for short texts on the loop at about a third of the cost; None: HF always
+        self.pieces: PieceTokenizer | None = None
+        if pieces == "auto":
+            self.pieces, why = PieceTokenizer.build(
+                self._tok, json.loads(path.read_text()), self._hf_ids)
+            if self.pieces is None:
+                logger.info("tokenizing with HF tokenizers alone: %s", why)
 
     def encode(self, text: str) -> list[int]:
         if self.cache is None or len(text) < CACHE_MIN_CHARS:
-            return self._batch([text], add_special_tokens=True)[0].ids
+            return self._ids(text, True)
         ids = self.cache.get(text)
         if ids is None:
-            ids = tuple(self._batch([text], add_special_tokens=True)[0].ids)
+            ids = tuple(self._ids(text, True))
             self.cache.put(text, ids)
         return list(ids)  # the caller's own list: prompts are built by concatenation
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if self._on_loop(texts):
+            return [self._ids(t, True) for t in texts]
         return [e.ids for e in self._batch(texts, add_special_tokens=True)]
 
     def encode_continuation(self, texts: list[str]) -> list[list[int]]:
         """Items appended to a query: no special tokens of their own."""
+        if self._on_loop(texts):
+            return [self._ids(t, False) for t in texts]
         return [e.ids for e in self._batch(texts, add_special_tokens=False)]
 
     def single_token(self, text: str) -> int | None:
-        ids = self._batch([text], add_special_tokens=False)[0].ids
+        ids = self._ids(text, False)
         return ids[0] if len(ids) == 1 else None
+
+    def _ids(self, text: str, special: bool) -> list[int]:
+        if (self.pieces is not None and len(text) <= PIECES_MAX_CHARS
+                and threading.current_thread() is threading.main_thread()):
+            ids = self.pieces.encode(text, special)
+            if ids is not None:
+                return ids
+        return self._hf_ids(text, special)
+
+    def _hf_ids(self, text: str, special: bool) -> list[int]:
+        return self._batch([text], add_special_tokens=special)[0].ids
+
+    def _on_loop(self, texts: list[str]) -> bool:
+        """Few short texts on the loop: one piece-path call each beats one HF batch call."""
+        return (self.pieces is not None and len(texts) <= 8
+                and sum(map(len, texts)) <= PIECES_MAX_CHARS
+                and threading.current_thread() is threading.main_thread())
