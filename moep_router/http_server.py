@@ -1,12 +1,11 @@
-"""The HTTP front end (aiohttp): parse -> Job -> dispatcher -> JSON, errors as 4xx/5xx JSON
-(the structs of messages.py)."""
+"""The HTTP front end's routes: parse -> Job -> dispatcher -> JSON, errors as 4xx/5xx JSON
+(the structs of messages.py), served by http_protocol.HttpServer."""
 
 from __future__ import annotations
 
 import time
 
 import orjson
-from aiohttp import web
 
 from moep_router.config import WorkerSpec
 from moep_router.dispatcher import Overloaded
@@ -17,56 +16,54 @@ from moep_router.endpoints import (
     parse_score,
     shape_response,
 )
+from moep_router.http_protocol import Handler, HttpServer, Reply, Request, error_reply
 from moep_router.jobs import BadRequest
-from moep_router.messages import ErrorResponse, encode
+from moep_router.messages import encode
 
 PARSERS = {"/v1/score": parse_score, "/v1/classify": parse_classify,
            "/v1/rerank": parse_rerank, "/generate": parse_generate}
 
 
-def build_app(router) -> web.Application:
-    """Every route's handler wrapped in _guarded (auth, errors as JSON) itself: no aiohttp
-    middlewares, whose chain aiohttp walks on every request."""
+def build_server(router) -> HttpServer:
+    """Every route's handler wrapped in _guarded (auth, errors as JSON)."""
     key = router.config.api_key
-    app = web.Application(client_max_size=router.config.max_body_bytes)
-    for path in PARSERS:
-        app.router.add_post(path, _guarded(_prefill_handler(router, path), key))
-    app.router.add_get("/health", _guarded(lambda r: _health(router), None))
-    app.router.add_get("/metrics", _guarded(lambda r: _metrics(router), None))
-    app.router.add_get("/workers", _guarded(lambda r: _workers_reply(router), key))
-    app.router.add_post("/workers", _guarded(lambda r: _add_worker(router, r), key))
-    app.router.add_delete("/workers", _guarded(lambda r: _remove_worker(router, r), key))
-    return app
+    routes: dict[tuple[str, str], Handler] = {
+        ("POST", path): _guarded(_prefill_handler(router, path), key) for path in PARSERS}
+    routes["GET", "/health"] = _guarded(lambda r: _health(router), None)
+    routes["GET", "/metrics"] = _guarded(lambda r: _metrics(router), None)
+    routes["GET", "/workers"] = _guarded(lambda r: _workers_reply(router), key)
+    routes["POST", "/workers"] = _guarded(lambda r: _add_worker(router, r), key)
+    routes["DELETE", "/workers"] = _guarded(lambda r: _remove_worker(router, r), key)
+    return HttpServer(routes, router.config.max_body_bytes)
 
 
-def _guarded(handler, api_key: str | None):
+def _guarded(handler, api_key: str | None) -> Handler:
     """handler behind the API key (None: open), its BadRequest and Overloaded as JSON errors."""
     expected = f"Bearer {api_key}" if api_key else None
 
-    async def guarded(request: web.Request) -> web.Response:
-        if expected is not None and request.headers.get("Authorization", "") != expected:
-            return _error(401, "missing or wrong API key: send `Authorization: Bearer KEY`",
-                          "authentication_error")
+    async def guarded(request: Request) -> Reply:
+        if expected is not None and request.headers.get("authorization", "") != expected:
+            return error_reply(401, "missing or wrong API key: send `Authorization: Bearer KEY`",
+                               "authentication_error")
         try:
             return await handler(request)
         except BadRequest as exc:
-            return _error(exc.status, str(exc), "invalid_request_error")
+            return error_reply(exc.status, str(exc), "invalid_request_error")
         except Overloaded as exc:
-            resp = _error(exc.status, str(exc), "overloaded")
-            resp.headers["Retry-After"] = str(exc.retry_after_s)
-            return resp
+            return error_reply(exc.status, str(exc), "overloaded",
+                               (("Retry-After", str(exc.retry_after_s)),))
 
     return guarded
 
 
-def _prefill_handler(router, path: str):
+def _prefill_handler(router, path: str) -> Handler:
     parse = PARSERS[path]
 
-    async def handler(request: web.Request) -> web.Response:
+    async def handler(request: Request) -> Reply:
         t0 = time.perf_counter()
         status = 500
         try:
-            job = await router.parse(parse, await _body(request))
+            job = await router.parse(parse, _body(request))
             result = await router.dispatcher.run(job)
             status = 200
             return _json(shape_response(result))
@@ -82,14 +79,11 @@ def _prefill_handler(router, path: str):
     return handler
 
 
-async def _body(request: web.Request) -> dict:
+def _body(request: Request) -> dict:
+    """The JSON object of the body (http_protocol has already refused one over
+    --max-body-bytes with 413)."""
     try:
-        raw = await request.read()  # aiohttp stops reading past client_max_size
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise BadRequest(f"{exc.text} (--max-body-bytes): split it into several requests",
-                         status=413) from exc
-    try:
-        body = orjson.loads(raw)
+        body = orjson.loads(request.body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON body: {exc}") from exc
     if not isinstance(body, dict):
@@ -97,7 +91,7 @@ async def _body(request: web.Request) -> dict:
     return body
 
 
-async def _health(router) -> web.Response:
+async def _health(router) -> Reply:
     """200 once a worker is healthy and every cache index has replayed its history."""
     healthy = len(router.registry.healthy())
     synced = router.kv_synced()
@@ -108,13 +102,13 @@ async def _health(router) -> web.Response:
     return _json(body, status=200 if status == "ok" else 503)
 
 
-async def _metrics(router) -> web.Response:
+async def _metrics(router) -> Reply:
     tok = router.endpoint_context.tok
     body = router.metrics.render(router.registry.all(), tok.cache, tok.pieces)
-    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+    return Reply(200, body, "text/plain; version=0.0.4; charset=utf-8")
 
 
-async def _workers_reply(router) -> web.Response:
+async def _workers_reply(router) -> Reply:
     return _json(_workers(router))
 
 
@@ -130,8 +124,8 @@ def _workers(router) -> dict:
     } for w in router.registry.all() for inflight, flops in [w.load()]]}
 
 
-async def _add_worker(router, request: web.Request) -> web.Response:
-    body = await _body(request)
+async def _add_worker(router, request: Request) -> Reply:
+    body = _body(request)
     url = body.get("url")
     if not isinstance(url, str):
         raise BadRequest("`url` is required: http://HOST:PORT of the worker")
@@ -144,8 +138,8 @@ async def _add_worker(router, request: web.Request) -> web.Response:
     return _json(_workers(router), status=201)
 
 
-async def _remove_worker(router, request: web.Request) -> web.Response:
-    url = request.query.get("url", "").rstrip("/")
+async def _remove_worker(router, request: Request) -> Reply:
+    url = request.query_param("url").rstrip("/")
     try:
         await router.remove_worker(url, announce=True)
     except KeyError as exc:
@@ -153,10 +147,6 @@ async def _remove_worker(router, request: web.Request) -> web.Response:
     return _json(_workers(router))
 
 
-def _error(status: int, message: str, kind: str) -> web.Response:
-    return _json(ErrorResponse(message=message, type=kind, code=status), status=status)
-
-
-def _json(body, status: int = 200) -> web.Response:
+def _json(body, status: int = 200) -> Reply:
     """A struct of messages.py, or a plain dict or list."""
-    return web.Response(body=encode(body), status=status, content_type="application/json")
+    return Reply(status, encode(body))

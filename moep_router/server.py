@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 import msgspec
 import zmq.asyncio
-from aiohttp import web
 
 from moep_router.config import RouterConfig, WorkerSpec
 from moep_router.cost import CostModel
@@ -20,7 +19,7 @@ from moep_router.discovery import Change
 from moep_router.dispatcher import Dispatcher
 from moep_router.endpoints import EndpointContext, text_chars
 from moep_router.jobs import Job
-from moep_router.http_server import build_app
+from moep_router.http_server import build_server
 from moep_router.kv_listener import KVListener
 from moep_router.loop_watch import LoopWatch
 from moep_router.messages import decode_worker_reports
@@ -42,9 +41,9 @@ MAX_HEALTH_FAILURES = 3  # consecutive slow/failed checks before a reachable wor
 OFFLOAD_TEXT_CHARS = 2048
 
 # Connections the kernel may hold for accept() (capped by net.core.somaxconn). aiohttp's 128
-# overflowed in bursts of new client connections (10,129 ListenDrops in two 2,000 req/s open
-# loops of router_latency on the 2-core machine), and a dropped SYN stalls its request for a
-# 1, 3, 7 ... s retransmit: p99s of seconds.
+# (the router's server before http_protocol) overflowed in bursts of new client connections
+# (10,129 ListenDrops in two 2,000 req/s open loops of router_latency on the 2-core machine),
+# and a dropped SYN stalls its request for a 1, 3, 7 ... s retransmit: p99s of seconds.
 LISTEN_BACKLOG = 4096
 
 REPORT_EVERY_CHECKS = 10  # re-read a worker's reported T every this many health checks
@@ -283,13 +282,11 @@ def _spec_or_none(text: str) -> WorkerSpec | None:
 async def _serve(config: RouterConfig, shared=None) -> None:
     router = Router(config, shared)
     await router.start()
-    runner = web.AppRunner(build_app(router), access_log=None)
-    await runner.setup()
+    http = build_server(router)
     # One of N processes: every one listens on the same port and the kernel spreads the
     # connections over them.
-    site = web.TCPSite(runner, config.host, config.port, reuse_port=shared is not None,
-                       backlog=LISTEN_BACKLOG)
-    await site.start()
+    await http.start(config.host, config.port, reuse_port=shared is not None,
+                     backlog=LISTEN_BACKLOG)
     # A long-lived server: what startup allocated (tokenizer, model spec, modules) never dies, so
     # keep it out of every later collection, and collect the young generation less often (one
     # full pass over a busy router's heap took 329 ms, all of it on the request loop).
@@ -308,7 +305,7 @@ async def _serve(config: RouterConfig, shared=None) -> None:
     else:
         print(f"moep-router ready on http://{config.host}:{config.port}", flush=True)
     await stop.wait()
-    await runner.cleanup()
+    await http.stop()
     await router.stop()
 
 
