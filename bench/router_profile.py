@@ -36,7 +36,8 @@ PARTS = {  # label -> function (file) on the stack
     "route (price every worker, pick one)": "Dispatcher._route dispatcher.py",
     "forward to the worker (worker_http client)": "Dispatcher._forward dispatcher.py",
     "parse the body into a Job": "Router.parse server.py",
-    "whole request handler": "RequestHandler._handle_request web_protocol.py",
+    "whole request handler (route handler, reply written)": "_Connection._answer http_protocol.py",
+    "HTTP input (llhttp's callbacks, requests built)": "_Connection.data_received http_protocol.py",
 }
 
 

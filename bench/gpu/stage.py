@@ -56,7 +56,8 @@ PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (39, 38, 37, 36, 35, 34, 31, 28,
 # dependencies its launcher imports setproctitle, and over HTTP needs no gRPC or YAML
 ROUTER_ONLY = {"smg", "setproctitle", "aiohappyeyeballs", "aiohttp", "aiosignal", "attrs",
                "frozenlist", "idna", "msgspec", "multidict", "orjson", "prometheus-client",
-               "propcache", "psutil", "pyzmq", "tokenizers", "uvloop", "yarl"}
+               "propcache", "psutil", "pyzmq", "tokenizers", "uvloop", "yarl", "httptools",
+               "regex"}
 # Staged for the CPU side's tools only, never imported by a GPU step: the gateway (the router
 # benchmark's baseline, in rcpu), the manifest validator (CPU tests), the sampling profiler.
 # Leaving them out of c1.. saves a 57-MiB staging call on every GPU session.
