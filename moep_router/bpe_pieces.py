@@ -17,8 +17,8 @@ difference: that text gets HF's ids, the piece path turns itself off for good, l
 counted in `mismatches`).
 
 Measured on the 2-core machine, the tiny model's tokenizer, ~530-character prompts of ~100
-tokens: 29 us against 90 us for `encode_batch_fast([text])` (`router_profile.json` shows
-tokenization at a third of the router's CPU per request).
+tokens: 29-36 us against 89 us for `encode_batch_fast([text])`; per router request 29-56 us of
+CPU less (`bench/results/router_latency_ab_*.json`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The router's HTTP/1.1 server: one asyncio protocol per connection over httptools (llhttp,
-Node.js's parser), in place of aiohttp's server, whose request and response objects and
-handler machinery were over a third of the router's CPU per request (`router_profile.json`).
+Node.js's parser), in place of aiohttp's server: 17-51 us less of the router's CPU per request,
+of 181-219 us (`bench/results/router_latency_ab_*.json`, the 2-core machine).
 
 It does what the router's front end needs and no more: requests framed by Content-Length or
 chunked encoding; bodies up to `max_body_bytes` (beyond: 413 with a message, the connection
