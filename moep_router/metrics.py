@@ -75,8 +75,8 @@ class RouterMetrics:
                                   "Wall time of each garbage collection", ["generation"],
                                   registry=r, buckets=(1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, .01, .025,
                                                        .05, .1, .25, .5, 1))
-        self._tokenize_cache_seen = (0, 0)  # (hits, misses) already counted
-        self._piece_checks_seen = (0, 0)  # (checks, mismatches) already counted
+        # (counter, label) -> the running count already added to that child (_catch_up)
+        self._counted: dict[tuple[Counter, str], int] = {}
         # (endpoint, status) -> (its requests counter, its latency histogram), made on first use
         self._request_children: dict[tuple[str, int], tuple] = {}
 
@@ -94,21 +94,21 @@ class RouterMetrics:
         """Bring the lookup counters up to a tokenize.TokenCache's own counts (it keeps plain
         ints on the request path). Called on every render and every health-check round, so
         with --processes N a process that renders no /metrics itself lags one round at most."""
-        hits, misses = token_cache.hits, token_cache.misses
-        seen_hits, seen_misses = self._tokenize_cache_seen
-        self.tokenize_cache.labels("hit").inc(hits - seen_hits)
-        self.tokenize_cache.labels("miss").inc(misses - seen_misses)
-        self._tokenize_cache_seen = (hits, misses)
+        self._catch_up(self.tokenize_cache, {"hit": token_cache.hits,
+                                             "miss": token_cache.misses})
 
     def count_pieces(self, pieces) -> None:
         """The same for a bpe_pieces.PieceTokenizer's run-time comparisons with HF."""
-        checks, mismatches = pieces.checks, pieces.mismatches
-        seen_checks, seen_mismatches = self._piece_checks_seen
-        self.piece_checks.labels("same").inc(
-            (checks - mismatches) - (seen_checks - seen_mismatches))
-        self.piece_checks.labels("different").inc(mismatches - seen_mismatches)
-        self._piece_checks_seen = (checks, mismatches)
+        self._catch_up(self.piece_checks, {"same": pieces.checks - pieces.mismatches,
+                                           "different": pieces.mismatches})
         self.piece_active.set(1 if pieces.active else 0)
+
+    def _catch_up(self, counter: Counter, counts: dict[str, int]) -> None:
+        """Add to each labelled child of counter what its running count (label -> count, kept
+        as plain ints elsewhere) gained since the last call."""
+        for label, count in counts.items():
+            counter.labels(label).inc(count - self._counted.get((counter, label), 0))
+            self._counted[counter, label] = count
 
     def render(self, workers, token_cache=None, pieces=None) -> bytes:
         """The exposition text; workers' gauges, the tokenization cache's counts (a
