@@ -69,8 +69,8 @@ class RouterTokenizer:
     def __init__(self, model_path: Path, cache_tokens: int = 0, pieces: str = "auto") -> None:
         from tokenizers import Tokenizer
 
-        path = model_path / "tokenizer.json"
-        self._tok = Tokenizer.from_file(str(path))
+        text = (model_path / "tokenizer.json").read_text()  # read once: HF's and ours
+        self._tok = Tokenizer.from_str(text)
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         # The batch calls release the GIL (tokenizers' bindings), which the router's tokenizer
         # threads need to leave its event loop running; the `_fast` one (tokenizers >= 0.20)
@@ -83,8 +83,7 @@ class RouterTokenizer:
         # HF's ids for short texts on the loop at about a third of the cost; None: HF always
         self.pieces: PieceTokenizer | None = None
         if pieces == "auto":
-            self.pieces, why = PieceTokenizer.build(
-                self._tok, json.loads(path.read_text()), self._hf_ids)
+            self.pieces, why = PieceTokenizer.build(self._tok, json.loads(text), self._hf_ids)
             if self.pieces is None:
                 logger.info("tokenizing with HF tokenizers alone: %s", why)
             else:
@@ -116,8 +115,7 @@ class RouterTokenizer:
         return ids[0] if len(ids) == 1 else None
 
     def _ids(self, text: str, special: bool) -> list[int]:
-        if (self.pieces is not None and len(text) <= PIECES_MAX_CHARS
-                and threading.current_thread() is threading.main_thread()):
+        if len(text) <= PIECES_MAX_CHARS and self._pieces_here():
             ids = self.pieces.encode(text, special)
             if ids is not None:
                 return ids
@@ -128,6 +126,10 @@ class RouterTokenizer:
 
     def _on_loop(self, texts: list[str]) -> bool:
         """Few short texts on the loop: one piece-path call each beats one HF batch call."""
-        return (self.pieces is not None and len(texts) <= 8
-                and sum(map(len, texts)) <= PIECES_MAX_CHARS
-                and threading.current_thread() is threading.main_thread())
+        return (len(texts) <= 8 and sum(map(len, texts)) <= PIECES_MAX_CHARS
+                and self._pieces_here())
+
+    def _pieces_here(self) -> bool:
+        """The piece path is on and this is the router's loop (the main thread): on a
+        tokenizer thread HF's calls, which release the GIL, are the ones to make."""
+        return self.pieces is not None and threading.current_thread() is threading.main_thread()
