@@ -12,6 +12,14 @@ SPECIAL_TOKENS = (EOS_TOKEN, "<|im_start|>", "<|im_end|>")
 CORPUS_SEED = 1234
 CORPUS_LINES = 20_000
 MAX_VOCAB_SIZE = 4096  # an upper bound: the generated corpus saturates well below it
+# ChatML, the format of Qwen's chat models (whose special tokens the vocabulary has): what
+# /v1/chat/completions renders messages with, in the router and in SGLang's own server.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 def train_tokenizer(out_dir: Path, vocab_size: int = MAX_VOCAB_SIZE) -> int:
@@ -51,6 +59,7 @@ def _write_tokenizer_config(out_dir: Path) -> None:
         "model_max_length": 1_000_000,
         "add_bos_token": False,
         "clean_up_tokenization_spaces": False,
+        "chat_template": CHAT_TEMPLATE,
     }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     special = {"eos_token": EOS_TOKEN, "pad_token": EOS_TOKEN}
