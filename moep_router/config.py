@@ -123,6 +123,9 @@ class RouterConfig:
         "help": "prompt of /v1/rerank; {query} and {document} are filled in"})
     served_model_name: str | None = field(default=None, metadata={
         "help": "the `model` name clients may send (default: the model directory's name)"})
+    chat_template: str | None = field(default=None, metadata={
+        "help": "Jinja chat template file of /v1/chat/completions (default: the model's own, "
+                "from tokenizer_config.json or chat_template.jinja)"})
 
     def __post_init__(self) -> None:
         from moep_router.policies import POLICY_NAMES
@@ -157,6 +160,8 @@ class RouterConfig:
             raise ValueError("--pending-settle-s must be >= 0")
         if self.threshold_flops <= 0:
             raise ValueError("--threshold-flops must be > 0")
+        if self.chat_template is not None and not Path(self.chat_template).is_file():
+            raise ValueError(f"--chat-template {self.chat_template}: no such file")
 
     @property
     def model_name(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from moep_router.chat_template import ChatTemplate
 from moep_router.jobs import BadRequest, Job, label_scores
 from moep_router.messages import (
     Classification, ClassifyResponse, RerankDocument, RerankHit, RerankResponse, Response,
@@ -31,6 +32,9 @@ class EndpointContext:
     model_name: str  # the name clients may send as `model`
     rerank_template: str  # prompt of /v1/rerank
     max_items: int = 4096  # prompts one request may carry (--max-items-per-request)
+    chat: ChatTemplate | None = None  # the model's chat template (/v1/chat/completions)
+    chat_missing: str = "no chat template"  # why there is none, when there is none
+    created: int = 0  # when the router started, unix seconds (/v1/models)
 
 
 # Parsing ------------------------------------------------------------------------------------

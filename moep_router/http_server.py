@@ -19,16 +19,32 @@ from moep_router.endpoints import (
 from moep_router.http_protocol import Handler, HttpServer, Reply, Request, error_reply
 from moep_router.jobs import BadRequest
 from moep_router.messages import encode
+from moep_router.openai_api import model_list, parse_chat, parse_completion, respond_chat, \
+    respond_completion
 
-PARSERS = {"/v1/score": parse_score, "/v1/classify": parse_classify,
-           "/v1/rerank": parse_rerank, "/generate": parse_generate}
+
+def _json_response(result, ctx) -> tuple[bytes, str]:
+    return encode(shape_response(result)), "application/json"
+
+
+# path -> (parse: (body, EndpointContext) -> Job,
+#          respond: (DispatchResult, EndpointContext) -> (response body, content type))
+PREFILL_ROUTES = {
+    "/v1/score": (parse_score, _json_response),
+    "/v1/classify": (parse_classify, _json_response),
+    "/v1/rerank": (parse_rerank, _json_response),
+    "/generate": (parse_generate, _json_response),
+    "/v1/completions": (parse_completion, respond_completion),
+    "/v1/chat/completions": (parse_chat, respond_chat),
+}
 
 
 def build_server(router) -> HttpServer:
     """Every route's handler wrapped in _guarded (auth, errors as JSON)."""
     key = router.config.api_key
     routes: dict[tuple[str, str], Handler] = {
-        ("POST", path): _guarded(_prefill_handler(router, path), key) for path in PARSERS}
+        ("POST", path): _guarded(_prefill_handler(router, path), key) for path in PREFILL_ROUTES}
+    routes["GET", "/v1/models"] = _guarded(lambda r: _models(router), key)
     routes["GET", "/health"] = _guarded(lambda r: _health(router), None)
     routes["GET", "/metrics"] = _guarded(lambda r: _metrics(router), None)
     routes["GET", "/workers"] = _guarded(lambda r: _workers_reply(router), key)
@@ -57,7 +73,7 @@ def _guarded(handler, api_key: str | None) -> Handler:
 
 
 def _prefill_handler(router, path: str) -> Handler:
-    parse = PARSERS[path]
+    parse, respond = PREFILL_ROUTES[path]
 
     async def handler(request: Request) -> Reply:
         t0 = time.perf_counter()
@@ -66,7 +82,7 @@ def _prefill_handler(router, path: str) -> Handler:
             job = await router.parse(parse, _body(request))
             result = await router.dispatcher.run(job)
             status = 200
-            return _json(shape_response(result))
+            return Reply(200, *respond(result, router.endpoint_context))
         except BadRequest as exc:
             status = exc.status
             raise
@@ -100,6 +116,10 @@ async def _health(router) -> Reply:
     body = {"status": status, "healthy_workers": healthy, "workers": len(router.registry.all()),
             "kv_synced": synced, "process": router.shared.index if router.shared else 0}
     return _json(body, status=200 if status == "ok" else 503)
+
+
+async def _models(router) -> Reply:
+    return _json(model_list(router.endpoint_context))
 
 
 async def _metrics(router) -> Reply:

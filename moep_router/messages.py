@@ -10,6 +10,8 @@ replies (b"", seq, payload) ... then (b"", END_SEQ, b"").
 Responses (router -> client, HTTP and the fast path; the SDK decodes the same structs):
 ScoreResponse, ClassifyResponse, RerankResponse, each with a Usage; ErrorResponse for 4xx/5xx.
 /generate answers SGLang's own reply (a dict, or a list of them) untyped, plus meta_info.flops.
+The OpenAI-shaped endpoints (openai_api.py) answer CompletionResponse, ChatCompletionResponse
+(or ChatCompletionChunk events), ModelList, with a CompletionUsage.
 
 SDK fast path (client DEALER -> router ROUTER): request frames
     [kind: 1 byte] [header: JSON object] [token ids: raw little-endian int32, one frame each]
@@ -171,6 +173,117 @@ class RerankResponse(msgspec.Struct, frozen=True):
     model: str  # the served model's name
     results: list[RerankHit]  # best first, at most top_n
     usage: Usage = msgspec.field(default_factory=Usage)
+
+
+# OpenAI-shaped responses (/v1/completions, /v1/chat/completions, /v1/models) --------------
+class CompletionUsage(msgspec.Struct, frozen=True):
+    """OpenAI's usage, plus the router's cached_tokens and flops as in Usage."""
+    prompt_tokens: int  # tokens of every prompt prefilled
+    completion_tokens: int  # tokens generated: 0 or 1 per prompt
+    total_tokens: int  # prompt_tokens + completion_tokens
+    prompt_tokens_details: PromptTokensDetails  # where OpenAI clients read cached_tokens
+    cached_tokens: int = 0  # of prompt_tokens, served from the worker's prefix cache
+    flops: int = 0  # true FLOPs computed, cache-discounted
+
+
+class CompletionLogprobs(msgspec.Struct, frozen=True):
+    """The legacy completions' logprobs: one entry per token of the choice's text (the prompt's
+    tokens first with echo; the first prompt token has no logprob)."""
+    tokens: list[str]  # each token's text
+    token_logprobs: list[float | None]  # log P(token | the tokens before it)
+    top_logprobs: list[dict[str, float] | None]  # the `logprobs` likeliest, and the token itself
+    text_offset: list[int]  # where each token starts in the choice's `text`
+
+
+class CompletionChoice(msgspec.Struct, frozen=True):
+    index: int  # position of the prompt in the request
+    text: str  # the generated token's text (the prompt before it with echo)
+    logprobs: CompletionLogprobs | None
+    finish_reason: str | None  # "length", or "stop" when the token is an end of sequence
+
+
+class CompletionResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """/v1/completions, and each event of its stream (usage only on the last, or none)."""
+    id: str
+    object: str = "text_completion"
+    created: int  # unix seconds
+    model: str
+    choices: list[CompletionChoice]
+    usage: CompletionUsage | None = None
+
+
+class TopLogprob(msgspec.Struct, frozen=True):
+    token: str  # the token's text, or `bytes:\\xNN...` for a piece of a character
+    bytes: list[int]  # the token's exact bytes
+    logprob: float
+
+
+class ChatTokenLogprob(msgspec.Struct, frozen=True):
+    token: str
+    bytes: list[int]
+    logprob: float
+    top_logprobs: list[TopLogprob]  # the request's `top_logprobs` likeliest
+
+
+class ChatLogprobs(msgspec.Struct, frozen=True):
+    content: list[ChatTokenLogprob]  # one per generated token
+
+
+class ChatMessage(msgspec.Struct, frozen=True):
+    content: str  # the generated token's text
+    role: str = "assistant"
+
+
+class ChatChoice(msgspec.Struct, frozen=True):
+    index: int
+    message: ChatMessage
+    logprobs: ChatLogprobs | None
+    finish_reason: str | None
+
+
+class ChatDelta(msgspec.Struct, frozen=True):
+    content: str
+    role: str = "assistant"
+
+
+class ChatChunkChoice(msgspec.Struct, frozen=True):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None
+    finish_reason: str | None
+
+
+class ChatCompletionResponse(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: CompletionUsage
+
+
+class ChatCompletionChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """One event of a streamed /v1/chat/completions (usage only on the last, or none)."""
+    id: str
+    object: str = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: CompletionUsage | None = None
+
+
+class ModelCard(msgspec.Struct, frozen=True, kw_only=True):
+    id: str  # the name clients send as `model`
+    object: str = "model"
+    created: int  # when the router started, unix seconds
+    owned_by: str = "moep-sglang"
+    max_model_len: int | None = None  # the model's context, in tokens
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    """GET /v1/models."""
+    data: list[ModelCard]
+    object: str = "list"
 
 
 class ErrorResponse(msgspec.Struct, frozen=True, kw_only=True):

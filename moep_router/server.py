@@ -7,12 +7,15 @@ import asyncio
 import gc
 import logging
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import aiohttp
 import msgspec
 import zmq.asyncio
 
+from moep_router.chat_template import ChatTemplate
 from moep_router.config import RouterConfig, WorkerSpec
 from moep_router.cost import CostModel
 from moep_router.discovery import Change
@@ -64,10 +67,15 @@ class Router:
             self.peers = PeerLink(shared.conn)
         self.spec = ModelSpec.from_model_dir(config.model_path)
         self.cost = CostModel.from_spec(self.spec)
+        chat, chat_origin = ChatTemplate.load(
+            config.model_path, config.chat_template and Path(config.chat_template))
+        logger.info("/v1/chat/completions: %s", f"chat template of {chat_origin}" if chat
+                    else f"off: {chat_origin}")
         self.endpoint_context = EndpointContext(
             RouterTokenizer(config.model_path, config.tokenize_cache_tokens,
                             config.piece_tokenizer), self.spec,
-            config.model_name, config.rerank_template, config.max_items_per_request)
+            config.model_name, config.rerank_template, config.max_items_per_request,
+            chat=chat, chat_missing=chat_origin, created=int(time.time()))
         self.metrics = RouterMetrics()
         self.loop_watch = LoopWatch(self.metrics)
         self.registry = WorkerRegistry(config.threshold_flops, self.board,

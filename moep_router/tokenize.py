@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from moep_router.bpe_pieces import PieceTokenizer
+from moep_router.bpe_pieces import BYTE_CHARS, PieceTokenizer
 
 CACHE_MIN_CHARS = 512  # shorter texts tokenize in tens of microseconds: not worth a cache slot
 # Texts up to this long, on the router's loop (the main thread), go through the piece cache;
@@ -19,6 +19,8 @@ CACHE_MIN_CHARS = 512  # shorter texts tokenize in tens of microseconds: not wor
 PIECES_MAX_CHARS = 2048
 
 logger = logging.getLogger("moep_router")
+
+_BYTE_OF_CHAR = {c: b for b, c in enumerate(BYTE_CHARS)}
 
 
 class TokenCache:
@@ -71,6 +73,9 @@ class RouterTokenizer:
 
         text = (model_path / "tokenizer.json").read_text()  # read once: HF's and ours
         self._tok = Tokenizer.from_str(text)
+        spec = json.loads(text)
+        self._byte_level = _is_byte_level(spec.get("decoder"))
+        self._added = {t["id"]: t["content"] for t in spec.get("added_tokens") or ()}
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         # The batch calls release the GIL (tokenizers' bindings), which the router's tokenizer
         # threads need to leave its event loop running; the `_fast` one (tokenizers >= 0.20)
@@ -83,7 +88,7 @@ class RouterTokenizer:
         # HF's ids for short texts on the loop at about a third of the cost; None: HF always
         self.pieces: PieceTokenizer | None = None
         if pieces == "auto":
-            self.pieces, why = PieceTokenizer.build(self._tok, json.loads(text), self._hf_ids)
+            self.pieces, why = PieceTokenizer.build(self._tok, spec, self._hf_ids)
             if self.pieces is None:
                 logger.info("tokenizing with HF tokenizers alone: %s", why)
             else:
@@ -110,6 +115,38 @@ class RouterTokenizer:
             return [self._ids(t, False) for t in texts]
         return [e.ids for e in self._batch(texts, add_special_tokens=False)]
 
+    def decode(self, ids: list[int]) -> str:
+        """The text of token ids, special tokens included (an echoed prompt)."""
+        return self._tok.decode(ids, skip_special_tokens=False)
+
+    def token_label(self, tid: int, text: str) -> str:
+        """A token as OpenAI's logprobs name it: its text where its bytes are whole UTF-8, else
+        `bytes:\\xNN...` (a piece of a character, which `text`, the worker's decoding of the
+        token alone, shows as U+FFFD: two such tokens would collide as keys of top_logprobs).
+        Byte-level BPE tokenizers only; others keep `text`."""
+        raw = self.token_bytes(tid)
+        if raw is None:
+            return text
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+
+    def token_bytes(self, tid: int) -> bytes | None:
+        """A token's exact bytes (byte-level BPE: its vocabulary entry through GPT-2's byte
+        map; an added token: its content); None where the tokenizer is not byte-level."""
+        if tid in self._added:
+            return self._added[tid].encode()
+        if not self._byte_level:
+            return None
+        piece = self._tok.id_to_token(tid)
+        if piece is None:
+            return None
+        try:
+            return bytes(_BYTE_OF_CHAR[c] for c in piece)
+        except KeyError:
+            return piece.encode()
+
     def single_token(self, text: str) -> int | None:
         ids = self._ids(text, False)
         return ids[0] if len(ids) == 1 else None
@@ -133,3 +170,12 @@ class RouterTokenizer:
         """The piece path is on and this is the router's loop (the main thread): on a
         tokenizer thread HF's calls, which release the GIL, are the ones to make."""
         return self.pieces is not None and threading.current_thread() is threading.main_thread()
+
+
+def _is_byte_level(decoder: dict | None) -> bool:
+    """tokenizer.json's decoder is ByteLevel (alone or in a Sequence)."""
+    if not decoder:
+        return False
+    if decoder.get("type") == "Sequence":
+        return any(_is_byte_level(d) for d in decoder.get("decoders") or ())
+    return decoder.get("type") == "ByteLevel"

@@ -31,6 +31,7 @@ def test_cli_and_workers_file(tiny_model, tmp_path):
     (["--threshold-flops", "0"], "--threshold-flops"),
     (["--worker", "h:1"], "expected http"),
     (["--processes", "0"], "--processes"),
+    (["--chat-template", "/nonexistent/t.jinja"], "--chat-template"),
 ])
 def test_bad_flags_name_the_flag(tiny_model, capsys, argv, message):
     with pytest.raises(SystemExit):
