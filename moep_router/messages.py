@@ -181,7 +181,7 @@ class CompletionUsage(msgspec.Struct, frozen=True):
     prompt_tokens: int  # tokens of every prompt prefilled
     completion_tokens: int  # tokens generated: 0 or 1 per prompt
     total_tokens: int  # prompt_tokens + completion_tokens
-    prompt_tokens_details: PromptTokensDetails  # where OpenAI clients read cached_tokens
+    prompt_tokens_details: PromptTokensDetails | None = None  # cached_tokens, for OpenAI clients
     cached_tokens: int = 0  # of prompt_tokens, served from the worker's prefix cache
     flops: int = 0  # true FLOPs computed, cache-discounted
 
@@ -214,13 +214,13 @@ class CompletionResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 class TopLogprob(msgspec.Struct, frozen=True):
     token: str  # the token's text, or `bytes:\\xNN...` for a piece of a character
-    bytes: list[int]  # the token's exact bytes
+    bytes: list[int] | None  # the token's exact bytes (None: a server that gives none)
     logprob: float
 
 
 class ChatTokenLogprob(msgspec.Struct, frozen=True):
     token: str
-    bytes: list[int]
+    bytes: list[int] | None
     logprob: float
     top_logprobs: list[TopLogprob]  # the request's `top_logprobs` likeliest
 
@@ -230,7 +230,7 @@ class ChatLogprobs(msgspec.Struct, frozen=True):
 
 
 class ChatMessage(msgspec.Struct, frozen=True):
-    content: str  # the generated token's text
+    content: str | None  # the generated token's text (the router's: never None)
     role: str = "assistant"
 
 
@@ -384,6 +384,8 @@ _response_decoders = {
     "classify": msgspec.json.Decoder(ClassifyResponse),
     "rerank": msgspec.json.Decoder(RerankResponse),
     "generate": msgspec.json.Decoder(),  # SGLang's reply, untyped
+    "completions": msgspec.json.Decoder(CompletionResponse),
+    "chat": msgspec.json.Decoder(ChatCompletionResponse),
 }
 _reply_decoder = msgspec.json.Decoder(Reply)
 _error_decoder = msgspec.json.Decoder(ErrorResponse)
@@ -396,7 +398,8 @@ def encode(message) -> bytes:
 
 
 def decode_response(kind: str, raw: bytes) -> Response | dict | list:
-    """The 200 response of endpoint `kind` ("score", "classify", "rerank", "generate");
+    """The 200 response of endpoint `kind` ("score", "classify", "rerank", "generate",
+    "completions", "chat");
     raises msgspec.ValidationError naming the field that does not fit."""
     return _response_decoders[kind].decode(raw)
 

@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
 
     add_serve_args(serve)
 
-    score = sub.add_parser("score", help="send a JSONL file of requests to the router, "
-                           "with a progress bar; results as JSONL")
+    score = sub.add_parser("score", help="send a JSONL file of requests (or an OpenAI batch "
+                           "input file) to the router, with a progress bar; results as JSONL")
     from moep_sglang.client.batch_cli import add_score_args
 
     add_score_args(score)

@@ -8,9 +8,10 @@
 from moep_sglang.client.async_client import AsyncClient
 from moep_sglang.client.sync_client import Client
 from moep_sglang.client.types import (
-    Classification, ClassifyResult, GenerateResult, MoepError, RerankHit, RerankResult,
-    ScoreResult, Usage,
+    ChatResult, Classification, ClassifyResult, CompletionResult, GenerateResult, MoepError,
+    RerankHit, RerankResult, ScoreResult, Usage,
 )
 
 __all__ = ["AsyncClient", "Client", "MoepError", "ScoreResult", "ClassifyResult",
-           "Classification", "RerankResult", "RerankHit", "GenerateResult", "Usage"]
+           "Classification", "RerankResult", "RerankHit", "GenerateResult", "CompletionResult",
+           "ChatResult", "Usage"]

@@ -1,4 +1,5 @@
-"""AsyncClient: score / classify / rerank / generate, one at a time or thousands in a batch."""
+"""AsyncClient: score / classify / rerank / generate / complete / chat, one at a time or
+thousands in a batch."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import asyncio
 import random
 from collections.abc import Iterable
 
+import orjson
+
 from moep_sglang.client.transport import HttpTransport, ZmqTransport
 from moep_sglang.client.types import (
-    ClassifyResult, GenerateResult, MoepError, RerankResult, ScoreResult, error_message,
-    parse_result,
+    ChatResult, ClassifyResult, CompletionResult, GenerateResult, MoepError, RerankResult,
+    ScoreResult, error_message, parse_result,
 )
 
 RETRY_STATUSES = (429, 503)  # overload: retried with backoff (Retry-After honoured)
@@ -68,14 +71,23 @@ class AsyncClient:
         body.update({"text": text} if text is not None else {"input_ids": input_ids})
         return await self.request("generate", body)
 
-    async def request(self, kind: str, body: dict):
+    async def complete(self, prompt, **fields) -> CompletionResult:
+        """/v1/completions (OpenAI's fields: max_tokens 0 or 1, logprobs, echo, ...)."""
+        return await self.request("completions", {"prompt": prompt, **fields})
+
+    async def chat(self, messages: list[dict], **fields) -> ChatResult:
+        """/v1/chat/completions (OpenAI's fields: max_tokens 0 or 1, logprobs, ...)."""
+        return await self.request("chat", {"messages": messages, **fields})
+
+    async def request(self, kind: str, body: dict, *, decode: bool = True):
         """Send one request, retrying 429/503 with exponential backoff; decode the result
-        (a reply that does not fit its endpoint's struct raises msgspec.ValidationError)."""
+        (a reply that does not fit its endpoint's struct raises msgspec.ValidationError), or
+        with decode=False return the reply's JSON as the server sent it (dicts and lists)."""
         transport = self._zmq if self._zmq and self._zmq.can_carry(kind, body) else self._http
         for attempt in range(self.max_retries + 1):
             status, raw, retry_after = await transport.send(kind, body)
             if status == 200:
-                return parse_result(kind, raw)
+                return parse_result(kind, raw) if decode else orjson.loads(raw)
             if status not in RETRY_STATUSES or attempt == self.max_retries:
                 raise MoepError(status, error_message(raw))
             await asyncio.sleep(self._delay(attempt, retry_after))
@@ -83,30 +95,37 @@ class AsyncClient:
     # Many requests ----------------------------------------------------------------------------
     async def batch(self, kind: str, bodies: Iterable[dict], *, progress: bool = True,
                     return_exceptions: bool = False, desc: str | None = None) -> list:
-        """Run many requests with at most `max_concurrency` in flight, results in input order.
+        """Run many requests of one endpoint with at most `max_concurrency` in flight, results
+        in input order.
 
-        With return_exceptions, a failed request yields its MoepError in place of a result;
-        otherwise the first failure is raised once the others have finished.
+        With return_exceptions, a failed request yields its exception (MoepError, or the
+        transport's: a refused connection) in place of a result; otherwise the first failure is
+        raised once the others have finished.
         """
+        return await self.batch_requests([(kind, b) for b in bodies], progress=progress,
+                                         return_exceptions=return_exceptions, desc=desc or kind)
+
+    async def batch_requests(self, requests: Iterable[tuple[str, dict]], *,
+                             progress: bool = True, return_exceptions: bool = False,
+                             desc: str = "requests", decode: bool = True) -> list:
+        """As batch, for (kind, body) pairs of any endpoints (an OpenAI batch file's lines);
+        decode as in request."""
         from tqdm import tqdm
 
-        bodies = list(bodies)
+        requests = list(requests)
         sem = asyncio.Semaphore(self.max_concurrency)
-        bar = tqdm(total=len(bodies), desc=desc or kind, unit="req", disable=not progress)
+        bar = tqdm(total=len(requests), desc=desc, unit="req", disable=not progress)
 
-        async def one(body: dict):
+        async def one(kind: str, body: dict):
             async with sem:
                 try:
-                    return await self.request(kind, body)
-                except MoepError as exc:
-                    if return_exceptions:
-                        return exc
-                    raise
+                    return await self.request(kind, body, decode=decode)
                 finally:
                     bar.update(1)
 
         try:
-            results = await asyncio.gather(*(one(b) for b in bodies), return_exceptions=True)
+            results = await asyncio.gather(*(one(k, b) for k, b in requests),
+                                           return_exceptions=True)
         finally:
             bar.close()
         if not return_exceptions:

@@ -30,8 +30,17 @@ class Client:
     def generate(self, *args, **kwargs):
         return self._call(self._async.generate(*args, **kwargs))
 
+    def complete(self, *args, **kwargs):
+        return self._call(self._async.complete(*args, **kwargs))
+
+    def chat(self, *args, **kwargs):
+        return self._call(self._async.chat(*args, **kwargs))
+
     def batch(self, kind: str, bodies, **kwargs) -> list:
         return self._call(self._async.batch(kind, bodies, **kwargs))
+
+    def batch_requests(self, requests, **kwargs) -> list:
+        return self._call(self._async.batch_requests(requests, **kwargs))
 
     def close(self) -> None:
         if self._loop.is_running():

@@ -20,7 +20,8 @@ from moep_router.messages import KIND_GENERATE, KIND_SCORE, decode_reply, int32_
 logger = logging.getLogger("moep_sglang.client")
 
 PATHS = {"score": "/v1/score", "classify": "/v1/classify", "rerank": "/v1/rerank",
-         "generate": "/generate"}
+         "generate": "/generate", "completions": "/v1/completions",
+         "chat": "/v1/chat/completions"}
 
 
 class HttpTransport:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import msgspec
 
 from moep_router import messages
-from moep_router.messages import ScoreResponse, Usage
+from moep_router.messages import ChatCompletionResponse, CompletionResponse, ScoreResponse, Usage
 
 ScoreResult = ScoreResponse  # .scores [num_items][num_labels], label order as requested; .usage
+CompletionResult = CompletionResponse  # OpenAI's text_completion: .choices, .usage
+ChatResult = ChatCompletionResponse  # OpenAI's chat.completion: .choices[0].message, .usage
 
 
 class MoepError(Exception):
@@ -84,4 +86,4 @@ def _rerank(r: messages.RerankResponse) -> RerankResult:
 
 
 _FROM_WIRE = {"score": lambda r: r, "classify": _classify, "rerank": _rerank,
-              "generate": GenerateResult}
+              "generate": GenerateResult, "completions": lambda r: r, "chat": lambda r: r}

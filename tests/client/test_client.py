@@ -36,6 +36,12 @@ def test_sync_client_all_endpoints(router):
         assert len(rr.results) == 1 and rr.results[0].document
         g = c.generate("Hello there", sampling_params={"max_new_tokens": 0})
         assert g.raw["meta_info"]["prompt_tokens"] > 0
+        cp = c.complete("The hotel was clean.", max_tokens=0, echo=True, logprobs=1)
+        assert cp.choices[0].text == "The hotel was clean." and cp.usage.completion_tokens == 0
+        ch = c.chat([{"role": "user", "content": "Clean? yes or no"}], logprobs=True,
+                    top_logprobs=2, temperature=0)
+        assert ch.choices[0].message.role == "assistant" and ch.usage.flops > 0
+        assert len(ch.choices[0].logprobs.content[0].top_logprobs) == 2
 
 
 def test_errors_raise_with_the_server_message(router):
@@ -98,6 +104,47 @@ def test_score_cli_from_jsonl(router, tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["line"] for r in rows] == list(range(1, 14))
     assert all("result" in r for r in rows[:12]) and rows[12]["error"]["status"] == 400
+
+
+def test_score_cli_runs_an_openai_batch_file(router, tmp_path):
+    src = tmp_path / "batch.jsonl"
+    chat = {"messages": [{"role": "user", "content": "Was it clean? yes or no"}],
+            "max_tokens": 1, "logprobs": True, "top_logprobs": 2}
+    lines = [{"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": chat} for i in range(3)]
+    lines.append({"custom_id": "s", "method": "POST", "url": "/v1/score", "body": {
+        "query": DOC, "items": [" Is it honest? Answer:"], "label_token_ids": [661, 362]}})
+    lines.append({"custom_id": "bad", "method": "POST", "url": "/v1/chat/completions",
+                  "body": {**chat, "max_tokens": 16}})
+    src.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = tmp_path / "batch_out.jsonl"
+    res = subprocess.run([sys.executable, "-m", "moep_sglang.cli", "score", "--file", str(src),
+                          "--url", router.url, "--out", str(out), "--no-progress"],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "4 ok, 1 failed" in res.stderr, res.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["custom_id"] for r in rows] == ["c0", "c1", "c2", "s", "bad"]
+    assert all(r["response"]["status_code"] == 200 and r["error"] is None for r in rows[:4])
+    chat_body = rows[0]["response"]["body"]  # the router's JSON as sent
+    assert chat_body["object"] == "chat.completion" and chat_body["usage"]["flops"] > 0
+    assert rows[3]["response"]["body"]["object"] == "scoring"
+    assert rows[4]["response"]["status_code"] == 400
+    assert "prefill-only" in rows[4]["response"]["body"]["error"]["message"]
+
+
+@pytest.mark.parametrize("lines,message", [
+    (['{"custom_id": "a", "url": "/v1/chat/completions", "body": {}}', '{"query": "x"}'],
+     "mixes OpenAI batch lines"),
+    (['{"custom_id": "a", "url": "/v1/embeddings", "body": {}}'], "not an endpoint"),
+    (['{"custom_id": "a", "method": "GET", "url": "/v1/completions", "body": {}}'],
+     "must be POST"),
+])
+def test_score_cli_rejects_a_bad_openai_batch_file(tmp_path, lines, message):
+    src = tmp_path / "bad.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    res = subprocess.run([sys.executable, "-m", "moep_sglang.cli", "score", "--file", str(src)],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and message in res.stderr, res.stderr
 
 
 def test_score_cli_rejects_a_malformed_file(tmp_path):

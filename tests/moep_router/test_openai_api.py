@@ -5,6 +5,7 @@ shape tests/moep_router/test_openai_e2e.py gets from real workers)."""
 import json
 import math
 
+import msgspec
 import pytest
 
 from moep_router.chat_template import ChatTemplate
@@ -17,6 +18,7 @@ from moep_router.openai_api import (
     model_list, parse_chat, parse_completion, respond_chat, respond_completion,
 )
 from moep_router.tokenize import RouterTokenizer
+from moep_sglang.client.types import parse_result
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +189,19 @@ def test_streams_are_server_sent_events_ending_in_done(ctx):
     assert first["object"] == "chat.completion.chunk"
     assert first["choices"][0]["delta"] == {"content": " yes", "role": "assistant"}
     assert last["choices"] == [] and last["usage"]["completion_tokens"] == 1
+
+
+def test_the_sdk_decodes_what_the_openai_endpoints_encode(ctx):
+    meta = {"output_token_logprobs": [[-0.25, 9, " yes"]],
+            "output_top_logprobs": [[[-0.25, 9, " yes"]]], "finish_reason": {"type": "length"}}
+    raw = [{"text": " yes", "output_ids": [9], "meta_info": meta}]
+    job = parse_completion({"prompt": "x", "logprobs": 1}, ctx)
+    body, _ = respond_completion(_result(job, raw), ctx)
+    completion = parse_result("completions", body)
+    assert completion.choices[0].logprobs.token_logprobs == [-0.25]
+    assert completion.usage.cached_tokens == 2 and json.loads(body) == msgspec.to_builtins(completion)
+    job = parse_chat({"messages": [{"role": "user", "content": "x"}], "logprobs": True}, ctx)
+    body, _ = respond_chat(_result(job, raw), ctx)
+    chat = parse_result("chat", body)
+    assert chat.choices[0].message.content == " yes" and chat.usage.flops == 1000
+    assert json.loads(body) == msgspec.to_builtins(chat)
