@@ -39,59 +39,59 @@ class EndpointContext:
 
 # Parsing ------------------------------------------------------------------------------------
 def parse_score(body: dict, ctx: EndpointContext) -> Job:
-    _check_fields(body, {"query", "items", "label_token_ids", "apply_softmax", "item_first",
+    check_fields(body, {"query", "items", "label_token_ids", "apply_softmax", "item_first",
                          "model"}, ctx)
-    query = _text_or_ids(body.get("query", ""), "query", ctx, special=True)
+    query = text_or_ids(body.get("query", ""), "query", ctx, special=True)
     items = body.get("items")
     if items is None:
         raise BadRequest("`items` is required: a string, a list of strings or of token-id lists")
-    if isinstance(items, str) or (isinstance(items, list) and items and _is_ids(items)):
+    if isinstance(items, str) or (isinstance(items, list) and items and is_ids(items)):
         items = [items]
     if not isinstance(items, list) or not items:
         raise BadRequest("`items` must be a non-empty list of strings or token-id lists")
-    _check_count(len(items), "`items`", ctx)
-    item_ids = [_text_or_ids(it, f"items[{i}]", ctx, special=False) for i, it in enumerate(items)]
+    check_count(len(items), "`items`", ctx)
+    item_ids = [text_or_ids(it, f"items[{i}]", ctx, special=False) for i, it in enumerate(items)]
     if any(not ids for ids in item_ids):
         raise BadRequest("`items` contains an empty item")
-    item_first = _bool(body, "item_first", False)
+    item_first = bool_field(body, "item_first", False)
     prompts = [i + query if item_first else query + i for i in item_ids]
     labels = _label_ids(body.get("label_token_ids"), ctx)
-    return _job("score", prompts, labels, _bool(body, "apply_softmax", False), ctx)
+    return make_job("score", prompts, labels, bool_field(body, "apply_softmax", False), ctx)
 
 
 def parse_classify(body: dict, ctx: EndpointContext) -> Job:
-    _check_fields(body, {"input", "labels", "apply_softmax", "multi_label", "model"}, ctx)
+    check_fields(body, {"input", "labels", "apply_softmax", "multi_label", "model"}, ctx)
     inputs = body.get("input")
-    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and _is_ids(inputs)):
+    if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and is_ids(inputs)):
         inputs = [inputs]
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("`input` is required: a string, a list of strings or of token-id lists")
-    _check_count(len(inputs), "`input`", ctx)
+    check_count(len(inputs), "`input`", ctx)
     labels = body.get("labels")
     if not isinstance(labels, list) or not labels or not all(isinstance(l, str) for l in labels):
         raise BadRequest("`labels` is required: a non-empty list of label strings")
     if body.get("multi_label"):
-        _check_count(len(labels), "`labels` (one sibling prompt each with multi_label)", ctx)
-    ids = [_text_or_ids(x, f"input[{i}]", ctx, special=True) for i, x in enumerate(inputs)]
-    if _bool(body, "multi_label", False):
+        check_count(len(labels), "`labels` (one sibling prompt each with multi_label)", ctx)
+    ids = [text_or_ids(x, f"input[{i}]", ctx, special=True) for i, x in enumerate(inputs)]
+    if bool_field(body, "multi_label", False):
         if len(ids) != 1:
             raise BadRequest("`multi_label` classifies one input at a time")
         siblings = ctx.tok.encode_continuation([f" Label: {l}? Answer:" for l in labels])
         prompts = [ids[0] + s for s in siblings]
-        return _job("classify", prompts, _words(YES_NO, ctx), True, ctx,
+        return make_job("classify", prompts, _words(YES_NO, ctx), True, ctx,
                     labels=labels, multi_label=True)
-    return _job("classify", ids, _words(labels, ctx), _bool(body, "apply_softmax", True), ctx,
+    return make_job("classify", ids, _words(labels, ctx), bool_field(body, "apply_softmax", True), ctx,
                 labels=labels, multi_label=False)
 
 
 def parse_rerank(body: dict, ctx: EndpointContext) -> Job:
-    _check_fields(body, {"query", "documents", "top_n", "return_documents", "model"}, ctx)
+    check_fields(body, {"query", "documents", "top_n", "return_documents", "model"}, ctx)
     query, docs = body.get("query"), body.get("documents")
     if not isinstance(query, str) or not query:
         raise BadRequest("`query` is required: a non-empty string")
     if not isinstance(docs, list) or not docs:
         raise BadRequest("`documents` is required: a non-empty list of strings")
-    _check_count(len(docs), "`documents`", ctx)
+    check_count(len(docs), "`documents`", ctx)
     texts = [d.get("text") if isinstance(d, dict) else d for d in docs]
     if not all(isinstance(t, str) for t in texts):
         raise BadRequest("each document must be a string or an object with a `text` string")
@@ -100,8 +100,8 @@ def parse_rerank(body: dict, ctx: EndpointContext) -> Job:
         raise BadRequest("`top_n` must be a positive integer")
     prompts = ctx.tok.encode_batch(
         [ctx.rerank_template.format(query=query, document=t) for t in texts])
-    return _job("rerank", prompts, _words(YES_NO, ctx), True, ctx, documents=texts,
-                top_n=top_n, return_documents=_bool(body, "return_documents", False))
+    return make_job("rerank", prompts, _words(YES_NO, ctx), True, ctx, documents=texts,
+                top_n=top_n, return_documents=bool_field(body, "return_documents", False))
 
 
 def parse_generate(body: dict, ctx: EndpointContext) -> Job:
@@ -113,11 +113,11 @@ def parse_generate(body: dict, ctx: EndpointContext) -> Job:
         ids if batched else [ids])
     if not values:
         raise BadRequest("`text`/`input_ids` is an empty batch")
-    _check_count(len(values), "the `text`/`input_ids` batch", ctx)
-    prompts = [_text_or_ids(v, "input", ctx, special=True) for v in values]
+    check_count(len(values), "the `text`/`input_ids` batch", ctx)
+    prompts = [text_or_ids(v, "input", ctx, special=True) for v in values]
     rest = {k: v for k, v in body.items() if k not in ("text", "input_ids")}
     rest.setdefault("sampling_params", {"max_new_tokens": 0})
-    return _job("generate", prompts, (), False, ctx, worker_body=rest, batched=batched)
+    return make_job("generate", prompts, (), False, ctx, worker_body=rest, batched=batched)
 
 
 def text_chars(body) -> int:
@@ -181,8 +181,8 @@ _SHAPERS = {"score": _score_response, "classify": _classify_response,
             "rerank": _rerank_response, "generate": _generate_response}
 
 
-# Helpers ------------------------------------------------------------------------------------
-def _job(kind, prompts, label_ids, softmax, ctx: EndpointContext, worker_body=None,
+# Helpers (shared with openai_api.py) ---------------------------------------------------------
+def make_job(kind, prompts, label_ids, softmax, ctx: EndpointContext, worker_body=None,
          **extra) -> Job:
     limit = ctx.spec.max_context_len
     for i, p in enumerate(prompts):
@@ -205,7 +205,7 @@ def _common_prefix_len(prompts: tuple[tuple[int, ...], ...]) -> int:
     return n
 
 
-def _check_count(num_prompts: int, name: str, ctx: EndpointContext) -> None:
+def check_count(num_prompts: int, name: str, ctx: EndpointContext) -> None:
     """413 before any tokenizing: a request of too many prompts costs the router nothing."""
     if num_prompts > ctx.max_items:
         raise BadRequest(f"{name} has {num_prompts} entries; this router takes at most "
@@ -213,7 +213,7 @@ def _check_count(num_prompts: int, name: str, ctx: EndpointContext) -> None:
                          "into several requests", status=413)
 
 
-def _check_fields(body: dict, allowed: set[str], ctx: EndpointContext) -> None:
+def check_fields(body: dict, allowed: set[str], ctx: EndpointContext) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise BadRequest(f"unknown field(s) {unknown}; accepted: {sorted(allowed)}")
@@ -223,16 +223,16 @@ def _check_fields(body: dict, allowed: set[str], ctx: EndpointContext) -> None:
                          status=404)
 
 
-def _is_ids(value: list) -> bool:
+def is_ids(value: list) -> bool:
     return all(isinstance(t, int) and not isinstance(t, bool) for t in value)
 
 
-def _text_or_ids(value, name: str, ctx: EndpointContext, special: bool) -> list[int]:
+def text_or_ids(value, name: str, ctx: EndpointContext, special: bool) -> list[int]:
     if isinstance(value, str):
         if not value:
             return []
         return ctx.tok.encode(value) if special else ctx.tok.encode_continuation([value])[0]
-    if isinstance(value, list) and _is_ids(value):
+    if isinstance(value, list) and is_ids(value):
         bad = [t for t in value if not 0 <= t < ctx.spec.vocab_size]
         if bad:
             raise BadRequest(f"`{name}` has token ids outside [0, {ctx.spec.vocab_size}): {bad[:5]}")
@@ -241,7 +241,7 @@ def _text_or_ids(value, name: str, ctx: EndpointContext, special: bool) -> list[
 
 
 def _label_ids(value, ctx: EndpointContext) -> list[int]:
-    if not isinstance(value, list) or not value or not _is_ids(value):
+    if not isinstance(value, list) or not value or not is_ids(value):
         raise BadRequest("`label_token_ids` is required: a non-empty list of token ids")
     bad = [t for t in value if not 0 <= t < ctx.tok.vocab_size]
     if bad:
@@ -262,7 +262,7 @@ def _words(words, ctx: EndpointContext) -> list[int]:
     return ids
 
 
-def _bool(body: dict, name: str, default: bool) -> bool:
+def bool_field(body: dict, name: str, default: bool) -> bool:
     value = body.get(name, default)
     if not isinstance(value, bool):
         raise BadRequest(f"`{name}` must be true or false")

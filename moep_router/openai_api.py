@@ -37,7 +37,7 @@ import uuid
 from moep_router.chat_template import ChatTemplateError
 from moep_router.dispatcher import DispatchResult
 from moep_router.endpoints import (
-    EndpointContext, _bool, _check_count, _check_fields, _is_ids, _job, _text_or_ids,
+    EndpointContext, bool_field, check_count, check_fields, is_ids, make_job, text_or_ids,
 )
 from moep_router.jobs import BadRequest, Job
 from moep_router.messages import (
@@ -50,9 +50,11 @@ from moep_router.messages import (
 MAX_TOP_LOGPROBS = 20  # vLLM's and SGLang's bound (OpenAI's own: 5 for completions, 20 chat)
 SSE = "text/event-stream"
 
+# field: (low, high), inclusive; top_p and repetition_penalty must also be above 0 (SGLang's)
 _SAMPLING = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "min_p": (0.0, 1.0),
              "presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0),
              "repetition_penalty": (0.0, 2.0)}
+_ABOVE_ZERO = {"top_p", "repetition_penalty"}
 _COMMON = {"model", "max_tokens", "n", "stream", "stream_options", "stop", "seed", "top_k",
            "logit_bias", "user", *_SAMPLING}
 COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "logprobs", "best_of", "suffix"}
@@ -64,33 +66,35 @@ _ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 # Parsing ------------------------------------------------------------------------------------
 def parse_completion(body: dict, ctx: EndpointContext) -> Job:
-    _check_fields(body, COMPLETION_FIELDS, ctx)
+    check_fields(body, COMPLETION_FIELDS, ctx)
     prompts = body.get("prompt")
-    if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and _is_ids(prompts)):
+    if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and is_ids(prompts)):
         prompts = [prompts]
     if not isinstance(prompts, list) or not prompts:
         raise BadRequest("`prompt` is required: a string, a list of strings, a list of token "
                          "ids or a list of token-id lists")
-    _check_count(len(prompts), "`prompt`", ctx)
+    check_count(len(prompts), "`prompt`", ctx)
     if body.get("suffix"):
         raise BadRequest("`suffix` (insertion) is not served: the router generates at most the "
                          "one token after the prompt")
     _check_one(body, "best_of")
-    echo = _bool(body, "echo", False)
+    echo = bool_field(body, "echo", False)
     top = _top_k(body, "logprobs")
-    ids = [_text_or_ids(p, f"prompt[{i}]", ctx, special=True) for i, p in enumerate(prompts)]
+    worker = _worker_fields(body, _max_tokens(body, ("max_tokens",)), top,
+                            echo and top is not None, ctx)
+    stream = _stream(body)
+    # every field checked: now the tokenizing
+    ids = [text_or_ids(p, f"prompt[{i}]", ctx, special=True) for i, p in enumerate(prompts)]
     echo_texts = None
     if echo:
         echo_texts = [p if isinstance(p, str) else ctx.tok.decode(i)
                       for p, i in zip(prompts, ids)]
-    max_tokens = _max_tokens(body, ("max_tokens",))
-    worker = _worker_fields(body, max_tokens, top, prompt_logprobs=echo and top is not None)
-    return _job("completion", ids, (), False, ctx, worker_body=worker, echo_texts=echo_texts,
-                logprobs=top, **_stream(body))
+    return make_job("completion", ids, (), False, ctx, worker_body=worker,
+                    echo_texts=echo_texts, logprobs=top, **stream)
 
 
 def parse_chat(body: dict, ctx: EndpointContext) -> Job:
-    _check_fields(body, CHAT_FIELDS, ctx)
+    check_fields(body, CHAT_FIELDS, ctx)
     if ctx.chat is None:
         raise BadRequest(f"/v1/chat/completions needs a chat template: {ctx.chat_missing}")
     if body.get("tools") or body.get("tool_choice") not in (None, "none", "auto"):
@@ -98,25 +102,27 @@ def parse_chat(body: dict, ctx: EndpointContext) -> Job:
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
         raise BadRequest("`response_format` other than {\"type\": \"text\"} is not served")
-    messages = _messages(body.get("messages"))
-    kwargs = body.get("chat_template_kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise BadRequest("`chat_template_kwargs` must be an object")
-    try:
-        text = ctx.chat.render(messages, _bool(body, "add_generation_prompt", True), **kwargs)
-    except ChatTemplateError as exc:
-        raise BadRequest(str(exc)) from exc
-    ids = ctx.tok.encode_continuation([text])[0]  # the template writes its special tokens
-    logprobs = _bool(body, "logprobs", False)
+    logprobs = bool_field(body, "logprobs", False)
     top = _top_k(body, "top_logprobs")
     if top is not None and not logprobs:
         raise BadRequest("`top_logprobs` needs `logprobs: true`")
     if logprobs and top is None:
         top = 0
-    max_tokens = _max_tokens(body, ("max_completion_tokens", "max_tokens"))
-    worker = _worker_fields(body, max_tokens, top, prompt_logprobs=False)
-    return _job("chat", [ids], (), False, ctx, worker_body=worker, logprobs=top,
-                **_stream(body))
+    worker = _worker_fields(body, _max_tokens(body, ("max_completion_tokens", "max_tokens")),
+                            top, False, ctx)
+    stream = _stream(body)
+    messages = _messages(body.get("messages"))
+    kwargs = body.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise BadRequest("`chat_template_kwargs` must be an object")
+    add_generation_prompt = bool_field(body, "add_generation_prompt", True)
+    # every field checked: now the rendering and tokenizing
+    try:
+        text = ctx.chat.render(messages, add_generation_prompt, **kwargs)
+    except ChatTemplateError as exc:
+        raise BadRequest(str(exc)) from exc
+    ids = ctx.tok.encode_continuation([text])[0]  # the template writes its special tokens
+    return make_job("chat", [ids], (), False, ctx, worker_body=worker, logprobs=top, **stream)
 
 
 def model_list(ctx: EndpointContext) -> ModelList:
@@ -186,7 +192,7 @@ def _top_k(body: dict, name: str) -> int | None:
 
 
 def _stream(body: dict) -> dict:
-    stream = _bool(body, "stream", False)
+    stream = bool_field(body, "stream", False)
     options = body.get("stream_options")
     if options is not None:
         if not stream:
@@ -197,8 +203,10 @@ def _stream(body: dict) -> dict:
     return {"stream": stream, "include_usage": include}
 
 
-def _worker_fields(body: dict, max_tokens: int, top: int | None, prompt_logprobs: bool) -> dict:
-    """The /generate fields of the request (jobs.Job.generate_body adds the prompts)."""
+def _worker_fields(body: dict, max_tokens: int, top: int | None, prompt_logprobs: bool,
+                   ctx: EndpointContext) -> dict:
+    """The /generate fields of the request (jobs.Job.generate_body adds the prompts);
+    prompt_logprobs: the logprobs of the prompt's tokens too (echo)."""
     _check_one(body, "n")
     params: dict = {"max_new_tokens": max_tokens}
     for name, (low, high) in _SAMPLING.items():
@@ -206,8 +214,9 @@ def _worker_fields(body: dict, max_tokens: int, top: int | None, prompt_logprobs
         if value is None:
             continue
         if not isinstance(value, (int, float)) or isinstance(value, bool) \
-                or not low <= value <= high:
-            raise BadRequest(f"`{name}` must be a number from {low:g} to {high:g}")
+                or not low <= value <= high or (name in _ABOVE_ZERO and value == 0):
+            above = " (above 0)" if name in _ABOVE_ZERO else ""
+            raise BadRequest(f"`{name}` must be a number from {low:g} to {high:g}{above}")
         params[name] = value
     top_k = body.get("top_k")
     if top_k is not None:
@@ -228,7 +237,7 @@ def _worker_fields(body: dict, max_tokens: int, top: int | None, prompt_logprobs
         params["sampling_seed"] = seed
     bias = body.get("logit_bias")
     if bias:
-        params["logit_bias"] = _logit_bias(bias)
+        params["logit_bias"] = _logit_bias(bias, ctx.spec.vocab_size)
     fields = {"sampling_params": params}
     if top is not None:
         fields.update(return_logprob=True, top_logprobs_num=top, return_text_in_logprobs=True,
@@ -236,7 +245,7 @@ def _worker_fields(body: dict, max_tokens: int, top: int | None, prompt_logprobs
     return fields
 
 
-def _logit_bias(value) -> dict[str, float]:
+def _logit_bias(value, vocab_size: int) -> dict[str, float]:
     if not isinstance(value, dict):
         raise BadRequest("`logit_bias` must be an object {token id: bias}")
     out = {}
@@ -245,6 +254,9 @@ def _logit_bias(value) -> dict[str, float]:
             tid = int(key)
         except (TypeError, ValueError):
             raise BadRequest(f"`logit_bias` key {key!r} is not a token id") from None
+        if not 0 <= tid < vocab_size:
+            raise BadRequest(f"`logit_bias` key {key!r} is outside the vocabulary "
+                             f"[0, {vocab_size})")
         if not isinstance(bias, (int, float)) or isinstance(bias, bool) \
                 or not -100 <= bias <= 100:
             raise BadRequest(f"`logit_bias`[{key!r}] must be a number from -100 to 100")
@@ -255,10 +267,9 @@ def _logit_bias(value) -> dict[str, float]:
 # Responses ----------------------------------------------------------------------------------
 def respond_completion(result: DispatchResult, ctx: EndpointContext) -> tuple[bytes, str]:
     """(body, content type) of a /v1/completions answer: JSON, or its event stream."""
-    job, meta_of = result.job, result.metas
+    job = result.job
     choices = []
-    for i, r in enumerate(result.raw):
-        meta = meta_of[i]
+    for i, (r, meta) in enumerate(zip(result.raw, result.metas)):
         text = r.get("text", "")
         if job.extra["echo_texts"] is not None:
             text = job.extra["echo_texts"][i] + text
@@ -357,8 +368,8 @@ def _chat_logprobs(meta: dict, ctx: EndpointContext) -> ChatLogprobs:
 
 
 def _number(logprob) -> float | None:
-    """JSON has no -inf: a token the model rules out (a logit_bias of -100) reads -9999.0, as
-    OpenAI's API reports such tokens."""
+    """JSON has no -inf: a token the model rules out (a logit_bias of -100) reads -9999.0, the
+    floor vLLM's OpenAI server puts on logprobs."""
     if logprob is None:
         return None
     return -9999.0 if logprob == -math.inf else float(logprob)

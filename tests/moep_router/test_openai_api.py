@@ -79,6 +79,8 @@ BAD_COMPLETIONS = {
     "temperature": ({"prompt": "x", "temperature": 3}, "`temperature` must be a number"),
     "logit_bias key": ({"prompt": "x", "logit_bias": {"yes": 1}}, "not a token id"),
     "logit_bias value": ({"prompt": "x", "logit_bias": {"5": 500}}, "from -100 to 100"),
+    "logit_bias out of vocab": ({"prompt": "x", "logit_bias": {"99999999": 1}}, "outside"),
+    "top_p zero": ({"prompt": "x", "top_p": 0}, "above 0"),
     "stream_options alone": ({"prompt": "x", "stream_options": {"include_usage": True}},
                              "needs `stream: true`"),
     "ids out of vocab": ({"prompt": [10**7]}, "outside"),
