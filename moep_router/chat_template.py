@@ -48,7 +48,8 @@ class ChatTemplate:
         self.special_tokens = special_tokens
 
     @classmethod
-    def load(cls, model_path: Path, override: Path | None = None) -> tuple[ChatTemplate | None, str]:
+    def load(cls, model_path: Path,
+             override: Path | None = None) -> tuple[ChatTemplate | None, str]:
         """(the template, where it came from) or (None, why there is none)."""
         config = _tokenizer_config(model_path)
         special = {k: _token_text(config.get(k)) for k in SPECIAL_TOKEN_KEYS}

@@ -40,7 +40,7 @@ class EndpointContext:
 # Parsing ------------------------------------------------------------------------------------
 def parse_score(body: dict, ctx: EndpointContext) -> Job:
     check_fields(body, {"query", "items", "label_token_ids", "apply_softmax", "item_first",
-                         "model"}, ctx)
+                        "model"}, ctx)
     query = text_or_ids(body.get("query", ""), "query", ctx, special=True)
     items = body.get("items")
     if items is None:
@@ -79,9 +79,9 @@ def parse_classify(body: dict, ctx: EndpointContext) -> Job:
         siblings = ctx.tok.encode_continuation([f" Label: {l}? Answer:" for l in labels])
         prompts = [ids[0] + s for s in siblings]
         return make_job("classify", prompts, _words(YES_NO, ctx), True, ctx,
-                    labels=labels, multi_label=True)
-    return make_job("classify", ids, _words(labels, ctx), bool_field(body, "apply_softmax", True), ctx,
-                labels=labels, multi_label=False)
+                        labels=labels, multi_label=True)
+    return make_job("classify", ids, _words(labels, ctx), bool_field(body, "apply_softmax", True),
+                    ctx, labels=labels, multi_label=False)
 
 
 def parse_rerank(body: dict, ctx: EndpointContext) -> Job:
@@ -101,7 +101,7 @@ def parse_rerank(body: dict, ctx: EndpointContext) -> Job:
     prompts = ctx.tok.encode_batch(
         [ctx.rerank_template.format(query=query, document=t) for t in texts])
     return make_job("rerank", prompts, _words(YES_NO, ctx), True, ctx, documents=texts,
-                top_n=top_n, return_documents=bool_field(body, "return_documents", False))
+                    top_n=top_n, return_documents=bool_field(body, "return_documents", False))
 
 
 def parse_generate(body: dict, ctx: EndpointContext) -> Job:
@@ -183,7 +183,7 @@ _SHAPERS = {"score": _score_response, "classify": _classify_response,
 
 # Helpers (shared with openai_api.py) ---------------------------------------------------------
 def make_job(kind, prompts, label_ids, softmax, ctx: EndpointContext, worker_body=None,
-         **extra) -> Job:
+             **extra) -> Job:
     limit = ctx.spec.max_context_len
     for i, p in enumerate(prompts):
         if not p:

@@ -201,7 +201,8 @@ def test_the_sdk_decodes_what_the_openai_endpoints_encode(ctx):
     body, _ = respond_completion(_result(job, raw), ctx)
     completion = parse_result("completions", body)
     assert completion.choices[0].logprobs.token_logprobs == [-0.25]
-    assert completion.usage.cached_tokens == 2 and json.loads(body) == msgspec.to_builtins(completion)
+    assert completion.usage.cached_tokens == 2
+    assert json.loads(body) == msgspec.to_builtins(completion)
     job = parse_chat({"messages": [{"role": "user", "content": "x"}], "logprobs": True}, ctx)
     body, _ = respond_chat(_result(job, raw), ctx)
     chat = parse_result("chat", body)
