@@ -7,8 +7,11 @@ post-process (BOS/EOS). For the byte-level BPE tokenizers of GPT-2, Qwen2/3 and 
 of a piece depend on that piece alone, so this module splits the text with the same regexes
 (the `regex` module), looks each piece up in a dict, and asks HF's own BPE model
 (`Tokenizer.model.tokenize`) only for pieces it has not seen: the BPE is HF's by construction.
-A text holding an added token goes to HF whole; a tokenizer of any other shape is not taken
-(`PieceTokenizer.build` says why).
+Added tokens (`<|im_start|>` and the like, which chat templates write) are split out of the raw
+text first, leftmost-longest as HF's added vocabulary does, and the stretches between them are
+normalized and split on their own; where an added token has options that change its matching
+(lstrip, rstrip, single_word, normalized under a normalizer), a text holding one goes to HF
+whole. A tokenizer of any other shape is not taken (`PieceTokenizer.build` says why).
 
 What is not HF's own code here, the regex engine (Python's `regex` for Oniguruma) and the NFC
 normalization (`unicodedata`), is checked twice: against HF on a probe corpus when the
@@ -52,7 +55,8 @@ class PieceRules:
     nfc: bool  # the normalizer is NFC (else there is none)
     prefix: tuple[int, ...]  # ids the post-processor puts before a text (add_special_tokens)
     suffix: tuple[int, ...]  # ... and after it
-    added: tuple[str, ...]  # added tokens' contents: a text holding one goes to HF
+    added: tuple[tuple[str, int], ...]  # added tokens: (content, id)
+    split_added: bool  # added tokens are matched as plain strings: split here (else HF's)
 
 
 def read_rules(spec: dict) -> PieceRules:
@@ -68,11 +72,14 @@ def read_rules(spec: dict) -> PieceRules:
     if normalizer is not None and normalizer.get("type") != "NFC":
         raise Unsupported(f"normalizer {normalizer.get('type')!r}")
     prefix, suffix = _post_ids(spec.get("post_processor"), spec)
-    added = tuple(sorted({t["content"] for t in spec.get("added_tokens") or ()}))
-    if any(not a for a in added):
+    tokens = spec.get("added_tokens") or ()
+    added = tuple(sorted({(t["content"], t["id"]) for t in tokens}))
+    if any(not a for a, _ in added):
         raise Unsupported("an empty added token")
+    plain = all(not t.get(k) for t in tokens for k in ("lstrip", "rstrip", "single_word")) and (
+        normalizer is None or not any(t.get("normalized") for t in tokens))
     return PieceRules(_patterns(spec.get("pre_tokenizer")), normalizer is not None, prefix,
-                      suffix, added)
+                      suffix, added, plain)
 
 
 def _patterns(pre: dict | None) -> tuple[str, ...]:
@@ -155,9 +162,11 @@ class PieceTokenizer:
         self._rules = rules
         self._reference = reference  # (text, special) -> HF's ids of the whole text
         self._splits = tuple(regex.compile(p) for p in rules.patterns)
-        self._added = (regex.compile("|".join(regex.escape(a) for a in rules.added))
-                       if rules.added else None)
-        self._added_first = frozenset(a[0] for a in rules.added)
+        # longest first: at a position the longest added token matches, as HF's leftmost-longest
+        by_length = sorted((a for a, _ in rules.added), key=len, reverse=True)
+        self._added = regex.compile("|".join(map(regex.escape, by_length))) if by_length else None
+        self._added_first = frozenset(a[0] for a, _ in rules.added)
+        self._added_ids = dict(rules.added)
         self._pieces: dict[str, tuple[int, ...]] = {}
         self.check_every = check_every
         self.active = True
@@ -175,7 +184,8 @@ class PieceTokenizer:
         # without a template one reading of each probe text checks both.
         rules = tok._rules
         specials = (True, False) if rules.prefix or rules.suffix else (True,)
-        for text in probe_texts(hf):
+        added = tuple(a for a, _ in rules.added) if rules.split_added else ()
+        for text in probe_texts(hf, added=added):
             for special in specials:
                 mine = tok._encode(text, special)
                 if mine is not None and mine != reference(text, special):
@@ -201,23 +211,41 @@ class PieceTokenizer:
         return ids
 
     def _encode(self, text: str, special: bool) -> list[int] | None:
-        if self._holds_added(text):  # HF finds unnormalized added tokens in the raw text
+        rules = self._rules
+        out = list(rules.prefix) if special and rules.prefix else []
+        if not self._holds_added(text):
+            if not self._extend(out, text):
+                return None
+        elif not rules.split_added:
             return None
+        else:  # HF splits the added tokens out of the raw text, then each stretch on its own
+            end = 0
+            for m in self._added.finditer(text):
+                if m.start() > end and not self._extend(out, text[end:m.start()]):
+                    return None
+                out.append(self._added_ids[m.group()])
+                end = m.end()
+            if end < len(text) and not self._extend(out, text[end:]):
+                return None
+        if special and rules.suffix:
+            out += rules.suffix
+        return out
+
+    def _extend(self, out: list[int], text: str) -> bool:
+        """out += the ids of a stretch without added tokens; False: HF must take the text (its
+        normalization made an added token)."""
         if self._rules.nfc and not text.isascii():  # ASCII is NFC already
             normalized = unicodedata.normalize("NFC", text)
             if normalized != text and self._holds_added(normalized):
-                return None
+                return False
             text = normalized
-        rules, pieces = self._rules, self._pieces
-        out = list(rules.prefix) if special and rules.prefix else []
+        pieces = self._pieces
         for piece in self._split(text):
             ids = pieces.get(piece)
             if ids is None:
                 ids = self._piece_ids(piece)
             out += ids
-        if special and rules.suffix:
-            out += rules.suffix
-        return out
+        return True
 
     def _holds_added(self, text: str) -> bool:
         for c in self._added_first:  # most texts hold none of the first characters: no search
@@ -272,14 +300,16 @@ PROBE_TEXTS = (
 )
 
 
-def probe_texts(hf, num_vocab: int = 2000, num_mixed: int = 500) -> list[str]:
+def probe_texts(hf, num_vocab: int = 2000, num_mixed: int = 500,
+                added: tuple[str, ...] = ()) -> list[str]:
     """The load-time check's corpus: fixed hard cases, decoded vocabulary tokens (up to
-    num_vocab, evenly spread), and num_mixed joins of them with the fixed cases (seeded)."""
+    num_vocab, evenly spread), and num_mixed joins of them with the fixed cases and the `added`
+    tokens (seeded)."""
     size = hf.get_vocab_size(with_added_tokens=False)
     step = max(1, size // num_vocab)
     vocab = [hf.decode([i]) for i in range(0, size, step)]
     rng = random.Random(0)
-    pool = [*PROBE_TEXTS, *vocab]
+    pool = [*PROBE_TEXTS, *vocab, *added, *(a + "\n" for a in added)]
     mixed = ["".join(rng.choice(pool) + rng.choice(("", " ", "\n", ""))
                      for _ in range(rng.randint(2, 6))) for _ in range(num_mixed)]
     return [*PROBE_TEXTS, *vocab, *mixed]

@@ -18,10 +18,20 @@ QWEN_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
+# Texts as chat templates write them: added tokens at the ends, side by side, within words,
+# after an accent that NFC composes, and broken ones that are not added tokens
+CHAT_TEXTS = [
+    "<|im_start|>system\nYou judge.<|im_end|>\n<|im_start|>user\nClean?<|im_end|>\n"
+    "<|im_start|>assistant\n", "<|im_end|><|im_start|><|endoftext|>", "word<|im_end|>word",
+    "  <|im_start|>  spaced  <|im_end|>  ", "Cafe\u0301<|im_end|>e\u0301", "<|im_start|",
+    "<|im_start|im_end|>", "<<|im_end|>>", "\n\n<|endoftext|>\n\n"]
+
+
 def _texts() -> list[str]:
     rng = random.Random(7)
-    hard = [*PROBE_TEXTS, "Line one.\r\n\r\nLine two?!  ", "IT'S 2026, ÉTÉ", "x\u0301y\u0327",
-            "tabs\t\tand  runs   of spaces", "digits 0123456789 9876", "’curly’ apostrophes’s"]
+    hard = [*PROBE_TEXTS, *CHAT_TEXTS, "Line one.\r\n\r\nLine two?!  ", "IT'S 2026, ÉTÉ",
+            "x\u0301y\u0327", "tabs\t\tand  runs   of spaces", "digits 0123456789 9876",
+            "’curly’ apostrophes’s"]
     return [*hard, *(paragraph(rng, rng.randint(1, 10)) for _ in range(300)),
             *("".join(rng.choice(hard) for _ in range(3)) for _ in range(200))]
 
@@ -87,13 +97,23 @@ def test_the_qwen_shape_nfc_split_regex_and_bos_template_match_hf(tiny_model, tm
     assert pieces.encode("Cafe\u0301", False) == pieces.encode("Caf\u00e9", False)
 
 
-def test_a_text_holding_an_added_token_goes_to_hf_whole(tiny_model):
+def test_added_tokens_are_split_out_as_hf_does(tiny_model):
     plain = RouterTokenizer(tiny_model, pieces="off")
     tok = RouterTokenizer(tiny_model)
     text = "before <|im_start|>user middle<|im_end|> after"
-    assert tok.pieces.encode(text, True) is None
-    assert tok.encode(text) == plain.encode(text)
+    assert tok.pieces.encode(text, True) == plain.encode(text)  # not left to HF
     assert spec_id(tiny_model, "<|im_start|>") in tok.encode(text)
+
+
+def test_added_tokens_with_matching_options_leave_their_texts_to_hf(tiny_model, tmp_path):
+    spec = json.loads((tiny_model / "tokenizer.json").read_text())
+    tokens = [{**t, "lstrip": t["content"] == "<|im_end|>"} for t in spec["added_tokens"]]
+    hf, spec = _variant(tiny_model, tmp_path, added_tokens=tokens)
+    assert not read_rules(spec).split_added
+    pieces, why = PieceTokenizer.build(hf, spec, _hf(hf))
+    assert pieces is not None, why
+    text = "a  <|im_end|> b"  # lstrip: the spaces before it are the token's
+    assert pieces.encode(text, True) is None and pieces.encode("a b", True) == _hf(hf)("a b", True)
 
 
 @pytest.mark.parametrize("changes, reason", [
