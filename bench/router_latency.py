@@ -2,9 +2,11 @@
 (bench/fake_worker.py: they answer at once, so what remains is the router's own cost).
 
     python -m bench.router_latency [--rate 2000] [--seconds 5] [--processes 1,2]
-        [--capacity-clients 2] [--fake-processes 1] [--latency-runs 1]
+        [--capacity-clients 2] [--fake-processes 1] [--latency-runs 1] [--endpoint chat]
 
-Open loop: /generate requests (a ~100-token text prompt, label logprobs) at a fixed rate,
+Open loop: /generate requests (a ~100-token text prompt, label logprobs) at a fixed rate
+(--endpoint chat: OpenAI /v1/chat/completions of the same text as the user's message, one
+token with its 5 likeliest logprobs; the direct row and smg's workers then answer that path),
 first straight to a fake worker, then through moep-router (true_flops, with each
 --processes count) and SGLang's gateway (smg, cache_aware), all in front of the same 8 fake
 workers; added latency = router p50/p99 minus the direct p50/p99 (with --latency-runs K, each
@@ -208,7 +210,7 @@ async def _metrics_text(session: aiohttp.ClientSession, url: str) -> str:
 
 
 async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
-                     watch_loop: bool = False) -> dict:
+                     watch_loop: bool = False, path: str = "/generate") -> dict:
     """watch_loop: the URL is a moep-router's; what it saw of the run (router_view) goes in
     "router"."""
     lat: list[float] = []
@@ -226,7 +228,7 @@ async def _open_loop(url: str, rate: float, seconds: float, bodies: list[bytes],
             nonlocal errors
             t = time.perf_counter()
             try:
-                async with session.post(f"{url}/generate", data=body,
+                async with session.post(f"{url}{path}", data=body,
                                         headers={"Content-Type": "application/json"}) as r:
                     await r.read()
                     if r.status != 200:
@@ -392,26 +394,36 @@ def main() -> None:
                    help="CPUs the router under test runs on, e.g. 1 (every thread of it and of "
                         "its processes); the load generator, its clients and the fake workers "
                         "then run on the other CPUs. Default: everything shares every CPU")
+    p.add_argument("--endpoint", default="generate", choices=["generate", "chat"],
+                   help="the requests: /generate scoring, or OpenAI /v1/chat/completions")
     p.add_argument("--out", default="router_latency", help="result name under bench/results/")
     a = p.parse_args()
     pin = _pinning(a.router_cpus)
     model = ensure_model(envs.model_cache_dir(), "tiny")
     rng = random.Random(0)
-    bodies = [orjson.dumps({"text": paragraph(rng, 8), "sampling_params": {"max_new_tokens": 0},
-                            **label_logprob_fields([661, 362])}) for _ in range(512)]
+    texts = [paragraph(rng, 8) for _ in range(512)]
+    if a.endpoint == "chat":
+        path = "/v1/chat/completions"
+        bodies = [orjson.dumps({"model": model.name, "max_tokens": 1, "logprobs": True,
+                                "top_logprobs": 5,
+                                "messages": [{"role": "user", "content": t}]}) for t in texts]
+    else:
+        path = "/generate"
+        bodies = [orjson.dumps({"text": t, "sampling_params": {"max_new_tokens": 0},
+                                **label_logprob_fields([661, 362])}) for t in texts]
     ports = [free_port() for _ in range(a.num_workers)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     LOGS.mkdir(parents=True, exist_ok=True)
     clients, fake_processes = a.capacity_clients, min(a.fake_processes, len(ports))
     rows = []
-    with fake_workers(ports, a.fake_processes):
+    with fake_workers(ports, a.fake_processes, model.name):
         once = lambda url, watch=False: asyncio.run(  # noqa: E731
-            _open_loop(url, a.rate, a.seconds, bodies, watch))
+            _open_loop(url, a.rate, a.seconds, bodies, watch, path))
         run = lambda url, watch=False: median_run(  # noqa: E731
             [once(url, watch) for _ in range(a.latency_runs)])
         once(urls[0])  # warm up
         rows.append({"system": "direct (no router)", **run(urls[0]),
-                     **capacity(urls[0], a.seconds, bodies, clients=clients)})
+                     **capacity(urls[0], a.seconds, bodies, clients=clients, path=path)})
         for n, pieces in ((int(x), t) for x in a.processes.split(",")
                           for t in a.piece_tokenizer.split(",")):
             with RouterProcess(model, urls, LOGS / f"router-latency-p{n}-{pieces}.log",
@@ -425,16 +437,18 @@ def main() -> None:
                              "processes": n, "piece_tokenizer": pieces,
                              **run(router.url, watch=True),
                              **capacity_with_cpu(router.url, router.proc.pid, a.seconds, bodies,
-                                                 clients=clients)})
+                                                 path=path, clients=clients)})
         if not a.skip_smg:
             with _SglangRouter(urls) as smg:
                 pin(smg.proc.pid)
                 once(smg.url)
                 rows.append({"system": "smg cache_aware", **run(smg.url),
                              **capacity_with_cpu(smg.url, smg.proc.pid, a.seconds, bodies,
-                                                 clients=clients)})
+                                                 path=path, clients=clients)})
     base = rows[0]
     for r in rows[1:]:
+        if r["p50_ms"] is None:  # nothing answered: the table shows its errors
+            continue
         r["added_p50_ms"] = r["p50_ms"] - base["p50_ms"]
         r["added_p99_ms"] = r["p99_ms"] - base["p99_ms"]
     cols = [("system", "system", "s"), ("achieved_rps", "req/s", ",.0f"),
@@ -444,7 +458,8 @@ def main() -> None:
             ("capacity_rps", "capacity req/s", ",.0f"),
             ("router_cpu_us_per_request", "router CPU us/req", ",.0f")]
     table = print_table(rows, cols)
-    config = {"rate": a.rate, "seconds": a.seconds, "num_workers": a.num_workers,
+    config = {"endpoint": path, "rate": a.rate, "seconds": a.seconds,
+              "num_workers": a.num_workers,
               "capacity_clients": clients, "fake_processes": fake_processes,
               "capacity_in_flight": 256, "latency_runs": a.latency_runs,
               "piece_tokenizer": a.piece_tokenizer,
