@@ -333,6 +333,19 @@ def capacity_with_cpu(url: str, pid: int, seconds: float, bodies: list[bytes],
             "router_cpu_us_per_request": 1e6 * cpu / max(row["capacity_requests"], 1)}
 
 
+def request_bodies(endpoint: str, model_name: str, rng: random.Random,
+                   n: int = 512) -> tuple[str, list[bytes]]:
+    """(path, n request bodies): /generate scoring of a ~100-token text, or ("chat") the same
+    text as an OpenAI chat's user message, one token with its 5 likeliest logprobs."""
+    texts = [paragraph(rng, 8) for _ in range(n)]
+    if endpoint == "chat":
+        return "/v1/chat/completions", [orjson.dumps({
+            "model": model_name, "max_tokens": 1, "logprobs": True, "top_logprobs": 5,
+            "messages": [{"role": "user", "content": t}]}) for t in texts]
+    return "/generate", [orjson.dumps({"text": t, "sampling_params": {"max_new_tokens": 0},
+                                       **label_logprob_fields([661, 362])}) for t in texts]
+
+
 def median_run(runs: list[dict]) -> dict:
     """The run of median p99 (a run without answers counts as the worst), with every run's p50
     and p99 beside it."""
@@ -401,16 +414,7 @@ def main() -> None:
     pin = _pinning(a.router_cpus)
     model = ensure_model(envs.model_cache_dir(), "tiny")
     rng = random.Random(0)
-    texts = [paragraph(rng, 8) for _ in range(512)]
-    if a.endpoint == "chat":
-        path = "/v1/chat/completions"
-        bodies = [orjson.dumps({"model": model.name, "max_tokens": 1, "logprobs": True,
-                                "top_logprobs": 5,
-                                "messages": [{"role": "user", "content": t}]}) for t in texts]
-    else:
-        path = "/generate"
-        bodies = [orjson.dumps({"text": t, "sampling_params": {"max_new_tokens": 0},
-                                **label_logprob_fields([661, 362])}) for t in texts]
+    path, bodies = request_bodies(a.endpoint, model.name, rng)
     ports = [free_port() for _ in range(a.num_workers)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     LOGS.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
 """Where moep-router's CPU goes per request: py-spy samples of one router process under
 router_latency's closed loop (8 fake workers, ~100-token text prompts, 256 in flight).
 
-    pip install py-spy && python -m bench.router_profile [--seconds 6]
+    pip install py-spy && python -m bench.router_profile [--seconds 6] [--endpoint chat]
 
-Writes router_profile.json: the share of samples (on-CPU, the router's threads) in which each
-function is on the stack, for the functions named in PARTS and the 30 largest overall.
+Writes router_profile.json (router_profile_chat.json): the share of samples (on-CPU, the
+router's threads) in which each function is on the stack, for the functions named in PARTS
+(and CHAT_PARTS) and the 30 largest overall.
 """
 
 from __future__ import annotations
@@ -19,15 +20,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import orjson
 
 from bench.common import print_table, write_result
 from bench.compare_routers import LOGS
-from bench.router_latency import capacity
-from moep_router.messages import label_logprob_fields
+from bench.router_latency import capacity, request_bodies
 from moep_sglang import envs
 from moep_sglang.models.checkpoint import ensure_model
-from moep_sglang.models.corpus import paragraph
 from moep_sglang.server.router_process import RouterProcess
 from moep_sglang.server.worker_process import free_port
 
@@ -38,6 +36,11 @@ PARTS = {  # label -> function (file) on the stack
     "parse the body into a Job": "Router.parse server.py",
     "whole request handler (route handler, reply written)": "_Connection._answer http_protocol.py",
     "HTTP input (llhttp's callbacks, requests built)": "_Connection.data_received http_protocol.py",
+}
+CHAT_PARTS = {  # --endpoint chat: the OpenAI path's own steps
+    "render the chat template": "ChatTemplate.render chat_template.py",
+    "tokenize the rendered prompt": "RouterTokenizer.encode_continuation tokenize.py",
+    "shape the chat response (logprobs, usage, JSON)": "respond_chat openai_api.py",
 }
 
 
@@ -62,34 +65,36 @@ def shares(raw: str) -> tuple[int, collections.Counter]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=6)
+    p.add_argument("--endpoint", default="generate", choices=["generate", "chat"])
     a = p.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     model = ensure_model(envs.model_cache_dir(), "tiny")
-    rng = random.Random(0)
-    bodies = [orjson.dumps({"text": paragraph(rng, 8), "sampling_params": {"max_new_tokens": 0},
-                            **label_logprob_fields([661, 362])}) for _ in range(512)]
+    path, bodies = request_bodies(a.endpoint, model.name, random.Random(0))
     ports = [free_port() for _ in range(8)]
     LOGS.mkdir(parents=True, exist_ok=True)
     fake = subprocess.Popen([sys.executable, "-m", "bench.fake_worker", "--ports",
-                             ",".join(map(str, ports))], stdout=subprocess.PIPE, text=True)
+                             ",".join(map(str, ports)), "--model-id", model.name],
+                            stdout=subprocess.PIPE, text=True)
     out = Path(tempfile.mkdtemp()) / "router.txt"
     try:
         fake.stdout.readline()
         with RouterProcess(model, [f"http://127.0.0.1:{q}" for q in ports],
                            LOGS / "router-profile.log") as router:
-            capacity(router.url, 2, bodies)  # warm up
+            capacity(router.url, 2, bodies, path=path)  # warm up
             rec = subprocess.Popen([spy, "record", "-d", str(int(a.seconds)), "-r", "200", "-f",
                                     "raw", "-o", str(out), "-p", str(router.proc.pid)])
-            load = capacity(router.url, a.seconds + 2, bodies)
+            load = capacity(router.url, a.seconds + 2, bodies, path=path)
             rec.wait()
     finally:
         fake.terminate()
         fake.wait()
     total, incl = shares(out.read_text())
+    parts = {**PARTS, **CHAT_PARTS} if a.endpoint == "chat" else PARTS
     rows = [{"part": label, "function": fn, "share": incl[fn] / total}
-            for label, fn in PARTS.items()]
+            for label, fn in parts.items()]
     table = print_table(rows, [("part", "part", "s"), ("share", "share of samples", ".1%")])
-    write_result("router_profile", {"samples": total, "load": load, "rows": rows,
+    name = "router_profile_chat" if a.endpoint == "chat" else "router_profile"
+    write_result(name, {"endpoint": path, "samples": total, "load": load, "rows": rows,
                                     "top": [{"function": k, "share": v / total}
                                             for k, v in incl.most_common(30)],
                                     "table": table})

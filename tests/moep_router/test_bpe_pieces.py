@@ -172,3 +172,16 @@ def test_router_tokenizer_uses_pieces_on_the_main_thread_only(tiny_model):
     assert tok.encode_batch([text, "x"]) == plain.encode_batch([text, "x"])
     assert tok.single_token(" yes") == plain.single_token(" yes") is not None
     assert tok.pieces.texts == 4
+
+
+def test_a_long_stretch_between_added_tokens_is_kept_and_reused_with_hfs_ids(tiny_model):
+    hf = Tokenizer.from_file(str(tiny_model / "tokenizer.json"))
+    spec = json.loads((tiny_model / "tokenizer.json").read_text())
+    pieces, _ = PieceTokenizer.build(hf, spec, _hf(hf))
+    system = "system\n" + paragraph(random.Random(3), 6)  # a system message, > 256 characters
+    assert len(system) >= 256
+    for question in ("Clean?", "Quiet?", "Was the staff kind to you?"):
+        text = f"<|im_start|>{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
+        assert pieces.encode(text, False) == _hf(hf)(text, False)
+    assert system in pieces._stretches  # kept once, reused by the later prompts
+    assert pieces._stretches[system] == tuple(_hf(hf)(system, False))
