@@ -20,7 +20,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 from bench.common import print_table, write_result
 from bench.compare_routers import LOGS
 from bench.router_latency import capacity, request_bodies
