@@ -76,6 +76,7 @@ class RouterTokenizer:
         spec = json.loads(text)
         self._byte_level = _is_byte_level(spec.get("decoder"))
         self._added = {t["id"]: t["content"] for t in spec.get("added_tokens") or ()}
+        self._bytes_of: dict[int, bytes | None] = {}  # token_bytes, per id once looked up
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         # The batch calls release the GIL (tokenizers' bindings), which the router's tokenizer
         # threads need to leave its event loop running; the `_fast` one (tokenizers >= 0.20)
@@ -135,6 +136,13 @@ class RouterTokenizer:
     def token_bytes(self, tid: int) -> bytes | None:
         """A token's exact bytes (byte-level BPE: its vocabulary entry through GPT-2's byte
         map; an added token: its content); None where the tokenizer is not byte-level."""
+        try:
+            return self._bytes_of[tid]
+        except KeyError:
+            raw = self._bytes_of[tid] = self._token_bytes(tid)  # at most one entry per id
+            return raw
+
+    def _token_bytes(self, tid: int) -> bytes | None:
         if tid in self._added:
             return self._added[tid].encode()
         if not self._byte_level:
