@@ -155,10 +155,10 @@ class PieceTokenizer:
 
     Invariant: every cached piece maps to the ids HF's BPE model gives that piece (filled only
     from `model.tokenize`), and every cached stretch to the concatenated ids of its pieces
-    (filled only by _extend); `len(_pieces) <= MAX_PIECES`, `len(_stretches) <= MAX_STRETCHES`. `active` turns False, for good, at the
-    first text whose ids differ from HF's. Plain ints count checks and mismatches (the metrics
-    read them). Thread-safe under the GIL: dict reads and writes are atomic, and a piece written
-    twice gets the same ids.
+    (filled only by _extend); `len(_pieces) <= MAX_PIECES`, `len(_stretches) <= MAX_STRETCHES`.
+    `active` turns False, for good, at the first text whose ids differ from HF's. Plain ints
+    count checks and mismatches (the metrics read them). Thread-safe under the GIL: dict reads
+    and writes are atomic, and a piece or stretch written twice gets the same ids.
     """
 
     def __init__(self, hf, rules: PieceRules,

@@ -230,6 +230,7 @@ class ChatLogprobs(msgspec.Struct, frozen=True):
 
 
 class ChatMessage(msgspec.Struct, frozen=True):
+    """A chat choice's `message`, or a stream event's `delta`."""
     content: str | None  # the generated token's text (the router's: never None)
     role: str = "assistant"
 
@@ -241,14 +242,10 @@ class ChatChoice(msgspec.Struct, frozen=True):
     finish_reason: str | None
 
 
-class ChatDelta(msgspec.Struct, frozen=True):
-    content: str
-    role: str = "assistant"
-
-
 class ChatChunkChoice(msgspec.Struct, frozen=True):
+    """A choice of a stream event: ChatChoice with the message named `delta`."""
     index: int
-    delta: ChatDelta
+    delta: ChatMessage  # the whole answer: one event carries the one token
     logprobs: ChatLogprobs | None
     finish_reason: str | None
 

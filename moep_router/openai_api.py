@@ -41,7 +41,7 @@ from moep_router.endpoints import (
 )
 from moep_router.jobs import BadRequest, Job
 from moep_router.messages import (
-    ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionResponse, ChatDelta,
+    ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionResponse,
     ChatLogprobs, ChatMessage, ChatTokenLogprob, CompletionChoice, CompletionLogprobs,
     CompletionResponse, CompletionUsage, ModelCard, ModelList, PromptTokensDetails, TopLogprob,
     encode,
@@ -303,7 +303,7 @@ def respond_chat(result: DispatchResult, ctx: EndpointContext) -> tuple[bytes, s
         return encode(ChatCompletionResponse(id=rid, created=created, model=job.extra["model"],
                                              choices=[choice], usage=usage)), "application/json"
     events = [ChatCompletionChunk(id=rid, created=created, model=job.extra["model"],
-                                  choices=[ChatChunkChoice(0, ChatDelta(text), logprobs, finish)])]
+                                  choices=[ChatChunkChoice(0, ChatMessage(text), logprobs, finish)])]
     if job.extra["include_usage"]:
         events.append(ChatCompletionChunk(id=rid, created=created, model=job.extra["model"],
                                           choices=[], usage=usage))
