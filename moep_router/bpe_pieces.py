@@ -148,6 +148,7 @@ def _byte_table() -> list[str]:
 
 
 BYTE_CHARS = _byte_table()
+BYTE_OF_CHAR = {c: b for b, c in enumerate(BYTE_CHARS)}  # the inverse: a vocab entry's bytes
 
 
 class PieceTokenizer:

@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from moep_router.bpe_pieces import BYTE_CHARS, PieceTokenizer
+from moep_router.bpe_pieces import BYTE_OF_CHAR, PieceTokenizer
 
 CACHE_MIN_CHARS = 512  # shorter texts tokenize in tens of microseconds: not worth a cache slot
 # Texts up to this long, on the router's loop (the main thread), go through the piece cache;
@@ -19,8 +19,6 @@ CACHE_MIN_CHARS = 512  # shorter texts tokenize in tens of microseconds: not wor
 PIECES_MAX_CHARS = 2048
 
 logger = logging.getLogger("moep_router")
-
-_BYTE_OF_CHAR = {c: b for b, c in enumerate(BYTE_CHARS)}
 
 
 class TokenCache:
@@ -151,7 +149,7 @@ class RouterTokenizer:
         if piece is None:
             return None
         try:
-            return bytes(_BYTE_OF_CHAR[c] for c in piece)
+            return bytes(BYTE_OF_CHAR[c] for c in piece)
         except KeyError:
             return piece.encode()
 
