@@ -184,12 +184,13 @@ _SHAPERS = {"score": _score_response, "classify": _classify_response,
 # Helpers (shared with openai_api.py) ---------------------------------------------------------
 def make_job(kind, prompts, label_ids, softmax, ctx: EndpointContext, worker_body=None,
              **extra) -> Job:
-    limit = ctx.spec.max_context_len
+    limit = ctx.spec.max_prompt_tokens
     for i, p in enumerate(prompts):
         if not p:
             raise BadRequest(f"prompt {i} is empty")
         if limit and len(p) > limit:
-            raise BadRequest(f"prompt {i} has {len(p)} tokens; the model context is {limit}")
+            raise BadRequest(f"prompt {i} has {len(p)} tokens; the model takes at most {limit} "
+                             f"(context {ctx.spec.max_context_len})")
     tuples = tuple(tuple(p) for p in prompts)
     return Job(kind, tuples, _common_prefix_len(tuples), tuple(label_ids), softmax,
                {"model": ctx.model_name, **extra}, worker_body or {})

@@ -57,6 +57,13 @@ class ModelSpec:
     def from_model_dir(cls, path: Path | str) -> ModelSpec:
         return cls.from_config(json.loads((Path(path) / "config.json").read_text()))
 
+    @property
+    def max_prompt_tokens(self) -> int:
+        """The longest prompt a worker at the model's full context takes (0: unknown). SGLang
+        0.5.17 refuses an input of max_req_input_len = context - 1 - 5 tokens or more
+        (tp_worker.get_worker_info, managers/utils.validate_input_length)."""
+        return max(self.max_context_len - 7, 0)
+
     def attention_params(self) -> int:
         """q, k, v, o projection parameters of one layer."""
         q_and_o = 2 * self.hidden_size * self.num_heads * self.head_dim

@@ -25,6 +25,14 @@ def test_score_prompts_share_the_query_prefix(ctx):
     assert job.generate_body()["sampling_params"] == {"max_new_tokens": 0}
 
 
+def test_prompts_up_to_what_sglang_takes_pass_and_longer_get_400(ctx):
+    longest = ctx.spec.max_prompt_tokens  # 2,041: SGLang refuses 2,042 and more at 2,048
+    assert parse_score({"query": [5] * (longest - 1), "items": [[7]],
+                        "label_token_ids": [1]}, ctx).prompts[0].__len__() == longest
+    with pytest.raises(BadRequest, match=f"prompt 0 has {longest + 1} tokens"):
+        parse_score({"query": [5] * longest, "items": [[7]], "label_token_ids": [1]}, ctx)
+
+
 def test_score_item_first(ctx):
     job = parse_score({"query": [5, 6], "items": [[7], [8]], "label_token_ids": [1],
                        "item_first": True}, ctx)
@@ -48,7 +56,7 @@ BAD = {
     "token id out of range": ({"query": [10**7], "items": [[1]], "label_token_ids": [1]},
                               "outside"),
     "too long": ({"query": "word " * 5000, "items": ["y"], "label_token_ids": [1]},
-                 "model context is 2048"),
+                 "takes at most 2041 \\(context 2048\\)"),
 }
 
 

@@ -102,6 +102,19 @@ def test_oversized_requests_get_413_and_the_router_keeps_serving(router):
     assert ok[0] == 200 and len(ok[1]["scores"]) == 1
 
 
+def test_the_longest_prompt_the_workers_take_passes_and_one_more_token_is_the_routers_400(
+        router, workers):
+    longest = 2048 - 7  # the tiny model's context less SGLang 0.5.17's margin
+    body = {"input_ids": [5] * longest, "sampling_params": {"max_new_tokens": 0}}
+    status, reply = post(f"{router.url}/generate", body)
+    assert status == 200 and reply["meta_info"]["prompt_tokens"] == longest
+    over = {**body, "input_ids": [5] * (longest + 1)}
+    status, reply = post(f"{router.url}/generate", over)
+    assert status == 400 and "takes at most 2041 (context 2048)" in reply["message"]
+    status, direct = post(f"{workers[0].config.url}/generate", over)  # the rule is SGLang's
+    assert status == 400 and "maximum allowed length (2042 tokens)" in str(direct)
+
+
 def test_health_reports_workers_and_kv_sync(router):
     status, body = router.get("/health")
     assert status == 200 and body["kv_synced"] is True and body["healthy_workers"] == 2
