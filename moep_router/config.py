@@ -120,7 +120,7 @@ class RouterConfig:
     api_key: str | None = field(default=None, metadata={
         "help": "require `Authorization: Bearer KEY` on every request (except /health, /metrics)"})
     rerank_template: str = field(default=DEFAULT_RERANK_TEMPLATE, metadata={
-        "help": "prompt of /v1/rerank; {query} and {document} are filled in"})
+        "help": "prompt of /v1/rerank and /v2/rerank; {query} and {document} are filled in"})
     served_model_name: str | None = field(default=None, metadata={
         "help": "the `model` name clients may send (default: the model directory's name)"})
     chat_template: str | None = field(default=None, metadata={

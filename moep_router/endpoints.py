@@ -5,19 +5,21 @@
 |---|---|---|
 | /v1/score | {query, items, label_token_ids, apply_softmax=false, item_first=false} | ScoreResponse {scores, model, usage, object: "scoring"} (SGLang's) |
 | /v1/classify | {input, labels, apply_softmax=true, multi_label=false} | ClassifyResponse {data: [{index, label or labels, probs, num_classes}]} |
-| /v1/rerank | {query, documents, top_n, return_documents=false} | RerankResponse {results: [{index, relevance_score, document?}]} |
+| /v1/rerank | {query, documents, top_n, return_documents=false, max_tokens_per_doc} | RerankResponse {id, results: [{index, relevance_score, document?}], usage, meta} (Cohere v1, Jina) |
+| /v2/rerank | {model, query, documents, top_n, max_tokens_per_doc=4096, priority=0} | RerankResponse {id, results: [{index, relevance_score}], usage, meta} (Cohere v2) |
 | /generate | SGLang's body (text or input_ids) | SGLang's reply, + meta_info.flops |
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from moep_router.chat_template import ChatTemplate
 from moep_router.jobs import BadRequest, Job, label_scores
 from moep_router.messages import (
-    Classification, ClassifyResponse, RerankDocument, RerankHit, RerankResponse, Response,
-    ScoreResponse, Usage,
+    ApiVersion, Classification, ClassifyResponse, MetaTokens, RerankDocument, RerankHit,
+    RerankMeta, RerankResponse, Response, ScoreResponse, Usage,
 )
 from moep_router.model_spec import ModelSpec
 from moep_router.tokenize import RouterTokenizer
@@ -30,7 +32,7 @@ class EndpointContext:
     tok: RouterTokenizer  # the model's tokenizer
     spec: ModelSpec  # for the context limit
     model_name: str  # the name clients may send as `model`
-    rerank_template: str  # prompt of /v1/rerank
+    rerank_template: str  # prompt of /v1/rerank and /v2/rerank
     max_items: int = 4096  # prompts one request may carry (--max-items-per-request)
     chat: ChatTemplate | None = None  # the model's chat template (/v1/chat/completions)
     chat_missing: str = "no chat template"  # why there is none, when there is none
@@ -84,8 +86,39 @@ def parse_classify(body: dict, ctx: EndpointContext) -> Job:
                     ctx, labels=labels, multi_label=False)
 
 
+# Cohere's rerank fields that this router refuses, with what to do instead.
+RERANK_UNSUPPORTED = {
+    "rank_fields": "`rank_fields` is not supported: send each document as one string (for "
+                   "structured documents, as YAML text) or as an object with a `text` string",
+    "max_chunks_per_doc": "`max_chunks_per_doc` is not supported: documents are not split into "
+                          "chunks; `max_tokens_per_doc` cuts each one to its first N tokens",
+}
+RERANK_V2_MAX_TOKENS_PER_DOC = 4096  # Cohere's v2 default
+
+
 def parse_rerank(body: dict, ctx: EndpointContext) -> Job:
-    check_fields(body, {"query", "documents", "top_n", "return_documents", "model"}, ctx)
+    """/v1/rerank: Cohere's v1 (and Jina's) fields, and `max_tokens_per_doc` from v2."""
+    return _rerank_job(body, ctx, 1, {"query", "documents", "top_n", "return_documents",
+                                      "model", "max_tokens_per_doc"})
+
+
+def parse_rerank_v2(body: dict, ctx: EndpointContext) -> Job:
+    """/v2/rerank: Cohere's v2. Documents are cut to `max_tokens_per_doc` (by default 4,096, as
+    Cohere's, or what the model's context leaves), no `return_documents`, and `priority` only
+    at its default, 0."""
+    priority = body.get("priority", 0)
+    if priority != 0 or isinstance(priority, bool):
+        raise BadRequest("`priority` other than 0 is not supported: this router serves "
+                         "requests in the order they arrive")
+    return _rerank_job(body, ctx, 2, {"query", "documents", "top_n", "model",
+                                      "max_tokens_per_doc", "priority"})
+
+
+def _rerank_job(body: dict, ctx: EndpointContext, version: int, allowed: set[str]) -> Job:
+    for field, why in RERANK_UNSUPPORTED.items():
+        if field in body:
+            raise BadRequest(why)
+    check_fields(body, allowed, ctx)
     query, docs = body.get("query"), body.get("documents")
     if not isinstance(query, str) or not query:
         raise BadRequest("`query` is required: a non-empty string")
@@ -98,10 +131,33 @@ def parse_rerank(body: dict, ctx: EndpointContext) -> Job:
     top_n = body.get("top_n", len(docs))
     if not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1:
         raise BadRequest("`top_n` must be a positive integer")
+    limit = body.get("max_tokens_per_doc")
+    if limit is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise BadRequest("`max_tokens_per_doc` must be a positive integer")
+    elif version == 2:
+        limit = _v2_default_doc_tokens(query, ctx)
+    if limit is not None:
+        texts = ctx.tok.truncate(texts, limit)
     prompts = ctx.tok.encode_batch(
         [ctx.rerank_template.format(query=query, document=t) for t in texts])
     return make_job("rerank", prompts, _words(YES_NO, ctx), True, ctx, documents=texts,
-                    top_n=top_n, return_documents=bool_field(body, "return_documents", False))
+                    top_n=top_n, return_documents=bool_field(body, "return_documents", False),
+                    api_version=version)
+
+
+def _v2_default_doc_tokens(query: str, ctx: EndpointContext) -> int:
+    """Cohere's default cut, 4,096 tokens, or less where the model's context leaves less room
+    beside the template and the query: a long document is cut, never refused."""
+    limit = RERANK_V2_MAX_TOKENS_PER_DOC
+    if ctx.spec.max_prompt_tokens:
+        room = ctx.spec.max_prompt_tokens - len(ctx.tok.encode(
+            ctx.rerank_template.format(query=query, document="")))
+        if room < 1:
+            raise BadRequest("`query` leaves no room for a document in a prompt of at most "
+                             f"{ctx.spec.max_prompt_tokens} tokens")
+        limit = min(limit, room)
+    return limit
 
 
 def parse_generate(body: dict, ctx: EndpointContext) -> Job:
@@ -170,7 +226,10 @@ def _rerank_response(job, metas, raw, usage: Usage) -> RerankResponse:
     order = sorted(range(len(scores)), key=lambda i: -scores[i])[: job.extra["top_n"]]
     docs = job.extra["documents"] if job.extra["return_documents"] else None
     results = [RerankHit(i, scores[i], RerankDocument(docs[i]) if docs else None) for i in order]
-    return RerankResponse(job.extra["model"], results, usage)
+    meta = RerankMeta(ApiVersion(str(job.extra["api_version"])),
+                      MetaTokens(usage.prompt_tokens), usage.cached_tokens)
+    return RerankResponse(id=str(uuid.uuid4()), model=job.extra["model"], results=results,
+                          usage=usage, meta=meta)
 
 
 def _generate_response(job, metas, raw, usage: Usage) -> dict | list:

@@ -13,6 +13,7 @@ from moep_router.endpoints import (
     parse_classify,
     parse_generate,
     parse_rerank,
+    parse_rerank_v2,
     parse_score,
     shape_response,
 )
@@ -33,6 +34,7 @@ PREFILL_ROUTES = {
     "/v1/score": (parse_score, _json_response),
     "/v1/classify": (parse_classify, _json_response),
     "/v1/rerank": (parse_rerank, _json_response),
+    "/v2/rerank": (parse_rerank_v2, _json_response),
     "/generate": (parse_generate, _json_response),
     "/v1/completions": (parse_completion, respond_completion),
     "/v1/chat/completions": (parse_chat, respond_chat),

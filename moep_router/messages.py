@@ -8,7 +8,8 @@ Replay (router -> worker ZMQ ROUTER at the replay endpoint): request (b"", start
 replies (b"", seq, payload) ... then (b"", END_SEQ, b"").
 
 Responses (router -> client, HTTP and the fast path; the SDK decodes the same structs):
-ScoreResponse, ClassifyResponse, RerankResponse, each with a Usage; ErrorResponse for 4xx/5xx.
+ScoreResponse, ClassifyResponse, RerankResponse (also Cohere's `id` and `meta`), each with a Usage;
+ErrorResponse for 4xx/5xx.
 /generate answers SGLang's own reply (a dict, or a list of them) untyped, plus meta_info.flops.
 The OpenAI-shaped endpoints (openai_api.py) answer CompletionResponse, ChatCompletionResponse
 (or ChatCompletionChunk events), ModelList, with a CompletionUsage.
@@ -169,10 +170,29 @@ class RerankHit(msgspec.Struct, frozen=True, omit_defaults=True):
     document: RerankDocument | None = None  # with return_documents only
 
 
-class RerankResponse(msgspec.Struct, frozen=True):
+class ApiVersion(msgspec.Struct, frozen=True):
+    version: str  # "1" for /v1/rerank, "2" for /v2/rerank
+
+
+class MetaTokens(msgspec.Struct, frozen=True):
+    input_tokens: int = 0  # = Usage.prompt_tokens
+    output_tokens: int = 0  # nothing is generated
+
+
+class RerankMeta(msgspec.Struct, frozen=True):
+    """Cohere's `meta`, where Cohere's clients look for the request's tokens."""
+    api_version: ApiVersion = ApiVersion("1")
+    tokens: MetaTokens = MetaTokens()
+    cached_tokens: int = 0  # = Usage.cached_tokens
+
+
+class RerankResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """/v1/rerank (Cohere v1 and Jina shaped) and /v2/rerank (Cohere v2: no `document`)."""
+    id: str = ""  # a fresh UUID per request, as Cohere's
     model: str  # the served model's name
     results: list[RerankHit]  # best first, at most top_n
     usage: Usage = msgspec.field(default_factory=Usage)
+    meta: RerankMeta = RerankMeta()
 
 
 # OpenAI-shaped responses (/v1/completions, /v1/chat/completions, /v1/models) --------------

@@ -114,6 +114,23 @@ class RouterTokenizer:
             return [self._ids(t, False) for t in texts]
         return [e.ids for e in self._batch(texts, add_special_tokens=False)]
 
+    def truncate(self, texts: list[str], max_tokens: int) -> list[str]:
+        """Each text cut where its token `max_tokens` starts (tokenized as a continuation, as
+        documents are), so it keeps at most max_tokens tokens: fewer where a token ends inside
+        a character (byte-level BPE), which the cut leaves out whole. A text of fewer UTF-8
+        bytes than max_tokens is kept untokenized: a token spans at least one byte (one more for
+        a tokenizer that prepends a space marker)."""
+        long = [i for i, t in enumerate(texts) if len(t) >= max_tokens // 4
+                and len(t.encode()) >= max_tokens]
+        if not long:
+            return texts
+        out = list(texts)
+        for i, enc in zip(long, self._tok.encode_batch([texts[i] for i in long],
+                                                       add_special_tokens=False)):
+            if len(enc.ids) > max_tokens:
+                out[i] = texts[i][: enc.offsets[max_tokens][0]]
+        return out
+
     def decode(self, ids: list[int]) -> str:
         """The text of token ids, special tokens included (an echoed prompt)."""
         return self._tok.decode(ids, skip_special_tokens=False)

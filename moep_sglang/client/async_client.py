@@ -59,10 +59,14 @@ class AsyncClient:
         return await self.request("classify", body)
 
     async def rerank(self, query: str, documents: list[str], *, top_n: int | None = None,
-                     return_documents: bool = False) -> RerankResult:
+                     return_documents: bool = False,
+                     max_tokens_per_doc: int | None = None) -> RerankResult:
+        """Documents best first; max_tokens_per_doc cuts each to its first N tokens."""
         body = {"query": query, "documents": documents, "return_documents": return_documents}
         if top_n is not None:
             body["top_n"] = top_n
+        if max_tokens_per_doc is not None:
+            body["max_tokens_per_doc"] = max_tokens_per_doc
         return await self.request("rerank", body)
 
     async def generate(self, text=None, *, input_ids=None, sampling_params: dict | None = None,

@@ -3,7 +3,8 @@
 import pytest
 
 from moep_router.endpoints import (
-    EndpointContext, parse_classify, parse_generate, parse_rerank, parse_score,
+    RERANK_V2_MAX_TOKENS_PER_DOC, EndpointContext, parse_classify, parse_generate, parse_rerank,
+    parse_rerank_v2, parse_score,
 )
 from moep_router.jobs import BadRequest, label_scores
 from moep_router.model_spec import ModelSpec
@@ -99,6 +100,71 @@ def test_rerank_and_generate(ctx):
         parse_generate({"text": "a", "input_ids": [1]}, ctx)
 
 
+def _document_of(ctx, job, i):
+    """The document text inside prompt i (the template's text between D: and Relevant?)."""
+    text = ctx.tok.decode(list(job.prompts[i]))
+    return text[text.index(" D: ") + 4: text.rindex(" Relevant? Answer:")]
+
+
+def test_rerank_max_tokens_per_doc_cuts_each_document_to_its_first_tokens(ctx):
+    long = "The hotel by the river was quiet and clean. " * 40
+    job = parse_rerank({"query": "hotel", "documents": [long, "short"],
+                        "max_tokens_per_doc": 12}, ctx)
+    cut = job.extra["documents"][0]
+    assert long.startswith(cut) and len(cut) < len(long)
+    assert len(ctx.tok.encode_continuation([cut])[0]) == 12  # ASCII: no character in pieces
+    assert job.extra["documents"][1] == "short" and _document_of(ctx, job, 0) == cut
+    whole = parse_rerank({"query": "hotel", "documents": [long]}, ctx)  # v1: no default cut
+    assert whole.extra["documents"] == [long] and whole.extra["api_version"] == 1
+
+
+def test_rerank_v2_cuts_long_documents_to_fit_and_takes_only_its_fields(ctx):
+    text = "word " * (RERANK_V2_MAX_TOKENS_PER_DOC + 100)  # beyond the tiny model's 2,048
+    job = parse_rerank_v2({"model": "tiny", "query": "q", "documents": [text, "b"], "top_n": 1,
+                           "priority": 0}, ctx)
+    cut = job.extra["documents"][0]
+    assert text.startswith(cut) and len(cut) < len(text)
+    assert ctx.spec.max_prompt_tokens == 2048 - 7  # SGLang's max_req_input_len, less one
+    assert max(map(len, job.prompts)) <= ctx.spec.max_prompt_tokens
+    assert len(job.prompts[0]) >= ctx.spec.max_prompt_tokens - 2  # the room, less a merge or two
+    assert job.extra["api_version"] == 2 and job.extra["top_n"] == 1
+    given = parse_rerank_v2({"query": "q", "documents": [text], "max_tokens_per_doc": 9}, ctx)
+    assert len(ctx.tok.encode_continuation(given.extra["documents"])[0]) == 9
+    with pytest.raises(BadRequest, match="at most 2041 \\(context 2048\\)"):  # as asked
+        parse_rerank_v2({"query": "q", "documents": [text], "max_tokens_per_doc": 4096}, ctx)
+    with pytest.raises(BadRequest, match="no room for a document"):
+        parse_rerank_v2({"query": "q " * 3000, "documents": ["a"]}, ctx)
+    with pytest.raises(BadRequest, match="unknown field.*return_documents"):
+        parse_rerank_v2({"query": "q", "documents": ["a"], "return_documents": True}, ctx)
+    with pytest.raises(BadRequest, match="`priority` other than 0"):
+        parse_rerank_v2({"query": "q", "documents": ["a"], "priority": 3}, ctx)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("rank_fields", ["title"], "`rank_fields` is not supported"),
+    ("max_chunks_per_doc", 10, "not split into chunks"),
+    ("max_tokens_per_doc", 0, "positive integer"),
+    ("max_tokens_per_doc", True, "positive integer"),
+])
+@pytest.mark.parametrize("parse", [parse_rerank, parse_rerank_v2])
+def test_rerank_fields_we_do_not_serve_are_named_in_the_400(ctx, parse, field, value, message):
+    with pytest.raises(BadRequest, match=message):
+        parse({"query": "q", "documents": ["a"], field: value}, ctx)
+
+
+@pytest.mark.parametrize("text", ["héllo wörld " * 30, "日本語のテキスト。" * 30,
+                                  "The hotel  by the river,\n\n was quiet. " * 20])
+def test_truncate_keeps_at_most_the_first_tokens(ctx, text):
+    ids = ctx.tok.encode_continuation([text])[0]
+    for n in range(1, 60):
+        cut = ctx.tok.truncate([text], n)[0]
+        got = ctx.tok.encode_continuation([cut])[0]
+        assert text.startswith(cut) and len(got) <= n and got == ids[: len(got)]
+        assert len(got) >= n - 3  # only a character's pieces are left out
+    assert ctx.tok.truncate(["short", text, ""], 7)[::2] == ["short", ""]
+    assert ctx.tok.truncate([text], 10**6) == [text]
+
+
 def test_label_scores_match_sglang_conversion():
     meta = {"output_token_ids_logprobs": [[[-0.5, 7, None], [-2.0, 9, None]]]}
     raw = label_scores(meta, (7, 9, 11), apply_softmax=False)
@@ -120,6 +186,7 @@ TOO_MANY = {
     "multi_label": (parse_classify, {"input": "a", "labels": ["yes"] * 5, "multi_label": True},
                     "`labels`"),
     "rerank": (parse_rerank, {"query": "q", "documents": ["d"] * 5}, "`documents`"),
+    "rerank_v2": (parse_rerank_v2, {"query": "q", "documents": ["d"] * 5}, "`documents`"),
     "generate": (parse_generate, {"input_ids": [[1]] * 5}, "batch"),
 }
 

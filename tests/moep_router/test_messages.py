@@ -1,5 +1,7 @@
 """The wire structs of moep_router/messages.py: what the router encodes, the SDK decodes."""
 
+import uuid
+
 import msgspec
 import orjson
 import pytest
@@ -52,18 +54,23 @@ CASES = {
         {"object": "list", "model": "tiny", "data": [
             {"index": 0, "labels": ["a"], "probs": [1.0, 0.0], "num_classes": 2}],
          "usage": USAGE_JSON}),
+    # Cohere's `id` (a fresh UUID: None here stands for it) and `meta` since 2026-12-08
     "rerank": (
         _result("rerank", [(0.0, 0.0), (0.0, None)], documents=["d0", "d1"], top_n=2,
-                return_documents=False),
-        {"model": "tiny", "results": [{"index": 1, "relevance_score": 1.0},
-                                      {"index": 0, "relevance_score": 0.5}],
-         "usage": USAGE_JSON}),
+                return_documents=False, api_version=1),
+        {"id": None, "model": "tiny", "results": [{"index": 1, "relevance_score": 1.0},
+                                                  {"index": 0, "relevance_score": 0.5}],
+         "usage": USAGE_JSON, "meta": {"api_version": {"version": "1"},
+                                       "tokens": {"input_tokens": 6, "output_tokens": 0},
+                                       "cached_tokens": 2}}),
     "rerank_documents": (
         _result("rerank", [(0.0, 0.0), (0.0, None)], documents=["d0", "d1"], top_n=1,
-                return_documents=True),
-        {"model": "tiny", "results": [{"index": 1, "relevance_score": 1.0,
-                                       "document": {"text": "d1"}}],
-         "usage": USAGE_JSON}),
+                return_documents=True, api_version=2),
+        {"id": None, "model": "tiny", "results": [{"index": 1, "relevance_score": 1.0,
+                                                   "document": {"text": "d1"}}],
+         "usage": USAGE_JSON, "meta": {"api_version": {"version": "2"},
+                                       "tokens": {"input_tokens": 6, "output_tokens": 0},
+                                       "cached_tokens": 2}}),
 }
 
 
@@ -71,6 +78,8 @@ CASES = {
 def test_responses_keep_the_json_the_endpoints_sent(name):
     result, expected = CASES[name]
     wire = messages.encode(shape_response(result))
+    if "id" in expected:
+        expected = {**expected, "id": str(uuid.UUID(orjson.loads(wire)["id"]))}
     assert orjson.loads(wire) == expected
     assert wire == orjson.dumps(expected)  # the same fields, in the same order
 
