@@ -5,7 +5,7 @@ import pytest
 
 from moep_sglang import envs
 from moep_sglang.server.worker_process import free_port_pair
-from tests.helpers import ensure_model, start_worker
+from tests.helpers import RouterProcess, ensure_model, start_worker, worker_spec
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +36,24 @@ def workers(tiny_model, log_dir):
     yield ws
     for w in ws:
         w.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_model, log_dir):
+    """One real tiny CPU worker (module scope, as `workers`), for the modules that run other
+    projects' client SDKs (OpenAI's, Cohere's) through the router; a module may define its own."""
+    w = start_worker(tiny_model, log_dir, cpu_threads=1)
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="module")
+def router(request, tiny_model, worker, log_dir):
+    """moep-router in front of `worker`, its log named for the module."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    r = RouterProcess(tiny_model, [worker_spec(worker)], log_dir / f"router-{name}.log")
+    yield r.wait_healthy()
+    r.stop()
 
 
 def pytest_configure(config):

@@ -10,26 +10,12 @@ import pytest
 
 from moep_router.config import DEFAULT_RERANK_TEMPLATE
 from moep_router.tokenize import RouterTokenizer
-from tests.helpers import RouterProcess, post, start_worker, worker_spec
+from tests.helpers import post
 
 YES, NO = 661, 362  # " yes", " no": single tokens of the generated tokenizer
 QUERY = "Which hotel was clean?"
 DOCS = ["The hotel was clean and quiet.", "The river ran past the mill.",
         "Every room of the hotel was spotless.", "Bread was sold at dawn."]
-
-
-@pytest.fixture(scope="module")
-def worker(tiny_model, log_dir):
-    w = start_worker(tiny_model, log_dir, cpu_threads=1)
-    yield w
-    w.stop()
-
-
-@pytest.fixture(scope="module")
-def router(tiny_model, worker, log_dir):
-    r = RouterProcess(tiny_model, [worker_spec(worker)], log_dir / "router-cohere.log")
-    yield r.wait_healthy()
-    r.stop()
 
 
 @pytest.fixture(scope="module")

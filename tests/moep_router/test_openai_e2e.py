@@ -8,21 +8,7 @@ import math
 import openai
 import pytest
 
-from tests.helpers import RouterProcess, post, start_worker, worker_spec
-
-
-@pytest.fixture(scope="module")
-def worker(tiny_model, log_dir):
-    w = start_worker(tiny_model, log_dir, cpu_threads=1)
-    yield w
-    w.stop()
-
-
-@pytest.fixture(scope="module")
-def router(tiny_model, worker, log_dir):
-    r = RouterProcess(tiny_model, [worker_spec(worker)], log_dir / "router-openai.log")
-    yield r.wait_healthy()
-    r.stop()
+from tests.helpers import post
 
 
 @pytest.fixture(scope="module")
