@@ -137,10 +137,9 @@ def _rerank_job(body: dict, ctx: EndpointContext, version: int, allowed: set[str
             raise BadRequest("`max_tokens_per_doc` must be a positive integer")
     elif version == 2:
         limit = _v2_default_doc_tokens(query, ctx)
-    if limit is not None:
-        texts = ctx.tok.truncate(texts, limit)
+    scored = texts if limit is None else ctx.tok.truncate(texts, limit)
     prompts = ctx.tok.encode_batch(
-        [ctx.rerank_template.format(query=query, document=t) for t in texts])
+        [ctx.rerank_template.format(query=query, document=t) for t in scored])
     return make_job("rerank", prompts, _words(YES_NO, ctx), True, ctx, documents=texts,
                     top_n=top_n, return_documents=bool_field(body, "return_documents", False),
                     api_version=version)

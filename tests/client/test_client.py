@@ -34,6 +34,11 @@ def test_sync_client_all_endpoints(router):
         rr = c.rerank("hotel", ["The hotel was good.", "The river was quiet."], top_n=1,
                       return_documents=True)
         assert len(rr.results) == 1 and rr.results[0].document
+        long = "The hotel was good. " * 50
+        whole = c.rerank("hotel", [long])
+        cut = c.rerank("hotel", [long], return_documents=True, max_tokens_per_doc=4)
+        assert cut.results[0].document == long  # as given; scored on its first 4 tokens
+        assert whole.usage.prompt_tokens - cut.usage.prompt_tokens > 200  # of ~250 tokens
         g = c.generate("Hello there", sampling_params={"max_new_tokens": 0})
         assert g.raw["meta_info"]["prompt_tokens"] > 0
         cp = c.complete("The hotel was clean.", max_tokens=0, echo=True, logprobs=1)

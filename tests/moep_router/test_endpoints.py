@@ -110,26 +110,27 @@ def test_rerank_max_tokens_per_doc_cuts_each_document_to_its_first_tokens(ctx):
     long = "The hotel by the river was quiet and clean. " * 40
     job = parse_rerank({"query": "hotel", "documents": [long, "short"],
                         "max_tokens_per_doc": 12}, ctx)
-    cut = job.extra["documents"][0]
+    cut = _document_of(ctx, job, 0)
     assert long.startswith(cut) and len(cut) < len(long)
     assert len(ctx.tok.encode_continuation([cut])[0]) == 12  # ASCII: no character in pieces
-    assert job.extra["documents"][1] == "short" and _document_of(ctx, job, 0) == cut
+    assert _document_of(ctx, job, 1) == "short"
+    assert job.extra["documents"] == [long, "short"]  # returned as given
     whole = parse_rerank({"query": "hotel", "documents": [long]}, ctx)  # v1: no default cut
-    assert whole.extra["documents"] == [long] and whole.extra["api_version"] == 1
+    assert _document_of(ctx, whole, 0) == long and whole.extra["api_version"] == 1
 
 
 def test_rerank_v2_cuts_long_documents_to_fit_and_takes_only_its_fields(ctx):
     text = "word " * (RERANK_V2_MAX_TOKENS_PER_DOC + 100)  # beyond the tiny model's 2,048
     job = parse_rerank_v2({"model": "tiny", "query": "q", "documents": [text, "b"], "top_n": 1,
                            "priority": 0}, ctx)
-    cut = job.extra["documents"][0]
+    cut = _document_of(ctx, job, 0)
     assert text.startswith(cut) and len(cut) < len(text)
     assert ctx.spec.max_prompt_tokens == 2048 - 7  # SGLang's max_req_input_len, less one
     assert max(map(len, job.prompts)) <= ctx.spec.max_prompt_tokens
     assert len(job.prompts[0]) >= ctx.spec.max_prompt_tokens - 2  # the room, less a merge or two
     assert job.extra["api_version"] == 2 and job.extra["top_n"] == 1
     given = parse_rerank_v2({"query": "q", "documents": [text], "max_tokens_per_doc": 9}, ctx)
-    assert len(ctx.tok.encode_continuation(given.extra["documents"])[0]) == 9
+    assert len(ctx.tok.encode_continuation([_document_of(ctx, given, 0)])[0]) == 9
     with pytest.raises(BadRequest, match="at most 2041 \\(context 2048\\)"):  # as asked
         parse_rerank_v2({"query": "q", "documents": [text], "max_tokens_per_doc": 4096}, ctx)
     with pytest.raises(BadRequest, match="no room for a document"):
