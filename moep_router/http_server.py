@@ -19,7 +19,7 @@ from moep_router.endpoints import (
 )
 from moep_router.http_protocol import Handler, HttpServer, Reply, Request, error_reply
 from moep_router.jobs import BadRequest
-from moep_router.messages import encode
+from moep_router.messages import RouterHealth, WorkersReply, WorkerStatus, encode
 from moep_router.openai_api import model_list, parse_chat, parse_completion, respond_chat, \
     respond_completion
 
@@ -115,8 +115,8 @@ async def _health(router) -> Reply:
     synced = router.kv_synced()
     status = ("ok" if healthy and synced else "syncing" if healthy
               else "admitting workers" if router.registry.any_starting() else "no healthy worker")
-    body = {"status": status, "healthy_workers": healthy, "workers": len(router.registry.all()),
-            "kv_synced": synced, "process": router.shared.index if router.shared else 0}
+    body = RouterHealth(status, healthy, len(router.registry.all()), synced,
+                        router.shared.index if router.shared else 0)
     return _json(body, status=200 if status == "ok" else 503)
 
 
@@ -134,16 +134,13 @@ async def _workers_reply(router) -> Reply:
     return _json(_workers(router))
 
 
-def _workers(router) -> dict:
+def _workers(router) -> WorkersReply:
     """Every worker as this process knows it; load summed over the router's processes
     (--processes N), the counters (failures, requests) this process's own."""
-    return {"workers": [{
-        "url": w.worker_id, "kv_endpoint": w.spec.kv_endpoint, "healthy": w.healthy,
-        "starting": w.starting,
-        "threshold_flops": w.threshold_flops, "threshold_source": w.threshold_source,
-        "outstanding_flops": flops, "inflight": inflight, "cached_blocks": w.index.num_blocks,
-        "kv_event_gaps": w.num_gaps, "failures": w.num_failures, "requests": w.num_requests,
-    } for w in router.registry.all() for inflight, flops in [w.load()]]}
+    return WorkersReply([WorkerStatus(
+        w.worker_id, w.spec.kv_endpoint, w.healthy, w.starting, w.threshold_flops,
+        w.threshold_source, flops, inflight, w.index.num_blocks, w.num_gaps, w.num_failures,
+        w.num_requests) for w in router.registry.all() for inflight, flops in [w.load()]])
 
 
 async def _add_worker(router, request: Request) -> Reply:
@@ -170,5 +167,5 @@ async def _remove_worker(router, request: Request) -> Reply:
 
 
 def _json(body, status: int = 200) -> Reply:
-    """A struct of messages.py, or a plain dict or list."""
+    """A struct of messages.py."""
     return Reply(status, encode(body))

@@ -314,6 +314,37 @@ class ErrorResponse(msgspec.Struct, frozen=True, kw_only=True):
 Response = ScoreResponse | ClassifyResponse | RerankResponse
 
 
+# Router status (GET /health, GET/POST/DELETE /workers) --------------------------------------
+class RouterHealth(msgspec.Struct, frozen=True):
+    """GET /health: 200 with status "ok", else 503 with the reason."""
+    status: str  # "ok" | "syncing" | "admitting workers" | "no healthy worker"
+    healthy_workers: int  # workers that routing may use
+    workers: int  # workers registered
+    kv_synced: bool  # every cache index has replayed its worker's events
+    process: int  # which of the router's processes answered (--processes N)
+
+
+class WorkerStatus(msgspec.Struct, frozen=True):
+    """One worker as the answering router process knows it."""
+    url: str
+    kv_endpoint: str | None  # its KV-event publisher (None: no events)
+    healthy: bool
+    starting: bool  # added, awaiting its first health check
+    threshold_flops: float  # saturation threshold T
+    threshold_source: str  # "spec" | "worker" | "default"
+    outstanding_flops: float  # predicted FLOPs in flight, every router process
+    inflight: int  # requests in flight, every router process
+    cached_blocks: int  # blocks in its cache index
+    kv_event_gaps: int  # sequence gaps repaired
+    failures: int  # requests that failed on it (this process)
+    requests: int  # requests it answered (this process)
+
+
+class WorkersReply(msgspec.Struct, frozen=True):
+    """GET /workers, and POST/DELETE /workers after the change."""
+    workers: list[WorkerStatus]
+
+
 # SDK fast path ----------------------------------------------------------------------------
 KIND_SCORE = b"\x01"  # header: /v1/score body without the token ids; frames: query, items...
 KIND_GENERATE = b"\x02"  # header: /generate body without input_ids; frames: one prompt each
