@@ -240,7 +240,7 @@ class Dispatcher:
             raise WorkerFailure(f"{worker.worker_id} answered {status}: {raw[:200]!r}")
         body = orjson.loads(raw) if raw else {}
         if status >= 400:
-            raise BadRequest(_worker_message(body), status=status)
+            raise BadRequest(worker_message(body), status=status)
         return body if isinstance(body, list) else [body]
 
     def _usage(self, job: Job, raw: list[dict]) -> Usage:
@@ -269,7 +269,14 @@ def _sum_usage(parts: list[Usage]) -> Usage:
                      sum(u.flops for u in parts))
 
 
-def _worker_message(body) -> str:
+def worker_message(body) -> str:
+    """The words of a worker's 4xx body: SGLang's {"error": {"message": ...}}, {"message"},
+    FastAPI's {"detail"} (a string, or a list of {"msg"}), else the body as it came."""
     if isinstance(body, dict):
-        return str(body.get("message") or body.get("error") or body.get("detail") or body)
+        inner = body.get("message") or body.get("error") or body.get("detail")
+        if isinstance(inner, (dict, list)):
+            return worker_message(inner)
+        return str(inner or body)
+    if isinstance(body, list) and body and all(isinstance(x, dict) for x in body):
+        return "; ".join(str(x.get("msg") or x.get("message") or x) for x in body)
     return str(body)

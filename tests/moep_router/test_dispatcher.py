@@ -1,6 +1,9 @@
-"""split_job: a request of many prompts -> siblings (pure logic; the router test runs it live)."""
+"""split_job: a request of many prompts -> siblings; a worker's 4xx body -> its words (pure logic;
+the router tests run both live)."""
 
-from moep_router.dispatcher import split_job
+import pytest
+
+from moep_router.dispatcher import worker_message, split_job
 from moep_router.jobs import Job
 
 
@@ -68,3 +71,16 @@ def test_a_request_waits_for_a_starting_workers_first_check(tiny_model):
     assert asyncio.run(scenario(True)).worker_id == "http://w:1"
     with pytest.raises(Overloaded, match="no healthy worker"):
         asyncio.run(scenario(False))
+
+
+@pytest.mark.parametrize("body,words", [
+    ({"error": {"message": "Input length (9 tokens) exceeds", "type": "BadRequest"}},
+     "Input length (9 tokens) exceeds"),  # SGLang's /generate
+    ({"object": "error", "message": "bad top_p", "code": 400}, "bad top_p"),  # its OpenAI API
+    ({"detail": [{"loc": ["body", "x"], "msg": "field required"},
+                 {"loc": ["body", "y"], "msg": "not an int"}]}, "field required; not an int"),
+    ({"detail": "Not Found"}, "Not Found"),
+    ("plain text", "plain text"),
+])
+def test_worker_4xx_bodies_are_reduced_to_their_words(body, words):
+    assert worker_message(body) == words

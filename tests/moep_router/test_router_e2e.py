@@ -115,6 +115,14 @@ def test_the_longest_prompt_the_workers_take_passes_and_one_more_token_is_the_ro
     assert status == 400 and "maximum allowed length (2042 tokens)" in str(direct)
 
 
+def test_a_workers_400_reaches_the_client_as_its_own_words(router, workers):
+    body = {"text": "The hotel", "sampling_params": {"max_new_tokens": 0, "top_p": 2.0}}
+    status, direct = post(f"{workers[0].config.url}/generate", body)
+    assert status == 400, direct
+    status, via = post(f"{router.url}/generate", body)
+    assert status == 400 and via["message"] == direct["error"]["message"], (direct, via)
+
+
 def test_health_reports_workers_and_kv_sync(router):
     status, body = router.get("/health")
     assert status == 200 and body["kv_synced"] is True and body["healthy_workers"] == 2
