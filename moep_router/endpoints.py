@@ -128,13 +128,10 @@ def _rerank_job(body: dict, ctx: EndpointContext, version: int, allowed: set[str
     texts = [d.get("text") if isinstance(d, dict) else d for d in docs]
     if not all(isinstance(t, str) for t in texts):
         raise BadRequest("each document must be a string or an object with a `text` string")
-    top_n = body.get("top_n", len(docs))
-    if not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1:
-        raise BadRequest("`top_n` must be a positive integer")
+    top_n = positive_int(body.get("top_n", len(docs)), "top_n")
     limit = body.get("max_tokens_per_doc")
     if limit is not None:
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise BadRequest("`max_tokens_per_doc` must be a positive integer")
+        positive_int(limit, "max_tokens_per_doc")
     elif version == 2:
         limit = _v2_default_doc_tokens(query, ctx)
     scored = texts if limit is None else ctx.tok.truncate(texts, limit)
@@ -319,6 +316,13 @@ def _words(words, ctx: EndpointContext) -> list[int]:
                              "use labels that are (or /v1/score with label_token_ids)")
         ids.append(tid)
     return ids
+
+
+def positive_int(value, name: str) -> int:
+    """value, checked to be an integer >= 1 (not a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadRequest(f"`{name}` must be a positive integer")
+    return value
 
 
 def bool_field(body: dict, name: str, default: bool) -> bool:
