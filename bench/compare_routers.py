@@ -16,20 +16,17 @@ prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import orjson
 
 from bench.common import print_table, write_result
+from bench.gateway import LOGS, SmgGateway, cpu_seconds, smg_version
 from bench.serve import COLUMNS, ServeConfig, flush_caches, run_serve
 from moep_sglang import envs
 from moep_sglang.models.checkpoint import ensure_model
@@ -40,8 +37,6 @@ from moep_sglang.server.worker_process import (
 
 POLICIES = ("true_flops", "cache_aware", "least_load", "round_robin", "longest_prefix")
 DEFAULT_SYSTEMS = "true_flops,smg:cache_aware,smg:prefix_hash"
-LOGS = Path(".cache/bench")
-LEGACY_ROUTER_DIR = Path(".cache/sglang-router-0.3.2")  # `make bench-install` puts it there
 
 
 def main() -> None:
@@ -116,7 +111,7 @@ def main() -> None:
                    # the workers inherit this environment: MOEP_PREFIX_DEDUP=0 and the like
                    "worker_env": {k: v for k, v in sorted(os.environ.items())
                                   if k.startswith("MOEP_")},
-                   "order": "interleaved", "smg_version": _smg_version()},
+                   "order": "interleaved", "smg_version": smg_version()},
         "summary": summary, "rows": rows, "table": table})
     print(path)
 
@@ -179,15 +174,6 @@ def _mean_uncached_vs_ideal(runs: list[dict]) -> float | None:
     return statistics.fmean(ratios) if ratios else None
 
 
-def _smg_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("smg")
-    except Exception:  # not installed: no smg rows either
-        return None
-
-
 def _run_system(system: str, a, model: Path, workers: list[WorkerProcess]) -> dict:
     smg = system.startswith(("smg", "sglang_router"))
     cfg = lambda url: ServeConfig(url, model, a.workload, a.scale, 0, a.concurrency, system,  # noqa: E731
@@ -195,7 +181,7 @@ def _run_system(system: str, a, model: Path, workers: list[WorkerProcess]) -> di
     if smg:
         policy = system.split(":", 1)[1] if ":" in system else "cache_aware"
         legacy = system.startswith("sglang_router")
-        with _SglangRouter([w.config.url for w in workers], policy, legacy) as smg:
+        with SmgGateway([w.config.url for w in workers], policy, legacy) as smg:
             row = run_serve(cfg(smg.url))
             return {**row, "router_cpu_s": smg.cpu_seconds()}
     flags = ["--policy", system]
@@ -206,7 +192,7 @@ def _run_system(system: str, a, model: Path, workers: list[WorkerProcess]) -> di
     specs = [worker_spec(w.config.url, w.config.kv_events_port) for w in workers]
     with RouterProcess(model, specs, LOGS / f"router-{system}.log", *flags) as router:
         row = run_serve(cfg(router.url))
-        return {**row, "router_cpu_s": _cpu_seconds(router.proc.pid)}
+        return {**row, "router_cpu_s": cpu_seconds(router.proc.pid)}
 
 
 PREFILL_BATCH = b"Prefill batch"  # SGLang's log line for each prefill batch it runs
@@ -226,80 +212,6 @@ def prefill_batches(paths: list[Path], since: list[int]) -> list[int]:
             f.seek(offset)
             counts.append(f.read().count(PREFILL_BATCH))
     return counts
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process (and its children) has used so far."""
-    import psutil
-
-    proc = psutil.Process(pid)
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        t = p.cpu_times()
-        total += t.user + t.system
-    return total
-
-
-def _num_workers(listed) -> int:
-    """Workers in smg's GET /workers reply ({"workers": [...]} or a bare list)."""
-    if isinstance(listed, dict):
-        listed = listed.get("workers", listed.get("urls", []))
-    return len(listed) if isinstance(listed, list) else 0
-
-
-class _SglangRouter:
-    """`smg launch` (SGLang Model Gateway), default thresholds; cache_aware unless told."""
-
-    def __init__(self, worker_urls: list[str], policy: str = "cache_aware",
-                 legacy: bool = False) -> None:
-        """legacy: sglang-router 0.3.2, the gateway's last release under that name, from its own
-        folder (LEGACY_ROUTER_DIR, `make bench-install`): it also installs an `smg` command,
-        so it cannot share the environment with smg 1.x."""
-        self.port = free_port()
-        self.worker_urls = worker_urls
-        self.env = None
-        # Its Prometheus exporter on a free port too (default 29000: one at a time otherwise)
-        args = ["--host", "127.0.0.1", "--port", str(self.port), "--policy", policy,
-                "--worker-urls", *worker_urls, "--log-level", "warn",
-                "--prometheus-port", str(free_port())]
-        if legacy:
-            if not (LEGACY_ROUTER_DIR / "sglang_router").is_dir():
-                raise SystemExit(f"sglang-router 0.3.2 is not in {LEGACY_ROUTER_DIR}: run "
-                                 "`make bench-install`")
-            self.cmd = [sys.executable, "-m", "sglang_router.launch_router", *args]
-            self.env = {**os.environ, "PYTHONPATH": str(LEGACY_ROUTER_DIR)}
-        else:
-            smg = Path(sys.executable).with_name("smg")
-            self.cmd = [str(smg) if smg.exists() else (shutil.which("smg") or "smg"), "launch",
-                        *args]
-        self.proc = None
-
-    def cpu_seconds(self) -> float:
-        return _cpu_seconds(self.proc.pid)
-
-    def __enter__(self) -> _SglangRouter:
-        LOGS.mkdir(parents=True, exist_ok=True)
-        log = open(LOGS / "sglang-router.log", "wb")
-        self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                # smg 1.x answers /health before it has registered its workers (~30 s): wait
-                # until /workers lists every one.
-                listed = json.loads(urllib.request.urlopen(f"{url}/workers", timeout=2).read())
-                if _num_workers(listed) >= len(self.worker_urls):
-                    self.url = url
-                    return self
-            except (OSError, ValueError):
-                if self.proc.poll() is not None:
-                    raise RuntimeError("smg exited; see .cache/bench/sglang-router.log")
-                time.sleep(0.3)
-        raise RuntimeError("smg not ready")
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=15)
 
 
 if __name__ == "__main__":

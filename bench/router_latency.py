@@ -47,7 +47,7 @@ import aiohttp
 import orjson
 
 from bench.common import pin_process_tree, print_table, write_result
-from bench.compare_routers import LOGS, _cpu_seconds, _SglangRouter, _smg_version
+from bench.gateway import LOGS, SmgGateway, cpu_seconds, smg_version
 from bench.fake_worker import fake_workers
 from moep_router.loop_watch import sample_lag
 from moep_router.messages import label_logprob_fields
@@ -326,9 +326,9 @@ def capacity_with_cpu(url: str, pid: int, seconds: float, bodies: list[bytes],
                       path: str = "/generate", clients: int = 2) -> dict:
     """capacity(), plus the router's own CPU per completed request (its process and children:
     user + system time during the closed loop)."""
-    before = _cpu_seconds(pid)
+    before = cpu_seconds(pid)
     row = capacity(url, seconds, bodies, clients=clients, path=path)
-    cpu = _cpu_seconds(pid) - before
+    cpu = cpu_seconds(pid) - before
     return {**row, "router_cpu_s": cpu,
             "router_cpu_us_per_request": 1e6 * cpu / max(row["capacity_requests"], 1)}
 
@@ -443,7 +443,7 @@ def main() -> None:
                              **capacity_with_cpu(router.url, router.proc.pid, a.seconds, bodies,
                                                  path=path, clients=clients)})
         if not a.skip_smg:
-            with _SglangRouter(urls) as smg:
+            with SmgGateway(urls) as smg:
                 pin(smg.proc.pid)
                 once(smg.url)
                 rows.append({"system": "smg cache_aware", **run(smg.url),
@@ -468,7 +468,7 @@ def main() -> None:
               "capacity_in_flight": 256, "latency_runs": a.latency_runs,
               "piece_tokenizer": a.piece_tokenizer,
               "router_cpus": sorted(_cpus(a.router_cpus)) if a.router_cpus else None,
-              "load_cpus": sorted(os.sched_getaffinity(0)), "smg_version": _smg_version()}
+              "load_cpus": sorted(os.sched_getaffinity(0)), "smg_version": smg_version()}
     print(write_result(a.out, {"config": config, "rows": rows, "table": table}))
 
 

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import print_table, write_result
-from bench.compare_routers import LOGS
+from bench.gateway import LOGS
 from bench.router_latency import capacity, request_bodies
 from moep_sglang import envs
 from moep_sglang.models.checkpoint import ensure_model

@@ -21,7 +21,7 @@ import statistics
 import orjson
 
 from bench.common import print_table, write_result
-from bench.compare_routers import LOGS
+from bench.gateway import LOGS
 from bench.fake_worker import fake_workers
 from bench.router_latency import capacity_with_cpu
 from moep_router.tokenize import RouterTokenizer

@@ -6,7 +6,7 @@ import statistics
 
 import orjson
 
-from bench.compare_routers import _num_workers, log_sizes, prefill_batches, resummarise, summarise
+from bench.compare_routers import log_sizes, prefill_batches, resummarise, summarise
 from bench.workloads import poisson_arrivals, shared_prefix
 
 
@@ -60,12 +60,6 @@ def test_resummarise_rewrites_summary_and_table_from_the_rows_only(tmp_path):
     assert doc["git_sha"] == "abc" and doc["rows"] == rows
     assert [(r["system"], r["tokens_per_s"]) for r in doc["summary"]] == [("b", 1.5), ("a", 3.0)]
     assert doc["summary"][0]["uncached_vs_ideal"] == 1.5 and "uncached vs ideal" in doc["table"]
-
-
-def test_smg_worker_list_shapes():
-    assert _num_workers({"workers": [{"url": "a"}, {"url": "b"}]}) == 2
-    assert _num_workers([{"url": "a"}]) == 1
-    assert _num_workers({"status": "starting"}) == 0
 
 
 def test_prefill_batches_counts_only_what_a_run_appended(tmp_path):
