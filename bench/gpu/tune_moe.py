@@ -164,8 +164,6 @@ class Bench:
         self.topk = StandardTopKOutput(weights, ids.to(torch.int32), logits)
         self.kw = {}
         if quant.fp8_block:
-            from moep_sglang.models.fp8 import quantize_block_fp8
-
             # expert by expert: 8 compile workers each quantizing the 235B shape at once ran the
             # GPU out of memory (fp32 temporaries of the whole [E, ...] tensor)
             self.w1, w1_scale = _quantize_by_expert(self.w1)  # [E, 2N, K] fp8, [E, 2N/128, K/128]
