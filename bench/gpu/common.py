@@ -8,8 +8,13 @@ Strategies, each on `num_gpus` GPUs from `gpu_offset`:
   peer        AsyncEP group, one worker per GPU, copy-engine gathers (CUDA IPC)
   collective  AsyncEP group, NCCL all-gather
   tp          SGLang tensor parallelism: one server, --tp-size N
+  ep          SGLang expert parallelism (attention tensor-parallel): --tp N --ep N
   ep_dp       SGLang expert parallelism with DP attention: --tp N --ep N --enable-dp-attention --dp N
   dwdp        SGLang's distributed weight data parallelism: --tp N --dwdp-size N
+SGLang's strategies (sglang_default and the one-server ones) run as plain
+`python -m sglang.launch_server` with the plugin off and only the flags the strategy needs (its
+radix cache on, its own chunk sizes, CUDA graphs and MoE configs), the way its users run them;
+ours (replicas, peer, collective) run `moep-sglang launch_server` with the launcher's defaults.
 """
 
 from __future__ import annotations
@@ -35,10 +40,12 @@ NVLS_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
 ASYNCEP = ("peer", "collective")
 # FlashInfer's all-reduce fusion (auto-enabled on SM90 once FlashInfer is installed): a TP2 server
 # sat silent for over 4 minutes right after setting up its symmetric memory (cause not found; the
-# call ran out of time). The baselines in notes/device.md ran without FlashInfer, so without it.
+# call ran out of time). The baselines in notes/device.md ran without FlashInfer, so without it:
+# the one flag beyond the strategy's own that SGLang's multi-GPU strategies get.
 NO_AR_FUSION = ["--enforce-disable-flashinfer-allreduce-fusion"]
 SINGLE_SERVER = {  # strategy -> SGLang flags for one server over N GPUs
     "tp": lambda n: ["--tp-size", str(n), *NO_AR_FUSION],
+    "ep": lambda n: ["--tp-size", str(n), "--ep-size", str(n), *NO_AR_FUSION],
     "ep_dp": lambda n: ["--tp-size", str(n), "--ep-size", str(n), "--enable-dp-attention",
                         "--dp-size", str(n), *NO_AR_FUSION],
     "dwdp": lambda n: ["--tp-size", str(n), "--dwdp-size", str(n), *NO_AR_FUSION],
@@ -47,12 +54,19 @@ BASELINE = "sglang_default"
 STRATEGIES = (BASELINE, "replicas", *ASYNCEP, *SINGLE_SERVER)
 
 
+def plain_sglang(strategy: str) -> bool:
+    """Whether the strategy's servers are SGLang as its users run it (plugin off, no launcher
+    defaults): the baseline and SGLang's own multi-GPU strategies."""
+    return strategy == BASELINE or strategy in SINGLE_SERVER
+
+
 def plan_launches(strategy: str, model: Path, num_gpus: int, *flags: str, gpu_offset: int = 0,
                   dummy: bool = True, store: str = "", radix_cache: bool = False,
                   share_gpu: bool = False, tag: str = "") -> list[tuple[str, list[str]]]:
-    """(log file name, launcher argv) for each server of one strategy. With share_gpu, every
-    server of a multi-server strategy runs on GPU gpu_offset (AsyncEP `peer` on one GPU); a tag
-    (a benchmark variant's label) goes into the log names."""
+    """(log file name, launcher argv) for each server of one strategy. Ours run without a radix
+    cache unless radix_cache (a workload whose prompts share prefixes); SGLang's keep theirs, as
+    by default. With share_gpu, every server of a multi-server strategy runs on GPU gpu_offset
+    (AsyncEP `peer` on one GPU); a tag (a benchmark variant's label) goes into the log names."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     load = ["--load-format", "dummy"] if dummy else []
@@ -61,11 +75,11 @@ def plan_launches(strategy: str, model: Path, num_gpus: int, *flags: str, gpu_of
         return [(f"{model.name}-{strategy_tag}-g{gpu_offset + rank}.log",
                  [*load, "--base-gpu-id", str(gpu_offset + rank), *flags])
                 for rank in range(num_gpus)]
-    base = [*(() if radix_cache else NO_RADIX), *load]
-    if strategy in SINGLE_SERVER:
+    if strategy in SINGLE_SERVER:  # only what the workload and the strategy need
         return [(f"{model.name}-{strategy_tag}{num_gpus}.log",
-                 [*base, "--base-gpu-id", str(gpu_offset), *SINGLE_SERVER[strategy](num_gpus),
+                 [*load, "--base-gpu-id", str(gpu_offset), *SINGLE_SERVER[strategy](num_gpus),
                   *flags])]
+    base = [*(() if radix_cache else NO_RADIX), *load]
     launches = []
     for rank in range(num_gpus):
         gpu = gpu_offset + (0 if share_gpu else rank)
@@ -95,7 +109,7 @@ def start_strategy(strategy: str, model: Path, log_dir: Path, num_gpus: int, *fl
     workers = [WorkerProcess(WorkerConfig(
         model, free_port(), log_dir / name, extra_args=tuple(args), env=worker_env,
         kv_events_port=free_port_pair() if kv_events else None,
-        baseline=strategy == BASELINE)).start()
+        baseline=plain_sglang(strategy))).start()
         for name, args in launches]
     try:
         for w in workers:

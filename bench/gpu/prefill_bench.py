@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -252,26 +253,75 @@ def split_env(flags: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
     return tuple(f for f in flags if not f.startswith("ENV:")), env
 
 
+@dataclass(frozen=True)
+class MixRouter:
+    """What stands in front of a multi-server strategy in the mix: moep-router (KV events from
+    every server) or SGLang's gateway smg (none needed), with its policy."""
+    kind: str  # "moep" | "smg"
+    policy: str
+
+    @property
+    def label(self) -> str:
+        return f"moep-router {self.policy}" if self.kind == "moep" else f"smg {self.policy}"
+
+
+DEFAULT_ROUTERS = {"moep": "true_flops", "smg": "cache_aware"}
+
+
+def split_router(flags: tuple[str, ...]) -> tuple[tuple[str, ...], MixRouter]:
+    """A variant's `ROUTER:smg[:POLICY]` (or `ROUTER:moep[:POLICY]`) entry names the router of the
+    mix, the rest stay flags: `--variant smg=ROUTER:smg` puts smg cache_aware in front of
+    `replicas/smg`. Without one: moep-router true_flops."""
+    routers = [f[len("ROUTER:"):] for f in flags if f.startswith("ROUTER:")]
+    if len(routers) > 1:
+        raise ValueError(f"one ROUTER: per variant, got {routers}")
+    kind, _, policy = (routers[0] if routers else "moep").partition(":")
+    if kind not in DEFAULT_ROUTERS:
+        raise ValueError(f"ROUTER:{kind}: choose from {', '.join(DEFAULT_ROUTERS)}")
+    return (tuple(f for f in flags if not f.startswith("ROUTER:")),
+            MixRouter(kind, policy or DEFAULT_ROUTERS[kind]))
+
+
 def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> dict:
-    """The Table-2-shaped mix (shared prefixes) through moep-router (true_flops) in front of a
-    strategy's servers; a one-server strategy gets it directly, and then publishes no KV events
-    (no router reads them: SGLang as its users run one server). --repeats runs the identical
+    """The Table-2-shaped mix (shared prefixes) through a router in front of a strategy's
+    servers (moep-router true_flops, or what the variant's ROUTER: names, e.g. smg); a one-server
+    strategy gets it directly, and then publishes no KV events (no router reads them: SGLang as
+    its users run one server), nor do servers behind smg. --repeats runs the identical
     requests again on the same servers, each repeat from emptied radix caches; a repeat that
     failed (plain SGLang 0.5.17 crashes on this mix, patches/README.md) is recorded with its
     error and the servers are started again for the next. The row is the median repeat's."""
     from bench.serve import ServeConfig, flush_caches, run_serve
     from moep_sglang.server.router_process import RouterProcess, worker_spec
 
+    from bench.gateway import SmgGateway, smg_version
+
     name, variant, extra = split_entry(entry, args.variants)
     extra, variant_env = split_env(extra)
+    extra, mix_router = split_router(extra)
     routed = args.gpus > 1 and name not in SINGLE_SERVER
+    by_moep = routed and mix_router.kind == "moep"
 
     def start() -> tuple[list, float]:
         t0 = time.monotonic()
         ws = start_strategy(name, model, log_dir, args.gpus, *args.worker_flag, *extra,
                             gpu_offset=args.gpu_offset, env={**dict(args.env), **variant_env},
-                            radix_cache=True, kv_events=routed, tag=variant)
+                            radix_cache=True, kv_events=by_moep, tag=variant)
         return ws, time.monotonic() - t0
+
+    def start_router(workers) -> RouterProcess | SmgGateway:
+        urls = [w.config.url for w in workers]
+        if mix_router.kind == "smg":
+            return SmgGateway(urls, mix_router.policy,
+                              log_path=log_dir / f"smg-{entry.replace('/', '.')}.log").__enter__()
+        specs = [worker_spec(w.config.url, w.config.kv_events_port) for w in workers]
+        return RouterProcess(model, specs, log_dir / f"router-{entry.replace('/', '.')}.log",
+                             "--policy", mix_router.policy).start(wait_healthy=True)
+
+    def stop_router(router) -> None:
+        if isinstance(router, SmgGateway):
+            router.__exit__()
+        else:
+            router.stop()
 
     workers, startup_s = start()
     router, runs, errors, restart = None, [], [], False
@@ -290,12 +340,10 @@ def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> di
                 workers, _ = start()
                 urls = [w.config.url for w in workers]
                 if router is not None:
-                    router.stop()
+                    stop_router(router)
                     router = None
             if router is None and routed:
-                specs = [worker_spec(w.config.url, w.config.kv_events_port) for w in workers]
-                router = RouterProcess(model, specs, log_dir / f"router-{name}.log", "--policy",
-                                       "true_flops").start(wait_healthy=True)
+                router = start_router(workers)
             try:
                 flush_caches(urls)
                 runs.append(run_serve(ServeConfig(
@@ -313,8 +361,9 @@ def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> di
         row.update({
             "strategy": name, "variant": variant, "variant_flags": list(extra),
             "variant_env": variant_env, "gpus": args.gpus, "startup_s": round(startup_s, 1),
-            "router": "moep-router true_flops" if routed else None,
-            "kv_events": routed, "server_args": server_args,
+            "router": mix_router.label if routed else None,
+            "smg_version": smg_version() if routed and mix_router.kind == "smg" else None,
+            "kv_events": by_moep, "server_args": server_args,
             "mfu": row["flops_computed"] / row["makespan_s"] / (PEAK_FLOPS * args.gpus),
             "repeats_tokens_per_s": [round(r["tokens_per_s"]) for r in runs],
             "repeats_cached_vs_ideal": [round(r["cached_vs_ideal"], 4) for r in runs],
@@ -323,7 +372,7 @@ def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> di
             "gpu_memory_mib": _gpu_memory_mib(), "moe_kernel_configs": configs})
     finally:
         if router is not None:
-            router.stop()
+            stop_router(router)
         stop_all(workers)
     print(f"{args.label or name:>14} {entry:>10}: mix {row['tokens_per_s']:,.0f} tok/s "
           f"(median of {row['repeats_tokens_per_s']}, {len(errors)} failed) "
@@ -373,8 +422,11 @@ def main() -> None:
     p.add_argument("--name", default=None)
     args = p.parse_args()
     args.variants = parse_variants(args.variant)
-    for entry in args.strategies.split(","):
-        split_entry(entry, args.variants)  # a typo fails now, not after an hour of GPU time
+    for entry in args.strategies.split(","):  # a typo fails now, not after an hour of GPU time
+        _, _, flags = split_entry(entry, args.variants)
+        if split_router(flags)[0] != flags and args.workload != "table2":
+            p.error(f"{entry}: ROUTER: is for --workload table2 (the other workloads send to the "
+                    "servers directly)")
     args.out.mkdir(parents=True, exist_ok=True)
     model = ensure_model(Path("/tmp/moep-models"), args.preset, args.num_layers)
     cost = CostModel.from_spec(ModelSpec.from_model_dir(model))

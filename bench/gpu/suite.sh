@@ -24,7 +24,9 @@
 #   diag                      one GPU: that breakdown under the benchmark's load, host calls, caches
 #   barestart                 one GPU: first start from emptied JIT caches + the carried kernel cache
 #   gputest                   pytest -m gpu (one GPU: two AsyncEP peers share it); GPUTEST_K: -k
-#   main4k | s32k | b235 | mix | pairs | extra   benchmark groups (below); -> $OUT/<step>.tgz
+#   multi30b | multi235b | multifp8 | multimix    issue 15, all GPUs of the machine: ours (the
+#                             launcher's defaults) vs SGLang's strategies as users run them;
+#                             STRATS=a,b per call (the plan below); -> $OUT/<step>.tgz
 #   save                      kernel cache -> $OUT (keep in .gpu-stage/kcache/ for the next machine)
 #   routercpu                 no GPU used: the router's latency and capacity on this host's CPU cores
 #                             (16), moep-router with 1, 2 and 4 processes vs smg, fake workers; on
@@ -32,8 +34,24 @@
 #                             added by hand: rcpu now has it), carrying .gpu-stage/rcpu and
 #                             .cache/models/tiny:
 #                             INSTALL=1 bench/gpu/install.sh rcpu && bench/gpu/suite.sh routercpu
-# Every benchmark step uses the tuned configs of `tune` (MOEP_MOE_CONFIG_DIR) for every strategy,
-# SGLang's baselines included, unless it says otherwise.
+# Ours read the fused-MoE configs the plugin ships, and those of `tune` / `tunedown` run on this
+# machine (MOEP_MOE_CONFIG_DIR) before them; SGLang's plain servers (sglang_default, tp, ep, ep_dp,
+# dwdp: the plugin off) read only SGLang's own, as its users' servers do.
+#
+# Issue 15's plan for a machine of 4 (or 8) GPUs, one call each, in this order (the issue's
+# targets first; each call stays under the 600-s limit, and a call cut short keeps the rows it
+# measured: the driver writes its file after every row):
+#   stage c1; stage c2; stage c3; stage fa3; install c4 (carrying .gpu-stage/kcache too)
+#   STRATS=replicas,peer multi30b          AsyncEP against the replica bound, 4K and 32K
+#   STRATS=peer,tp multi235b               the 235B shape (24 layers on 4 GPUs), then
+#   STRATS=ep_dp multi235b                 SGLang's other strategy
+#   STRATS=sglang_default,ep_dp multi30b   SGLang's strategies on the 30B model, then
+#   STRATS=tp multi30b
+#   STRATS=peer,tp multifp8                all 94 layers in block FP8, then STRATS=ep multifp8
+#   multimix, carrying .gpu-stage/rcpu (smg), in two calls:
+#     STRATS=replicas,sglang_default/smg,peer, then STRATS=replicas/smg,ep_dp,tp
+#   STRATS=collective,dwdp multi30b        the NCCL backend; whether DWDP runs on Hopper
+#   save                                   the kernel cache, for the next machine
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 STEP=${1:?step}
@@ -43,7 +61,6 @@ NGPU=$(nvidia-smi -L | wc -l)
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -o 'H[0-9]\+' || echo GPU)
 GPUTAG=$(echo "$GPU" | tr '[:upper:]' '[:lower:]')
 BENCH="python3 bench/gpu/prefill_bench.py --git-sha $SHA"
-CHUNK=(--worker-flag=--chunked-prefill-size=32768 --worker-flag=--max-prefill-tokens=32768)
 TUNED=/tmp/moep-tuned
 [ "$STEP" = stage ] || [ "$STEP" = install ] || source bench/gpu/env.sh
 [ -d $TUNED/configs ] && export MOEP_MOE_CONFIG_DIR=$TUNED/configs
@@ -73,12 +90,6 @@ gpumon_summary() {  # stop the sampler; print SM clock / power quantiles over th
   python3 bench/gpu/gpumon.py "$R/gpumon.csv" | tee "$R/gpumon_summary.txt"
 }
 pack() { tar czf "$OUT/$STEP.tgz" -C "$OUT" "$STEP" && rm -rf "$R"; }
-pair() {  # pair NAME "args on GPU 0" "args on GPU 1": two 1-GPU runs at once, one per GPU
-  local name=$1
-  $BENCH --gpus 1 --gpu-offset 0 --out "$R" --name "${name}_g0" $2 &
-  $BENCH --gpus 1 --gpu-offset 1 --out "$R" --name "${name}_g1" $3 &
-  wait
-}
 
 case "$STEP" in
   stage) bench/gpu/install.sh "${@:2}" ;;
@@ -122,37 +133,67 @@ case "$STEP" in
       --repeats 3 --strategies "${BF16_STRATS:-replicas}" --out "$R" \
       --name ${GPUTAG}_235b12l_bf16_one_gpu --label "one $GPU, bf16, launcher defaults"
     cp "$R"/*.json "$OUT"/; pack ;;
-  main4k)  # Qwen3-30B-A3B, 4K prompts, every strategy on all GPUs
-    $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --prompts $((64 * NGPU)) --prompt-len 4096 \
-      --strategies "${STRATS:-replicas,peer,tp,ep_dp}" "${CHUNK[@]}" --out "$R" \
-      --name "gpu${NGPU}_30b_4k" --label "tuned MoE configs, triton attention"
-    pack ;;
-  s32k)  # Qwen3-30B-A3B, 32K prompts
-    $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --prompts $((8 * NGPU)) --prompt-len 32768 \
-      --strategies "${STRATS:-peer,tp,ep_dp}" "${CHUNK[@]}" --out "$R" \
-      --name "gpu${NGPU}_30b_32k" --label "tuned MoE configs, triton attention"
-    pack ;;
-  b235)  # the 235B shape, LAYERS deep (12 on 2 GPUs: the per-GPU weight share of 24 on 4)
-    $BENCH --preset qwen3-235b-a22b --num-layers "${LAYERS:-12}" --gpus "$NGPU" \
-      --prompts $((48 * NGPU)) --prompt-len 4096 --strategies "${STRATS:-tp,peer}" "${CHUNK[@]}" \
-      --out "$R" --name "gpu${NGPU}_235b${LAYERS:-12}l_4k" --label "tuned MoE configs, triton attention"
-    pack ;;
-  pairs)  # 1-GPU A/B runs side by side: tuned vs SGLang's MoE configs; FlashInfer vs Triton attention
-    A="--preset qwen3-30b-a3b --prompts 64 --prompt-len 4096 --strategies replicas ${CHUNK[*]}"
-    pair moe_configs "$A --label tuned" "$A --env MOEP_TUNED_MOE_CONFIGS=0 --label sglang-configs"
-    pair attention "$A --label triton" "$A --worker-flag=--attention-backend=flashinfer --label flashinfer"
-    pack ;;
-  mix)  # the Table-2-shaped mix at the paper's lengths (capped at 32K), prefix caches on:
-        # AsyncEP and replicas behind moep-router (true_flops), SGLang's strategies directly
-    $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --workload table2 --mix-scale "${SCALE:-1}" \
-      --strategies "${STRATS:-peer,ep_dp,tp}" "${CHUNK[@]}" --out "$R" \
-      --name "gpu${NGPU}_30b_table2" --label "tuned MoE configs, triton attention, radix cache"
-    pack ;;
-  extra)  # whatever STRATS names on the 30B model at 4K (dwdp, collective)
-    $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --prompts $((64 * NGPU)) --prompt-len 4096 \
-      --strategies "${STRATS:-dwdp,collective}" "${CHUNK[@]}" --out "$R" \
-      --name "gpu${NGPU}_30b_4k_extra" --label "tuned MoE configs, triton attention"
-    pack ;;
+  multi30b)  # issue 15: Qwen3-30B-A3B at LENS (4K and 32K) on every GPU, 3 timed repeats, 262,144
+             # tokens per GPU per length: ours (replicas: the bound; peer, collective: AsyncEP)
+             # with the launcher's defaults vs SGLang's strategies as its users run them
+             # (sglang_default: one plain server per GPU; tp, ep_dp, dwdp: one plain server over
+             # all); STRATS splits the list over calls (the file is named after it)
+    LENS=${LENS:-4096,32768}
+    S=${STRATS:-replicas,peer,sglang_default,ep_dp,tp}
+    gpumon
+    $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --prompts $((262144 * NGPU / ${LENS%%,*})) \
+      --prompt-len "$LENS" --repeats "${REPEATS:-3}" --strategies "$S" --out "$R" \
+      --name "${GPUTAG}x${NGPU}_30b_$(echo "$S" | tr ',/' '-.')${TAG:-}" \
+      --label "$NGPU x $GPU: launcher defaults vs SGLang's strategies at their defaults"
+    gpumon_summary
+    cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
+  multi235b)  # the 235B shape in bf16, LAYERS deep (default: 24 on 4 GPUs, the whole 94 on 8),
+              # at LENS, 196,608 tokens per GPU per length; AsyncEP vs SGLang's TP and EP + DP
+              # attention (one full replica does not fit a GPU)
+    LENS=${LENS:-4096,32768}
+    LAYERS=${LAYERS:-$(( NGPU >= 8 ? 94 : 6 * NGPU ))}
+    S=${STRATS:-peer,tp,ep_dp}
+    gpumon
+    $BENCH --preset qwen3-235b-a22b --num-layers "$LAYERS" --gpus "$NGPU" \
+      --prompts $((196608 * NGPU / ${LENS%%,*})) --prompt-len "$LENS" --repeats "${REPEATS:-3}" \
+      --strategies "$S" --out "$R" \
+      --name "${GPUTAG}x${NGPU}_235b${LAYERS}l_$(echo "$S" | tr ',/' '-.')${TAG:-}" \
+      --label "$NGPU x $GPU, $LAYERS layers bf16: launcher defaults vs SGLang's strategies at their defaults"
+    gpumon_summary
+    cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
+  multifp8)  # Qwen3-235B-A22B-FP8's shape, all 94 layers in block FP8, at LENS: AsyncEP vs SGLang
+             # TP and EP. An AsyncEP worker holds a quarter of the experts (57 GB on 4 GPUs), the
+             # dense weights (9 GB) and a ring of 5 FP8 layers (12 GB): on 80 GB cards the
+             # default runs AsyncEP with its shards in host memory (`offload`)
+    LENS=${LENS:-4096,32768}
+    MEM_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+    S=${STRATS:-$([ "$MEM_MIB" -lt 100000 ] && echo peer/offload,tp,ep || echo peer,tp,ep)}
+    gpumon
+    $BENCH --preset qwen3-235b-a22b-fp8 --gpus "$NGPU" --prompts $((196608 * NGPU / ${LENS%%,*})) \
+      --prompt-len "$LENS" --repeats "${REPEATS:-3}" --variant offload=--asyncep-offload \
+      --strategies "$S" --out "$R" \
+      --name "${GPUTAG}x${NGPU}_235b_fp8_$(echo "$S" | tr ',/' '-.')${TAG:-}" \
+      --label "$NGPU x $GPU, 94 layers block FP8: launcher defaults vs SGLang's strategies at their defaults"
+    gpumon_summary
+    cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
+  multimix)  # the Table-2-shaped mix at the paper's lengths (capped at 32K), radix caches on,
+             # SCALE (default: the GPU count) times the one-GPU mix's requests, the identical
+             # /generate requests to every system, REPEATS runs from emptied caches: ours
+             # (replicas, peer) behind moep-router true_flops; plain SGLang servers behind smg
+             # cache_aware (what a user runs instead: `sglang_default/smg`); ours behind smg (the
+             # router alone: `replicas/smg`); SGLang's one-server strategies directly. smg comes
+             # from the carried .gpu-stage/rcpu when the stage lacks it.
+    command -v smg >/dev/null || python3 -m pip install -q --no-index --no-deps \
+      --target /tmp/moep-site .gpu-stage/rcpu/smg-*.whl
+    S=${STRATS:-replicas,sglang_default/smg,peer,replicas/smg,ep_dp,tp}
+    gpumon
+    $BENCH --preset qwen3-30b-a3b --gpus "$NGPU" --workload table2 --mix-scale "${SCALE:-$NGPU}" \
+      --mix-api generate --repeats "${REPEATS:-3}" --variant smg=ROUTER:smg \
+      --strategies "$S" --out "$R" \
+      --name "${GPUTAG}x${NGPU}_30b_table2_$(echo "$S" | tr ',/' '-.')${TAG:-}" \
+      --label "$NGPU x $GPU, the mix, radix caches on: routers in front of replicas vs SGLang's strategies"
+    gpumon_summary
+    cp "$R"/*.json "$R"/gpumon_summary.txt "$OUT"/; pack ;;
   fa3check) python3 bench/gpu/fa3_check.py ;;
   attnbench)
     python3 bench/gpu/attn_prefill_bench.py --out "$R" --git-sha "$SHA" --name "${GPUTAG}_attn_prefill"

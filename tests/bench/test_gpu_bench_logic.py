@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu.common import plan_launches
+from bench.gpu.common import plain_sglang, plan_launches
 from bench.gpu.tune_moe import (SMEM_BYTES, SMALL_M, Quant, Shape, down_search_space, merge_table,
                                 nearest, search_space)
 
@@ -27,16 +27,22 @@ def test_replicas_and_asyncep_get_one_server_per_gpu_from_the_offset():
 
 @pytest.mark.parametrize("strategy,expect", [
     ("tp", {"--tp-size": "4"}),
+    ("ep", {"--tp-size": "4", "--ep-size": "4"}),
     ("ep_dp", {"--tp-size": "4", "--ep-size": "4", "--dp-size": "4"}),
     ("dwdp", {"--tp-size": "4", "--dwdp-size": "4"}),
 ])
-def test_sglang_strategies_are_one_server_over_all_gpus(strategy, expect):
-    [(name, argv)] = plan_launches(strategy, MODEL, 4)
+def test_sglang_strategies_are_one_plain_server_over_all_gpus(strategy, expect):
+    [(name, argv)] = plan_launches(strategy, MODEL, 4, gpu_offset=2)
     assert name == f"qwen3-30b-a3b-{strategy}4.log"
     assert {k: _flag(argv, k) for k in expect} == expect
-    assert "--enforce-disable-flashinfer-allreduce-fusion" in argv
-    # the attention backend is the launcher's Hopper default now, not Triton
-    assert "--attention-backend" not in argv and "--asyncep-size" not in argv
+    # SGLang as its users run it: plugin off, its own defaults (attention, radix cache, chunks),
+    # only the strategy's flags and the all-reduce fusion's switch
+    assert plain_sglang(strategy)
+    strategy_flags = {"--load-format", "dummy", "--base-gpu-id", "2", "--tp-size", "--ep-size",
+                      "--dp-size", "--dwdp-size", "--enable-dp-attention", "4",
+                      "--enforce-disable-flashinfer-allreduce-fusion"}
+    assert set(argv) <= strategy_flags
+    assert ("--enable-dp-attention" in argv) == (strategy == "ep_dp")
 
 
 def test_sglang_default_is_plain_sglang_with_only_the_workload_flags():
@@ -56,10 +62,16 @@ def test_asyncep_peers_share_one_gpu_with_a_memory_share_each():
     assert _flag(other, "--base-gpu-id") == "1" and _flag(other, "--mem-fraction-static") == "0.85"
 
 
-def test_radix_cache_only_for_the_mix():
-    [(_, plain)] = plan_launches("tp", MODEL, 2)
-    [(_, mix)] = plan_launches("tp", MODEL, 2, radix_cache=True)
-    assert "--disable-radix-cache" in plain and "--disable-radix-cache" not in mix
+def test_ours_run_without_radix_cache_except_in_the_mix_and_sglangs_keep_theirs():
+    for strategy in ("replicas", "peer"):
+        [(_, plain), *_] = plan_launches(strategy, MODEL, 2, store="h:1")
+        [(_, mix), *_] = plan_launches(strategy, MODEL, 2, store="h:1", radix_cache=True)
+        assert "--disable-radix-cache" in plain and "--disable-radix-cache" not in mix
+        assert not plain_sglang(strategy)
+    for strategy in ("sglang_default", "tp"):
+        for radix_cache in (False, True):
+            plan = plan_launches(strategy, MODEL, 2, radix_cache=radix_cache)
+            assert all("--disable-radix-cache" not in a for _, a in plan)
 
 
 def test_attention_backend_flag_and_unknown_strategy():
@@ -185,6 +197,24 @@ def test_a_variant_carries_environment_apart_from_its_flags():
     assert split_env(extra) == (("--chunked-prefill-size=8192",),
                                 {"MOEP_TUNED_MOE_CONFIGS": "0"})
     assert split_env(("--a=1",)) == (("--a=1",), {})
+
+
+def test_a_variant_names_the_router_of_the_mix():
+    from bench.gpu.prefill_bench import MixRouter, parse_variants, split_entry, split_router
+
+    variants = parse_variants(["smg=ROUTER:smg", "hash=ROUTER:smg:prefix_hash,--x=1",
+                               "lp=ROUTER:moep:longest_prefix", "two=ROUTER:smg,ROUTER:moep",
+                               "pp=ROUTER:pp"])
+    assert split_router(split_entry("replicas/smg", variants)[2]) == (
+        (), MixRouter("smg", "cache_aware"))
+    assert split_router(split_entry("sglang_default/hash", variants)[2]) == (
+        ("--x=1",), MixRouter("smg", "prefix_hash"))
+    assert split_router(split_entry("peer/lp", variants)[2])[1].label == "moep-router longest_prefix"
+    assert split_router(("--a=1",)) == (("--a=1",), MixRouter("moep", "true_flops"))
+    with pytest.raises(ValueError, match="one ROUTER: per variant"):
+        split_router(split_entry("replicas/two", variants)[2])
+    with pytest.raises(ValueError, match="choose from moep, smg"):
+        split_router(split_entry("replicas/pp", variants)[2])
 
 
 def test_warm_up_is_one_full_prefill_batch_per_server():
