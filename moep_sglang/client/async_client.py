@@ -4,8 +4,10 @@ thousands in a batch."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
 
 import orjson
 
@@ -114,29 +116,55 @@ class AsyncClient:
                              desc: str = "requests", decode: bool = True) -> list:
         """As batch, for (kind, body) pairs of any endpoints (an OpenAI batch file's lines);
         decode as in request."""
-        from tqdm import tqdm
-
         requests = list(requests)
-        sem = asyncio.Semaphore(self.max_concurrency)
-        bar = tqdm(total=len(requests), desc=desc, unit="req", disable=not progress)
-
-        async def one(kind: str, body: dict):
-            async with sem:
-                try:
-                    return await self.request(kind, body, decode=decode)
-                finally:
-                    bar.update(1)
-
-        try:
-            results = await asyncio.gather(*(one(k, b) for k, b in requests),
-                                           return_exceptions=True)
-        finally:
-            bar.close()
+        results = [r async for _, r in self.stream_requests(
+            requests, progress=progress, total=len(requests), desc=desc, decode=decode)]
         if not return_exceptions:
             for r in results:
                 if isinstance(r, BaseException):
                     raise r
         return results
+
+    async def stream_requests(self, requests: Iterable[tuple[str, dict]], *,
+                              progress: bool = True, total: int | None = None,
+                              initial: int = 0, desc: str = "requests", decode: bool = True,
+                              window: int | None = None) -> AsyncIterator[tuple[int, object]]:
+        """Yield (i, result) for the i-th (kind, body) pair, in input order, as soon as it and
+        every one before it are answered; a failed request yields its exception (MoepError, or
+        the transport's) in its place. Reads `requests` lazily: at most max_concurrency requests
+        are in flight and at most `window` (default 4 x max_concurrency) started but not yet
+        yielded, so a job of any length holds a bounded number of bodies and results. The
+        progress bar counts answers (`total` and `initial`: a resumed job's size and part done).
+        Leaving early (break, an exception) cancels what is still pending: use
+        contextlib.aclosing to leave at once."""
+        from tqdm import tqdm
+
+        window = window or 4 * self.max_concurrency
+        sem = asyncio.Semaphore(self.max_concurrency)
+        bar = tqdm(total=total, initial=initial, desc=desc, unit="req", disable=not progress)
+
+        async def one(kind: str, body: dict):
+            async with sem:
+                try:
+                    return await self.request(kind, body, decode=decode)
+                except Exception as exc:  # noqa: BLE001 - the caller gets it in the request's place
+                    return exc
+                finally:
+                    bar.update(1)
+
+        started: deque[asyncio.Task] = deque()  # in input order
+        source = iter(requests)
+        try:
+            for i in itertools.count():
+                for kind, body in itertools.islice(source, window - len(started)):
+                    started.append(asyncio.ensure_future(one(kind, body)))
+                if not started:
+                    return
+                yield i, await started.popleft()
+        finally:
+            for task in started:
+                task.cancel()
+            bar.close()
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         base = self.backoff_s * (2 ** attempt)

@@ -8,16 +8,27 @@ Two file formats, told apart by their lines:
   {"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}, the body an
   error object {"error": {message, code}} where the router refused the request, and `response`
   null with `error` {code, message} where no answer came (a refused connection).
+
+A job of any length runs in bounded memory: the file is checked whole first (a bad line fails
+the job before anything is sent), then read again as requests go out, and each result is written
+as soon as it and the ones before it are in, so the output is always a prefix of the job's
+results. An interrupted job (Ctrl-C, a crash, a lost machine) continues with `--resume`: the
+results already in `--out` are checked against the input's first lines and kept, a line cut off
+mid-write is dropped, and only the rest is sent.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 import orjson
@@ -27,6 +38,7 @@ from moep_sglang.client.transport import PATHS
 from moep_sglang.client.types import MoepError
 
 KIND_OF_URL = {path: kind for kind, path in PATHS.items()}
+FLUSH_EVERY_S = 1.0  # results reach the output file at least this often
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,29 @@ class BatchLine:
     kind: str  # the endpoint (transport.PATHS)
     body: dict  # its request body
     custom_id: str | None = None  # an OpenAI batch line's id; None: a line of plain bodies
+
+
+@dataclass
+class Tally:
+    """What a job's results add up to (the summary line and the exit code)."""
+    ok: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    flops: int = 0
+
+    def add(self, row: dict) -> None:
+        """Count one output row (either format)."""
+        if row.get("error") or (row.get("response") or {}).get("status_code", 200) != 200:
+            self.failed += 1
+            return
+        self.ok += 1
+        result = row.get("result") or (row.get("response") or {}).get("body") or {}
+        usage = result.get("usage") if isinstance(result, dict) else None
+        if usage:
+            self.prompt_tokens += usage.get("prompt_tokens") or 0
+            self.cached_tokens += usage.get("cached_tokens") or 0
+            self.flops += usage.get("flops") or 0
 
 
 def add_score_args(p: argparse.ArgumentParser) -> None:
@@ -44,31 +79,59 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", default="score", choices=sorted(PATHS),
                    help="endpoint of a file of plain bodies (OpenAI batch lines name their own)")
     p.add_argument("--out", type=Path, default=None, help="results JSONL (default: stdout)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue an interrupted job: keep the results already in --out, "
+                            "send only the requests after them")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace an --out file that already holds results")
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     p.add_argument("--api-key", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_score_file)
 
 
-def read_requests(path: Path, kind: str = "score") -> list[BatchLine]:
-    lines = []
-    for n, text in enumerate(path.read_text().splitlines(), 1):
-        if not text.strip():
-            continue
-        try:
-            obj = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise SystemExit(f"{path}:{n}: not valid JSON ({exc})") from exc
-        if not isinstance(obj, dict):
-            raise SystemExit(f"{path}:{n}: each line must be a JSON object")
-        line = _openai_line(obj, f"{path}:{n}") if "custom_id" in obj else BatchLine(kind, obj)
-        if lines and (line.custom_id is None) != (lines[0].custom_id is None):
-            raise SystemExit(f"{path}:{n}: the file mixes OpenAI batch lines (with custom_id) "
-                             "and plain request bodies")
-        lines.append(line)
-    if not lines:
+def iter_requests(path: Path, kind: str = "score") -> Iterator[BatchLine]:
+    """The file's requests, one at a time; a line that is not a request stops it with
+    SystemExit naming the line."""
+    first_is_openai = None
+    with open(path, "rb") as f:
+        for n, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            try:
+                obj = orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                raise SystemExit(f"{path}:{n}: not valid JSON ({exc})") from exc
+            if not isinstance(obj, dict):
+                raise SystemExit(f"{path}:{n}: each line must be a JSON object")
+            line = _openai_line(obj, f"{path}:{n}") if "custom_id" in obj else BatchLine(kind, obj)
+            if first_is_openai is None:
+                first_is_openai = line.custom_id is not None
+            elif first_is_openai != (line.custom_id is not None):
+                raise SystemExit(f"{path}:{n}: the file mixes OpenAI batch lines (with custom_id) "
+                                 "and plain request bodies")
+            yield line
+
+
+@dataclass(frozen=True)
+class RequestFile:
+    """What the check of a whole request file found."""
+    count: int  # requests
+    openai: bool  # OpenAI batch lines (else plain bodies)
+    kinds: frozenset[str]  # the endpoints its requests go to
+
+
+def scan_requests(path: Path, kind: str = "score") -> RequestFile:
+    """Check every line of the file (the job fails here, before anything is sent)."""
+    count, openai, kinds = 0, False, set()
+    for line in iter_requests(path, kind):
+        count += 1
+        openai = line.custom_id is not None
+        kinds.add(line.kind)
+    if not count:
         raise SystemExit(f"{path}: no requests")
-    return lines
+    return RequestFile(count, openai, frozenset(kinds))
 
 
 def _openai_line(obj: dict, where: str) -> BatchLine:
@@ -87,39 +150,87 @@ def _openai_line(obj: dict, where: str) -> BatchLine:
 
 
 def run_score_file(args: argparse.Namespace) -> None:
-    lines = read_requests(args.file, args.endpoint)
+    job = scan_requests(args.file, args.endpoint)
+    total = job.count
+    tally = Tally()
+    done = _prepare_output(args, total, tally)
     t0 = time.monotonic()
-    results = asyncio.run(_run(args, lines))
+    out = open(args.out, "ab") if args.out else sys.stdout.buffer
+    sent = 0
+    try:
+        sent = asyncio.run(_run(args, job, done, out, tally))
+    except KeyboardInterrupt:
+        sent = -1
+    finally:
+        out.flush()
+        if args.out:
+            out.close()
     elapsed = time.monotonic() - t0
-    out = open(args.out, "wb") if args.out else sys.stdout.buffer
-    ok = failed = prompt = cached = flops = 0
-    for n, (line, r) in enumerate(zip(lines, results), 1):
-        if isinstance(r, BaseException):
-            failed += 1
-        else:
-            ok += 1
-            p, c, f = _usage(r)
-            prompt, cached, flops = prompt + p, cached + c, flops + f
-        row = _openai_row(n, line, r) if line.custom_id is not None else _row(n, r)
-        out.write(orjson.dumps(row) + b"\n")
-    if args.out:
-        out.close()
-    print(f"{ok} ok, {failed} failed in {elapsed:.2f} s ({len(results) / elapsed:.1f} req/s); "
-          f"{prompt:,} prompt tokens, {cached / max(prompt, 1):.1%} cached, "
-          f"{flops / 1e12:.3f} TFLOP computed", file=sys.stderr)
-    if failed:
+    if sent < 0:
+        written = _complete_rows(args.out) if args.out else None
+        raise SystemExit(f"interrupted: {written if written is not None else 'some'} of {total} "
+                         f"results written" + (f"; `--resume` continues the job from {args.out}"
+                                               if args.out else ""))
+    resumed = f" ({done} kept from an earlier run, {sent} sent now)" if done else ""
+    print(f"{tally.ok} ok, {tally.failed} failed{resumed} in {elapsed:.2f} s "
+          f"({sent / max(elapsed, 1e-9):.1f} req/s); {tally.prompt_tokens:,} prompt tokens, "
+          f"{tally.cached_tokens / max(tally.prompt_tokens, 1):.1%} cached, "
+          f"{tally.flops / 1e12:.3f} TFLOP computed", file=sys.stderr)
+    if tally.failed:
         raise SystemExit(1)
 
 
-def _usage(r) -> tuple[int, int, int]:
-    """(prompt, cached tokens, FLOPs) of a result: an SDK struct, or a reply's JSON."""
-    usage = r.get("usage") if isinstance(r, dict) else getattr(r, "usage", None)
-    if not usage:
-        return 0, 0, 0
-    if isinstance(usage, dict):
-        return (usage.get("prompt_tokens") or 0, usage.get("cached_tokens") or 0,
-                usage.get("flops") or 0)
-    return usage.prompt_tokens, usage.cached_tokens, usage.flops
+def _prepare_output(args: argparse.Namespace, total: int, tally: Tally) -> int:
+    """How many results `--out` already holds for this job (0 for a new one). With --resume:
+    drop a last line cut off mid-write, check that each kept row answers the input's line at
+    its place, count it into the tally. Without: refuse to write over earlier results unless
+    --overwrite."""
+    if args.out is None:
+        if args.resume:
+            raise SystemExit("--resume needs --out: the results of the earlier run")
+        return 0
+    if not args.out.exists() or args.out.stat().st_size == 0 or args.overwrite:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(b"")
+        return 0
+    if not args.resume:
+        raise SystemExit(f"{args.out} already holds results: `--resume` continues that job, "
+                         "`--overwrite` starts again")
+    done = _complete_rows(args.out, truncate=True)
+    if done > total:
+        raise SystemExit(f"{args.out} holds {done} results but {args.file} has {total} "
+                         "requests: not this file's results")
+    with open(args.out, "rb") as rows:
+        for n, (line, text) in enumerate(zip(iter_requests(args.file, args.endpoint), rows), 1):
+            row = orjson.loads(text)
+            want = ({"custom_id": line.custom_id} if line.custom_id is not None
+                    else {"line": n})
+            got = {k: row.get(k) for k in want}
+            if got != want:
+                raise SystemExit(f"{args.out}: result {n} is for {got}, but request {n} of "
+                                 f"{args.file} is {want}: not this file's results")
+            tally.add(row)
+    return done
+
+
+def _complete_rows(path: Path, truncate: bool = False) -> int:
+    """Rows of the output file that end with a newline and parse as JSON; with truncate, cut
+    the file after the last of them (a write the interruption cut short)."""
+    kept = rows = 0
+    with open(path, "rb") as f:
+        for text in f:
+            if not text.endswith(b"\n"):
+                break
+            try:
+                orjson.loads(text)
+            except orjson.JSONDecodeError:
+                break
+            rows += 1
+            kept += len(text)
+    if truncate and kept != path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(kept)
+    return rows
 
 
 def _row(n: int, r) -> dict:
@@ -142,11 +253,36 @@ def _openai_row(n: int, line: BatchLine, r) -> dict:
     return row
 
 
-async def _run(args, lines: list[BatchLine]) -> list:
+async def _run(args, job: RequestFile, done: int, out: BinaryIO, tally: Tally) -> int:
+    """Send the file's requests after the first `done`, writing each result as its turn comes;
+    returns how many were sent."""
+    lines = iter_requests(args.file, args.endpoint)
+    for _ in range(done):
+        next(lines)
+    pending: deque[BatchLine] = deque()  # the lines sent and not yet written, in order
+
+    def requests():
+        for line in lines:
+            pending.append(line)
+            yield line.kind, line.body
+
+    sent = 0
+    flushed = time.monotonic()
     async with AsyncClient(args.url, zmq_url=args.zmq_url, api_key=args.api_key,
                            max_concurrency=args.concurrency) as client:
-        kinds = {line.kind for line in lines}
-        return await client.batch_requests(
-            [(line.kind, line.body) for line in lines], progress=not args.no_progress,
-            return_exceptions=True, desc=kinds.pop() if len(kinds) == 1 else "requests",
-            decode=lines[0].custom_id is None)  # OpenAI's format: the bodies as the server sent
+        stream = client.stream_requests(
+            requests(), progress=not args.no_progress, total=job.count, initial=done,
+            desc=next(iter(job.kinds)) if len(job.kinds) == 1 else "requests",
+            decode=not job.openai)  # OpenAI's format: the bodies as the server sent them
+        async with contextlib.aclosing(stream):
+            async for i, r in stream:
+                n = done + i + 1
+                line = pending.popleft()
+                row = _openai_row(n, line, r) if job.openai else _row(n, r)
+                tally.add(row)
+                out.write(orjson.dumps(row) + b"\n")
+                sent += 1
+                if time.monotonic() - flushed >= FLUSH_EVERY_S:
+                    out.flush()
+                    flushed = time.monotonic()
+    return sent

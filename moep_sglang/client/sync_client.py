@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 
 from moep_sglang.client.async_client import AsyncClient
 
@@ -42,6 +43,20 @@ class Client:
     def batch_requests(self, requests, **kwargs) -> list:
         return self._call(self._async.batch_requests(requests, **kwargs))
 
+    def stream_requests(self, requests, **kwargs) -> Iterator[tuple[int, object]]:
+        """AsyncClient.stream_requests as a generator: (i, result) in input order, memory
+        bounded; closing it (or leaving a `for` over it) cancels what is still pending."""
+        stream = self._async.stream_requests(requests, **kwargs)
+        try:
+            while True:
+                try:
+                    yield self._call(_next(stream))
+                except StopAsyncIteration:
+                    return
+        finally:
+            if self._loop.is_running():
+                self._call(stream.aclose())
+
     def close(self) -> None:
         if self._loop.is_running():
             self._call(self._async.close())
@@ -56,6 +71,10 @@ class Client:
 
     def _call(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+
+async def _next(stream):
+    return await stream.__anext__()
 
 
 async def _make(base_url: str, kwargs: dict) -> AsyncClient:

@@ -1,9 +1,12 @@
 """The SDK and `moep-sglang score` against the router and two real CPU workers."""
 
 import asyncio
+import itertools
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -158,3 +161,108 @@ def test_score_cli_rejects_a_malformed_file(tmp_path):
     res = subprocess.run([sys.executable, "-m", "moep_sglang.cli", "score", "--file", str(src)],
                          capture_output=True, text=True)
     assert res.returncode == 1 and "bad.jsonl:2: not valid JSON" in res.stderr
+
+
+def _score_lines(n: int, tag: str = "") -> list[dict]:
+    return [{"query": DOC, "items": [f" {tag}Question {i}? Answer:"], "label_token_ids": [661, 362]}
+            for i in range(n)]
+
+
+def _score_cli(src, out, url, *extra, **kwargs):
+    return subprocess.run([sys.executable, "-m", "moep_sglang.cli", "score", "--file", str(src),
+                           "--url", url, "--out", str(out), "--no-progress", *extra],
+                          capture_output=True, text=True, **kwargs)
+
+
+def test_stream_requests_yields_in_order_and_reads_its_input_lazily(router):
+    taken = []
+
+    def bodies():
+        for i, body in enumerate(_score_lines(40)):
+            taken.append(i)
+            yield "score", body
+
+    with Client(router.url, max_concurrency=3) as c:
+        seen = []
+        for i, result in c.stream_requests(bodies(), progress=False, window=6):
+            # never more than the window started ahead of what was yielded
+            assert len(taken) <= i + 6
+            seen.append(i)
+            assert result.scores
+        assert seen == list(range(40)) and len(taken) == 40
+        # leaving early cancels the rest and reads no more of the input
+        taken.clear()
+        for i, _ in c.stream_requests(bodies(), progress=False, window=6):
+            break
+        assert len(taken) == 6
+        bad = [("score", {"query": "x", "items": [], "label_token_ids": [1]}), *bodies()]
+        first, second = [r for _, r in itertools.islice(c.stream_requests(bad, progress=False), 2)]
+        assert isinstance(first, MoepError) and first.status == 400 and second.scores
+
+
+def test_score_cli_resumes_an_interrupted_job(router, tmp_path):
+    src = tmp_path / "requests.jsonl"
+    src.write_text("\n".join(json.dumps(x) for x in _score_lines(12)) + "\n")
+    out = tmp_path / "results.jsonl"
+    assert _score_cli(src, out, router.url).returncode == 0
+    full = out.read_text().splitlines()
+    # an earlier run that stopped after 5 results, in the middle of writing the 6th
+    out.write_text("\n".join(full[:5]) + "\n" + full[5][:17])
+    res = _score_cli(src, out, router.url)
+    assert res.returncode == 1 and "already holds results: `--resume`" in res.stderr
+    res = _score_cli(src, out, router.url, "--resume")
+    assert res.returncode == 0, res.stderr
+    assert "12 ok, 0 failed (5 kept from an earlier run, 7 sent now)" in res.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["line"] for r in rows] == list(range(1, 13)) and all("result" in r for r in rows)
+    assert out.read_text().splitlines()[:5] == full[:5]  # kept as they were
+    # nothing left to do: the same summary, nothing sent
+    res = _score_cli(src, out, router.url, "--resume")
+    assert res.returncode == 0 and "(12 kept from an earlier run, 0 sent now)" in res.stderr
+    # another file's results are not continued
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(json.dumps(x) for x in _score_lines(3)) + "\n")
+    res = _score_cli(other, out, router.url, "--resume")
+    assert res.returncode == 1 and "not this file's results" in res.stderr
+    assert _score_cli(other, out, router.url, "--overwrite").returncode == 0
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_score_cli_resumes_an_openai_batch_by_custom_id(router, tmp_path):
+    src = tmp_path / "batch.jsonl"
+    lines = [{"custom_id": f"id-{i}", "method": "POST", "url": "/v1/score", "body": body}
+             for i, body in enumerate(_score_lines(6))]
+    src.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = tmp_path / "batch_out.jsonl"
+    assert _score_cli(src, out, router.url).returncode == 0
+    full = out.read_text().splitlines()
+    out.write_text("\n".join(full[:2]) + "\n")
+    res = _score_cli(src, out, router.url, "--resume")
+    assert res.returncode == 0 and "6 ok, 0 failed (2 kept" in res.stderr, res.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["id"], r["custom_id"]) for r in rows] == [(f"batch_req_{i + 1}", f"id-{i}")
+                                                         for i in range(6)]
+    lines.insert(0, lines.pop(1))  # the same requests in another order: not this job
+    src.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out.write_text("\n".join(full[:2]) + "\n")
+    res = _score_cli(src, out, router.url, "--resume")
+    assert res.returncode == 1 and "not this file's results" in res.stderr
+
+
+def test_score_cli_stopped_by_ctrl_c_keeps_what_it_wrote(router, tmp_path):
+    src = tmp_path / "requests.jsonl"
+    src.write_text("\n".join(json.dumps(x) for x in _score_lines(3000, "long ")) + "\n")
+    out = tmp_path / "results.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "moep_sglang.cli", "score", "--file", str(src),
+                             "--url", router.url, "--out", str(out), "--no-progress",
+                             "--concurrency", "4"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size == 0):
+        time.sleep(0.1)  # the first results reach the file within a second of arriving
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "interrupted: " in err and "--resume" in err, err
+    written = int(err.split("interrupted: ")[1].split(" of ")[0])
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert 0 < written == len(rows) < 3000
+    assert [r["line"] for r in rows] == list(range(1, written + 1))
