@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import quote
 
 import orjson
 
@@ -47,6 +48,9 @@ def build_server(router) -> HttpServer:
     routes: dict[tuple[str, str], Handler] = {
         ("POST", path): _guarded(_prefill_handler(router, path), key) for path in PREFILL_ROUTES}
     routes["GET", "/v1/models"] = _guarded(lambda r: _models(router), key)
+    name = router.endpoint_context.model_name  # OpenAI's GET /v1/models/{model}, as sent or quoted
+    for path in {f"/v1/models/{name}", f"/v1/models/{quote(name, safe='')}"}:
+        routes["GET", path] = _guarded(lambda r: _model(router), key)
     routes["GET", "/health"] = _guarded(lambda r: _health(router), None)
     routes["GET", "/metrics"] = _guarded(lambda r: _metrics(router), None)
     routes["GET", "/workers"] = _guarded(lambda r: _workers_reply(router), key)
@@ -122,6 +126,11 @@ async def _health(router) -> Reply:
 
 async def _models(router) -> Reply:
     return _json(model_list(router.endpoint_context))
+
+
+async def _model(router) -> Reply:
+    [card] = model_list(router.endpoint_context).data
+    return _json(card)
 
 
 async def _metrics(router) -> Reply:

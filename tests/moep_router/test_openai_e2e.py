@@ -27,6 +27,10 @@ def _tops(entries) -> dict[str, float]:
 
 def test_models(via):
     assert [m.id for m in via.models.list().data] == ["tiny"]
+    card = via.models.retrieve("tiny")
+    assert card.id == "tiny" and card.object == "model" and card.max_model_len == 2048
+    with pytest.raises(openai.NotFoundError, match="no such path '/v1/models/other'"):
+        via.models.retrieve("other")
 
 
 def test_next_token_and_its_logprobs_equal_sglangs_completions(via, direct):
