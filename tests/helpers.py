@@ -54,8 +54,10 @@ def hf_last_logits(model: Path, sequences: list[list[int]]):
 class RouterProcess(_RouterProcess):
     """The product's RouterProcess, started, with a GET helper for the tests."""
 
-    def __init__(self, model: Path, workers: list[str], log_path: Path, *flags: str) -> None:
-        super().__init__(model, workers, log_path, "--health-interval-s", "0.5", *flags)
+    def __init__(self, model: Path, workers: list[str], log_path: Path, *flags: str,
+                 port: int | None = None) -> None:
+        super().__init__(model, workers, log_path, "--health-interval-s", "0.5", *flags,
+                         port=port)
         self.start()
 
     def wait_healthy(self, timeout_s: float = 60) -> RouterProcess:

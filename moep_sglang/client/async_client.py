@@ -86,12 +86,20 @@ class AsyncClient:
         return await self.request("chat", {"messages": messages, **fields})
 
     async def request(self, kind: str, body: dict, *, decode: bool = True):
-        """Send one request, retrying 429/503 with exponential backoff; decode the result
+        """Send one request, retrying with exponential backoff on 429/503 and where the server
+        could not be reached or dropped the connection (a router restarting: every endpoint is
+        prefill-only, so sending again is safe; a timeout is not retried); decode the result
         (a reply that does not fit its endpoint's struct raises msgspec.ValidationError), or
         with decode=False return the reply's JSON as the server sent it (dicts and lists)."""
         transport = self._zmq if self._zmq and self._zmq.can_carry(kind, body) else self._http
         for attempt in range(self.max_retries + 1):
-            status, raw, retry_after = await transport.send(kind, body)
+            try:
+                status, raw, retry_after = await transport.send(kind, body)
+            except Exception as exc:
+                if not _unreachable(exc) or attempt == self.max_retries:
+                    raise
+                await asyncio.sleep(self._delay(attempt, None))
+                continue
             if status == 200:
                 return parse_result(kind, raw) if decode else orjson.loads(raw)
             if status not in RETRY_STATUSES or attempt == self.max_retries:
@@ -169,3 +177,12 @@ class AsyncClient:
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         base = self.backoff_s * (2 ** attempt)
         return max(retry_after or 0.0, base) * (0.5 + random.random())
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The server refused or dropped the connection (not a timeout: a request that ran that long
+    is not sent again)."""
+    import aiohttp
+
+    return (isinstance(exc, aiohttp.ClientConnectionError)
+            and not isinstance(exc, asyncio.TimeoutError))

@@ -86,6 +86,9 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
     again.add_argument("--overwrite", action="store_true",
                        help="replace an --out file that already holds results")
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    p.add_argument("--max-retries", type=int, default=8,
+                   help="tries again after 429/503 or an unreachable router (a restart), with "
+                        "exponential backoff from 0.25 s (8: about a minute in all)")
     p.add_argument("--api-key", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_score_file)
@@ -269,7 +272,8 @@ async def _run(args, job: RequestFile, done: int, out: BinaryIO, tally: Tally) -
     sent = 0
     flushed = time.monotonic()
     async with AsyncClient(args.url, zmq_url=args.zmq_url, api_key=args.api_key,
-                           max_concurrency=args.concurrency) as client:
+                           max_concurrency=args.concurrency,
+                           max_retries=args.max_retries) as client:
         stream = client.stream_requests(
             requests(), progress=not args.no_progress, total=job.count, initial=done,
             desc=next(iter(job.kinds)) if len(job.kinds) == 1 else "requests",

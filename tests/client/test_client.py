@@ -266,3 +266,45 @@ def test_score_cli_stopped_by_ctrl_c_keeps_what_it_wrote(router, tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert 0 < written == len(rows) < 3000
     assert [r["line"] for r in rows] == list(range(1, written + 1))
+
+
+def test_score_cli_rides_out_a_router_restart(tiny_model, workers, log_dir, tmp_path):
+    port = free_port()
+    specs = [worker_spec(w) for w in workers]
+    first = RouterProcess(tiny_model, specs, log_dir / "router-restart-a.log", port=port)
+    src = tmp_path / "requests.jsonl"
+    src.write_text("\n".join(json.dumps(x) for x in _score_lines(400, "restart ")) + "\n")
+    out = tmp_path / "results.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "moep_sglang.cli", "score", "--file", str(src),
+                             "--url", first.url, "--out", str(out), "--no-progress",
+                             "--concurrency", "4"], stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not out.exists() or out.stat().st_size == 0):
+            time.sleep(0.1)
+        first.proc.kill()  # requests in flight lose their connection; new ones are refused
+        first.proc.wait()
+        time.sleep(1.0)
+        second = RouterProcess(tiny_model, specs, log_dir / "router-restart-b.log", port=port)
+        _, err = proc.communicate(timeout=300)
+        served_after = second.get("/metrics")[1]
+    finally:
+        proc.kill()
+        if second:
+            second.stop()
+    assert proc.returncode == 0 and "400 ok, 0 failed" in err, err
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["line"] for r in rows] == list(range(1, 401))
+    assert 'moep_router_requests_total{endpoint="/v1/score",status="200"}' in served_after
+
+
+def test_score_cli_writes_an_error_row_where_no_router_answers(tmp_path):
+    src = tmp_path / "requests.jsonl"
+    src.write_text("\n".join(json.dumps(x) for x in _score_lines(2)) + "\n")
+    out = tmp_path / "results.jsonl"
+    res = _score_cli(src, out, f"http://127.0.0.1:{free_port()}", "--max-retries", "1")
+    assert res.returncode == 1 and "0 ok, 2 failed" in res.stderr, res.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["error"]["status"] for r in rows] == [0, 0]
+    assert "ClientConnectorError" in rows[0]["error"]["message"]
