@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterable
 
 import orjson
 
-from moep_sglang.client.transport import HttpTransport, ZmqTransport
+from moep_sglang.client.transport import HttpTransport, RouterDisconnected, ZmqTransport
 from moep_sglang.client.types import (
     ChatResult, ClassifyResult, CompletionResult, GenerateResult, MoepError, RerankResult,
     ScoreResult, error_message, parse_result,
@@ -180,9 +180,9 @@ class AsyncClient:
 
 
 def _unreachable(exc: BaseException) -> bool:
-    """The server refused or dropped the connection (not a timeout: a request that ran that long
-    is not sent again)."""
+    """The server refused or dropped the connection, over HTTP or the fast path (not a timeout:
+    a request that ran that long is not sent again)."""
     import aiohttp
 
-    return (isinstance(exc, aiohttp.ClientConnectionError)
+    return (isinstance(exc, (aiohttp.ClientConnectionError, RouterDisconnected))
             and not isinstance(exc, asyncio.TimeoutError))

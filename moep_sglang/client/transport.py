@@ -52,8 +52,15 @@ class HttpTransport:
             self._session = None
 
 
+class RouterDisconnected(ConnectionError):
+    """The fast path's connection to the router dropped while this request awaited its reply
+    (the router stopped or restarted): the reply will never come, so the request is sent
+    again (AsyncClient.request retries it) instead of waiting out its timeout."""
+
+
 class ZmqTransport:
-    """One DEALER socket; replies matched to requests by request_id."""
+    """One DEALER socket; replies matched to requests by request_id. ZMQ reconnects by itself;
+    a monitor of the socket fails the requests awaiting replies when the connection drops."""
 
     def __init__(self, zmq_url: str, timeout_s: float) -> None:
         import zmq
@@ -61,11 +68,13 @@ class ZmqTransport:
 
         self._ctx = zmq.asyncio.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._sock.connect(zmq_url)
         self.timeout_s = timeout_s
         self._ids = itertools.count()
         self._waiting: dict[int, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
 
     @staticmethod
     def can_carry(kind: str, body: dict) -> bool:
@@ -81,6 +90,7 @@ class ZmqTransport:
     async def send(self, kind: str, body: dict) -> tuple[int, bytes, float | None]:
         if self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._read())
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
         request_id = next(self._ids)
         if kind == "score":
             header = {k: v for k, v in body.items() if k not in ("query", "items")}
@@ -114,10 +124,25 @@ class ZmqTransport:
             if future is not None and not future.done():
                 future.set_result(reply)
 
+    async def _watch(self) -> None:
+        """Every disconnect event fails the requests then awaiting replies."""
+        from zmq.utils.monitor import parse_monitor_message
+
+        while True:
+            event = parse_monitor_message(await self._monitor.recv_multipart())
+            waiting = [f for f in self._waiting.values() if not f.done()]
+            logger.warning("fast path: connection to %s dropped; %d request(s) awaiting "
+                           "replies are sent again", event["endpoint"].decode(), len(waiting))
+            for future in waiting:
+                future.set_exception(RouterDisconnected("the router's connection dropped"))
+
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        tasks = [t for t in (self._reader, self._watcher) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._sock.disable_monitor()
+        self._monitor.close(linger=0)
         self._sock.close(linger=0)
         self._ctx.term()
 

@@ -308,3 +308,43 @@ def test_score_cli_writes_an_error_row_where_no_router_answers(tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["error"]["status"] for r in rows] == [0, 0]
     assert "ClientConnectorError" in rows[0]["error"]["message"]
+
+
+def test_zmq_fast_path_rides_out_a_router_restart(tiny_model, workers, log_dir):
+    """Requests in flight when the router goes away are sent again once a router is back on
+    the same ports, instead of waiting for their timeout."""
+    from moep_router.tokenize import RouterTokenizer
+
+    tok = RouterTokenizer(tiny_model)
+    bodies = [{"query": tok.encode(f"{i} {DOC}"), "items": [tok.encode(" Answer:")],
+               "label_token_ids": [661]} for i in range(300)]
+    port, zmq_port = free_port(), free_port()
+    specs = [worker_spec(w) for w in workers]
+
+    def start(name):
+        return RouterProcess(tiny_model, specs, log_dir / f"router-zmq-{name}.log",
+                             "--zmq-port", str(zmq_port), port=port)
+
+    routers = [start("a")]
+
+    async def run():
+        async with AsyncClient(routers[0].url, zmq_url=f"tcp://127.0.0.1:{zmq_port}",
+                               max_concurrency=4, max_retries=8, timeout_s=120) as client:
+            answered = 0
+            t0 = time.monotonic()
+            async for i, r in client.stream_requests((("score", b) for b in bodies),
+                                                     progress=False):
+                assert not isinstance(r, BaseException), r
+                answered += 1
+                if i == 20:  # mid-job: the router dies and another takes its ports
+                    routers[0].proc.kill()
+                    routers[0].proc.wait()
+                    await asyncio.to_thread(lambda: routers.append(start("b")))
+            return answered, time.monotonic() - t0
+
+    try:
+        answered, wall = asyncio.run(run())
+    finally:
+        for r in routers:
+            r.stop()
+    assert answered == 300 and wall < 90  # not one request waited out its 120-s timeout
