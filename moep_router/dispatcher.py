@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 
@@ -24,8 +25,11 @@ from moep_router.jobs import BadRequest, Job
 from moep_router.messages import PromptTokensDetails, Usage
 from moep_router.metrics import RouterMetrics
 from moep_router.policies.base import Policy, RouteParams
+from moep_router.request_ids import worker_rid
 from moep_router.worker_http import WorkerClient
 from moep_router.workers import WorkerRegistry, WorkerState
+
+logger = logging.getLogger("moep_router")
 
 
 class Overloaded(Exception):
@@ -89,12 +93,15 @@ class Dispatcher:
             self._client.close()
 
     # Public API ---------------------------------------------------------------------------
-    async def run(self, job: Job) -> DispatchResult:
+    async def run(self, job: Job, request_id: str = "") -> DispatchResult:
+        """Route the job (split among the workers holding its prefix, where worth it) and
+        return its replies. request_id (request_ids.py) names it in the log and starts the
+        rid of each worker request; "" leaves the rids to SGLang."""
         siblings = split_job(job, self._holders(job), self.config.split_min_items)
         if len(siblings) == 1:
-            return await self._run_one(job)
+            return await self._run_one(job, request_id)
         self.metrics.split_requests.inc()
-        parts = await asyncio.gather(*(self._run_one(s) for s in siblings))
+        parts = await asyncio.gather(*(self._run_one(s, request_id) for s in siblings))
         raw = [r for part in parts for r in part.raw]
         usage = _sum_usage([p.usage for p in parts])
         return DispatchResult(job, raw, usage, ",".join(p.worker_id for p in parts))
@@ -107,18 +114,21 @@ class Dispatcher:
         key = job.routing_key
         return sum(1 for w in self.registry.healthy() if w.match_len(key) >= job.prefix_len)
 
-    async def _run_one(self, job: Job) -> DispatchResult:
+    async def _run_one(self, job: Job, request_id: str) -> DispatchResult:
         tried: set[str] = set()
         while True:
             worker = await self._admit(job, tried)
             predicted = self._predict_flops(worker, job)
             self._reserve(worker, job, predicted)
             try:
-                raw = await self._forward(worker, job)
+                raw = await self._forward(worker, job, request_id)
             except WorkerFailure as exc:
                 self._fail(worker, exc)
                 tried.add(worker.worker_id)
-                if len(tried) > self.config.max_retries:
+                again = len(tried) <= self.config.max_retries
+                logger.warning("request %s: %s; %s", request_id or "(fast path)", exc,
+                               "trying another worker" if again else "giving up")
+                if not again:
                     raise Overloaded(f"request failed on {len(tried)} workers; last: {exc}",
                                      503, 5) from exc
                 self.metrics.retries.inc()
@@ -229,10 +239,12 @@ class Dispatcher:
         worker.request_failed()
 
     # Forwarding -----------------------------------------------------------------------------
-    async def _forward(self, worker: WorkerState, job: Job) -> list[dict]:
+    async def _forward(self, worker: WorkerState, job: Job, request_id: str) -> list[dict]:
+        body = job.generate_body()
+        if request_id:
+            body.setdefault("rid", worker_rid(request_id))  # a /generate's own rid goes as sent
         try:
-            reply = await self._client.post(worker.spec.url, "/generate",
-                                            orjson.dumps(job.generate_body()))
+            reply = await self._client.post(worker.spec.url, "/generate", orjson.dumps(body))
         except OSError as exc:  # connection refused or lost, bad reply, timeout
             raise WorkerFailure(f"{worker.worker_id}: {type(exc).__name__}: {exc}") from exc
         raw, status = reply.body, reply.status

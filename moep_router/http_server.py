@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from urllib.parse import quote
 
@@ -23,6 +24,10 @@ from moep_router.jobs import BadRequest
 from moep_router.messages import RouterHealth, WorkersReply, WorkerStatus, encode
 from moep_router.openai_api import model_list, parse_chat, parse_completion, respond_chat, \
     respond_completion
+from moep_router.request_ids import MAX_LEN as MAX_ID_LEN
+from moep_router.request_ids import RequestIds
+
+logger = logging.getLogger("moep_router")
 
 
 def _json_response(result, ctx) -> tuple[bytes, str]:
@@ -43,37 +48,52 @@ PREFILL_ROUTES = {
 
 
 def build_server(router) -> HttpServer:
-    """Every route's handler wrapped in _guarded (auth, errors as JSON)."""
-    key = router.config.api_key
+    """Every route's handler wrapped in _guarded (request id, auth, errors as JSON)."""
+    key, ids = router.config.api_key, RequestIds()
     routes: dict[tuple[str, str], Handler] = {
-        ("POST", path): _guarded(_prefill_handler(router, path), key) for path in PREFILL_ROUTES}
-    routes["GET", "/v1/models"] = _guarded(lambda r: _models(router), key)
+        ("POST", path): _guarded(_prefill_handler(router, path), key, ids)
+        for path in PREFILL_ROUTES}
+    routes["GET", "/v1/models"] = _guarded(lambda r, rid: _models(router), key, ids)
     name = router.endpoint_context.model_name  # OpenAI's GET /v1/models/{model}, as sent or quoted
     for path in {f"/v1/models/{name}", f"/v1/models/{quote(name, safe='')}"}:
-        routes["GET", path] = _guarded(lambda r: _model(router), key)
-    routes["GET", "/health"] = _guarded(lambda r: _health(router), None)
-    routes["GET", "/metrics"] = _guarded(lambda r: _metrics(router), None)
-    routes["GET", "/workers"] = _guarded(lambda r: _workers_reply(router), key)
-    routes["POST", "/workers"] = _guarded(lambda r: _add_worker(router, r), key)
-    routes["DELETE", "/workers"] = _guarded(lambda r: _remove_worker(router, r), key)
+        routes["GET", path] = _guarded(lambda r, rid: _model(router), key, ids)
+    routes["GET", "/health"] = _guarded(lambda r, rid: _health(router), None, ids)
+    routes["GET", "/metrics"] = _guarded(lambda r, rid: _metrics(router), None, ids)
+    routes["GET", "/workers"] = _guarded(lambda r, rid: _workers_reply(router), key, ids)
+    routes["POST", "/workers"] = _guarded(lambda r, rid: _add_worker(router, r), key, ids)
+    routes["DELETE", "/workers"] = _guarded(lambda r, rid: _remove_worker(router, r), key, ids)
     return HttpServer(routes, router.config.max_body_bytes)
 
 
-def _guarded(handler, api_key: str | None) -> Handler:
-    """handler behind the API key (None: open), its BadRequest and Overloaded as JSON errors."""
+def _guarded(handler, api_key: str | None, ids: RequestIds) -> Handler:
+    """handler(request, request_id) behind the API key (None: open), its BadRequest and
+    Overloaded as JSON errors, anything else it raises a logged 500 naming the request; every
+    reply carries the request's id (X-Request-Id)."""
     expected = f"Bearer {api_key}" if api_key else None
 
     async def guarded(request: Request) -> Reply:
-        if expected is not None and request.headers.get("authorization", "") != expected:
-            return error_reply(401, "missing or wrong API key: send `Authorization: Bearer KEY`",
-                               "authentication_error")
-        try:
-            return await handler(request)
-        except BadRequest as exc:
-            return error_reply(exc.status, str(exc), "invalid_request_error")
-        except Overloaded as exc:
-            return error_reply(exc.status, str(exc), "overloaded",
-                               (("Retry-After", str(exc.retry_after_s)),))
+        rid = ids.of(request.headers)
+        if rid is None:
+            rid = ids.new()
+            reply = error_reply(400, f"X-Request-Id must be 1 to {MAX_ID_LEN} visible ASCII "
+                                     "characters, no spaces", "invalid_request_error")
+        elif expected is not None and request.headers.get("authorization", "") != expected:
+            reply = error_reply(401, "missing or wrong API key: send `Authorization: Bearer KEY`",
+                                "authentication_error")
+        else:
+            try:
+                reply = await handler(request, rid)
+            except BadRequest as exc:
+                reply = error_reply(exc.status, str(exc), "invalid_request_error")
+            except Overloaded as exc:
+                reply = error_reply(exc.status, str(exc), "overloaded",
+                                    (("Retry-After", str(exc.retry_after_s)),))
+            except Exception:  # a bug: logged with the request's id, the client told it
+                logger.exception("request %s: %s %s failed", rid, request.method, request.path)
+                reply = error_reply(500, f"internal error: the router's log has it under "
+                                         f"request {rid}", "internal_error")
+        return Reply(reply.status, reply.body, reply.content_type,
+                     (*reply.headers, ("X-Request-Id", rid)))
 
     return guarded
 
@@ -81,12 +101,12 @@ def _guarded(handler, api_key: str | None) -> Handler:
 def _prefill_handler(router, path: str) -> Handler:
     parse, respond = PREFILL_ROUTES[path]
 
-    async def handler(request: Request) -> Reply:
+    async def handler(request: Request, request_id: str) -> Reply:
         t0 = time.perf_counter()
         status = 500
         try:
             job = await router.parse(parse, _body(request))
-            result = await router.dispatcher.run(job)
+            result = await router.dispatcher.run(job, request_id)
             status = 200
             return Reply(200, *respond(result, router.endpoint_context))
         except BadRequest as exc:

@@ -94,17 +94,17 @@ class AsyncClient:
         transport = self._zmq if self._zmq and self._zmq.can_carry(kind, body) else self._http
         for attempt in range(self.max_retries + 1):
             try:
-                status, raw, retry_after = await transport.send(kind, body)
+                answer = await transport.send(kind, body)
             except Exception as exc:
                 if not _unreachable(exc) or attempt == self.max_retries:
                     raise
                 await asyncio.sleep(self._delay(attempt, None))
                 continue
-            if status == 200:
-                return parse_result(kind, raw) if decode else orjson.loads(raw)
-            if status not in RETRY_STATUSES or attempt == self.max_retries:
-                raise MoepError(status, error_message(raw))
-            await asyncio.sleep(self._delay(attempt, retry_after))
+            if answer.status == 200:
+                return parse_result(kind, answer.raw) if decode else orjson.loads(answer.raw)
+            if answer.status not in RETRY_STATUSES or attempt == self.max_retries:
+                raise MoepError(answer.status, error_message(answer.raw), answer.request_id)
+            await asyncio.sleep(self._delay(attempt, answer.retry_after))
 
     # Many requests ----------------------------------------------------------------------------
     async def batch(self, kind: str, bodies: Iterable[dict], *, progress: bool = True,

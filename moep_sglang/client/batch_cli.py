@@ -2,12 +2,14 @@
 
 Two file formats, told apart by their lines:
 - one request body per line, of the endpoint `--endpoint` names (default /v1/score); results in
-  input order as {"line": N, "result": {...}} or {"line": N, "error": {status, message}};
+  input order as {"line": N, "result": {...}} or {"line": N, "error": {status, message,
+  request_id}} (request_id: the router's, for its log; null where no answer came);
 - OpenAI's batch input (every line {"custom_id", "method": "POST", "url", "body"}; `url` any
   endpoint of the router, e.g. /v1/chat/completions): results as OpenAI's batch output,
   {"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}, the body an
-  error object {"error": {message, code}} where the router refused the request, and `response`
-  null with `error` {code, message} where no answer came (a refused connection).
+  error object {"error": {message, code}} where the router refused the request (request_id its
+  id then), and `response` null with `error` {code, message} where no answer came (a refused
+  connection).
 
 A job of any length runs in bounded memory: the file is checked whole first (a bad line fails
 the job before anything is sent), then read again as requests go out, and each result is written
@@ -238,16 +240,18 @@ def _complete_rows(path: Path, truncate: bool = False) -> int:
 
 def _row(n: int, r) -> dict:
     if isinstance(r, MoepError):
-        return {"line": n, "error": {"status": r.status, "message": r.message}}
+        return {"line": n, "error": {"status": r.status, "message": r.message,
+                                     "request_id": r.request_id}}
     if isinstance(r, BaseException):
-        return {"line": n, "error": {"status": 0, "message": f"{type(r).__name__}: {r}"}}
+        return {"line": n, "error": {"status": 0, "message": f"{type(r).__name__}: {r}",
+                                     "request_id": None}}
     return {"line": n, "result": msgspec.to_builtins(r)}
 
 
 def _openai_row(n: int, line: BatchLine, r) -> dict:
     row = {"id": f"batch_req_{n}", "custom_id": line.custom_id, "response": None, "error": None}
     if isinstance(r, MoepError):
-        row["response"] = {"status_code": r.status, "request_id": "",
+        row["response"] = {"status_code": r.status, "request_id": r.request_id or "",
                            "body": {"error": {"message": r.message, "code": r.status}}}
     elif isinstance(r, BaseException):
         row["error"] = {"code": "request_failed", "message": f"{type(r).__name__}: {r}"}

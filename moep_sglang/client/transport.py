@@ -1,5 +1,5 @@
-"""Two transports behind one interface: `await send(kind, body) -> (status, raw, retry_after)`,
-raw: the response body as JSON bytes (types.parse_result decodes it).
+"""Two transports behind one interface: `await send(kind, body) -> Answer`, its raw body the
+response as JSON bytes (types.parse_result decodes it).
 
 HTTP (aiohttp) works with the router and with a bare SGLang worker; the ZMQ fast path talks to
 the router's ROUTER socket with binary framing (moep_router/messages.py): token ids as raw int32
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from typing import NamedTuple
 
 import msgspec
 import orjson
@@ -24,6 +25,13 @@ PATHS = {"score": "/v1/score", "classify": "/v1/classify", "rerank": "/v1/rerank
          "chat": "/v1/chat/completions"}
 
 
+class Answer(NamedTuple):
+    status: int  # HTTP status (the fast path's too)
+    raw: bytes  # the response body, JSON
+    retry_after: float | None  # seconds, for 429/503
+    request_id: str | None = None  # the router's id of the request (HTTP's X-Request-Id)
+
+
 class HttpTransport:
     def __init__(self, base_url: str, api_key: str | None, timeout_s: float) -> None:
         self.base_url = base_url.rstrip("/")
@@ -33,7 +41,7 @@ class HttpTransport:
         self.timeout_s = timeout_s
         self._session = None
 
-    async def send(self, kind: str, body: dict) -> tuple[int, bytes, float | None]:
+    async def send(self, kind: str, body: dict) -> Answer:
         import aiohttp
 
         if self._session is None:
@@ -44,7 +52,8 @@ class HttpTransport:
                                       headers=self.headers) as resp:
             raw = await resp.read()
             retry = resp.headers.get("Retry-After")
-            return resp.status, raw, float(retry) if retry else None
+            return Answer(resp.status, raw, float(retry) if retry else None,
+                          resp.headers.get("X-Request-Id"))
 
     async def close(self) -> None:
         if self._session is not None:
@@ -87,7 +96,7 @@ class ZmqTransport:
                 _ids(ids) or (isinstance(ids, list) and all(_ids(i) for i in ids)))
         return False
 
-    async def send(self, kind: str, body: dict) -> tuple[int, bytes, float | None]:
+    async def send(self, kind: str, body: dict) -> Answer:
         if self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._read())
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
@@ -110,7 +119,7 @@ class ZmqTransport:
             reply = await asyncio.wait_for(future, self.timeout_s)
         finally:
             self._waiting.pop(request_id, None)
-        return reply.status, bytes(reply.body), 1.0 if reply.status in (429, 503) else None
+        return Answer(reply.status, bytes(reply.body), 1.0 if reply.status in (429, 503) else None)
 
     async def _read(self) -> None:
         while True:

@@ -14,12 +14,16 @@ ChatResult = ChatCompletionResponse  # OpenAI's chat.completion: .choices[0].mes
 
 
 class MoepError(Exception):
-    """The server refused or failed a request; `status` is its HTTP status, `message` its words."""
+    """The server refused or failed a request; `status` is its HTTP status, `message` its words,
+    `request_id` the router's id of the request (its X-Request-Id: the router's log and the
+    worker's rid name it), None where the answer carried none."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
+    def __init__(self, status: int, message: str, request_id: str | None = None) -> None:
+        super().__init__(f"{status}: {message}" + (f" (request {request_id})" if request_id
+                                                    else ""))
         self.status = status
         self.message = message
+        self.request_id = request_id
 
 
 class Classification(msgspec.Struct, frozen=True):

@@ -57,6 +57,8 @@ def test_errors_raise_with_the_server_message(router):
         with pytest.raises(MoepError, match="outside the vocabulary") as info:
             c.score("x", ["y"], [10**6])
         assert info.value.status == 400
+        rid = info.value.request_id  # the router's id of the request, for its log
+        assert rid and f"(request {rid})" in str(info.value)
 
 
 def test_zmq_fast_path_equals_http(router, tiny_model):
@@ -112,6 +114,7 @@ def test_score_cli_from_jsonl(router, tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["line"] for r in rows] == list(range(1, 14))
     assert all("result" in r for r in rows[:12]) and rows[12]["error"]["status"] == 400
+    assert rows[12]["error"]["request_id"]
 
 
 def test_score_cli_runs_an_openai_batch_file(router, tmp_path):
@@ -136,7 +139,7 @@ def test_score_cli_runs_an_openai_batch_file(router, tmp_path):
     chat_body = rows[0]["response"]["body"]  # the router's JSON as sent
     assert chat_body["object"] == "chat.completion" and chat_body["usage"]["flops"] > 0
     assert rows[3]["response"]["body"]["object"] == "scoring"
-    assert rows[4]["response"]["status_code"] == 400
+    assert rows[4]["response"]["status_code"] == 400 and rows[4]["response"]["request_id"]
     assert "prefill-only" in rows[4]["response"]["body"]["error"]["message"]
 
 

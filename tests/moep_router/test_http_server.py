@@ -16,9 +16,18 @@ def _router(name: str, api_key=None):
                            endpoint_context=ctx)
 
 
+def _reply(server, path: str, headers=None):
+    return asyncio.run(server.respond(Request("GET", path, "", headers or {}, b"")))
+
+
 def _get(server, path: str, headers=None):
-    reply = asyncio.run(server.respond(Request("GET", path, "", headers or {}, b"")))
+    reply = _reply(server, path, headers)
     return reply.status, orjson.loads(reply.body)
+
+
+def _request_id(reply) -> str:
+    [rid] = [v for k, v in reply.headers if k == "X-Request-Id"]
+    return rid
 
 
 def test_one_model_card_under_its_name_as_sent_and_as_quoted():
@@ -34,3 +43,26 @@ def test_the_model_card_is_behind_the_api_key():
     server = build_server(_router("tiny", api_key="k"))
     assert _get(server, "/v1/models/tiny")[0] == 401
     assert _get(server, "/v1/models/tiny", {"authorization": "Bearer k"})[0] == 200
+
+
+def test_every_reply_carries_the_request_id_given_or_made():
+    server = build_server(_router("tiny", api_key="k"))
+    ok = _reply(server, "/v1/models", {"authorization": "Bearer k", "x-request-id": "job7.42"})
+    assert ok.status == 200 and _request_id(ok) == "job7.42"
+    refused = _reply(server, "/v1/models", {"x-request-id": "job7.43"})  # no key
+    assert refused.status == 401 and _request_id(refused) == "job7.43"
+    made = [_request_id(_reply(server, "/v1/models", {"authorization": "Bearer k"}))
+            for _ in range(2)]
+    assert made[0] != made[1]
+    bad = _reply(server, "/v1/models", {"authorization": "Bearer k", "x-request-id": "a b"})
+    assert bad.status == 400 and _request_id(bad) not in ("", "a b")
+    assert "X-Request-Id must be 1 to 128 visible ASCII" in orjson.loads(bad.body)["message"]
+
+
+def test_a_handler_that_raises_is_a_500_naming_the_request(caplog):
+    router = _router("tiny")
+    router.endpoint_context.spec = None  # the model card handler now fails
+    reply = _reply(build_server(router), "/v1/models/tiny", {"x-request-id": "r-500"})
+    assert reply.status == 500 and _request_id(reply) == "r-500"
+    assert "under request r-500" in orjson.loads(reply.body)["message"]
+    assert "request r-500: GET /v1/models/tiny failed" in caplog.text

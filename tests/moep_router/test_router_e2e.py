@@ -123,6 +123,27 @@ def test_a_workers_400_reaches_the_client_as_its_own_words(router, workers):
     assert status == 400 and via["message"] == direct["error"]["message"], (direct, via)
 
 
+def test_a_request_id_follows_the_request_to_the_worker(router):
+    url = f"{router.url}/generate"
+    status, body, headers = post_with_headers(url, {"text": "The hotel was clean."},
+                                              {"X-Request-Id": "trace-7"})
+    assert status == 200 and headers["X-Request-Id"] == "trace-7"
+    assert body["meta_info"]["id"].startswith("trace-7-")  # the worker's rid: in its logs too
+    # a batch: SGLang numbers the prompts of one rid
+    status, body, _ = post_with_headers(url, {"text": ["a b", "c d"]}, {"X-Request-Id": "tr-8"})
+    assert status == 200 and [b["meta_info"]["id"][-2:] for b in body] == ["_0", "_1"]
+    assert all(b["meta_info"]["id"].startswith("tr-8-") for b in body)
+    # the same id twice at once (a client that reuses its ids): both answered
+    with cf.ThreadPoolExecutor(2) as pool:
+        twice = list(pool.map(lambda _: post_with_headers(url, {"text": DOC},
+                                                          {"X-Request-Id": "same"}), range(2)))
+    assert [s for s, _, _ in twice] == [200, 200]
+    # none given: the router makes one, and errors carry it too
+    status, body, headers = post_with_headers(
+        url, {"text": "x", "sampling_params": {"max_new_tokens": 0, "top_p": 2.0}}, {})
+    assert status == 400 and len(headers["X-Request-Id"]) >= 18
+
+
 def test_health_reports_workers_and_kv_sync(router):
     status, body = router.get("/health")
     assert status == 200 and body["kv_synced"] is True and body["healthy_workers"] == 2
