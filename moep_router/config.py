@@ -123,6 +123,10 @@ class RouterConfig:
         "help": "prompt of /v1/rerank and /v2/rerank; {query} and {document} are filled in"})
     served_model_name: str | None = field(default=None, metadata={
         "help": "the `model` name clients may send (default: the model directory's name)"})
+    access_log: str | None = field(default=None, metadata={
+        "help": "write one JSON line per prefill request answered (time, request id, endpoint, "
+                "status, latency, worker, prompts, tokens, cached tokens, FLOPs, error) to this "
+                "file, - for stdout (default: off)"})
     chat_template: str | None = field(default=None, metadata={
         "help": "Jinja chat template file of /v1/chat/completions (default: the model's own, "
                 "from tokenizer_config.json or chat_template.jinja)"})

@@ -103,20 +103,20 @@ def _prefill_handler(router, path: str) -> Handler:
 
     async def handler(request: Request, request_id: str) -> Reply:
         t0 = time.perf_counter()
-        status = 500
+        status, result, error = 500, None, ""
         try:
             job = await router.parse(parse, _body(request))
             result = await router.dispatcher.run(job, request_id)
             status = 200
             return Reply(200, *respond(result, router.endpoint_context))
-        except BadRequest as exc:
-            status = exc.status
-            raise
-        except Overloaded as exc:
-            status = exc.status
+        except (BadRequest, Overloaded) as exc:
+            status, error = exc.status, str(exc)
             raise
         finally:
-            router.metrics.request_done(path, status, time.perf_counter() - t0)
+            latency = time.perf_counter() - t0
+            router.metrics.request_done(path, status, latency)
+            if router.access_log is not None:
+                router.access_log.record(path, request_id, status, latency, result, error)
 
     return handler
 

@@ -303,6 +303,21 @@ class ModelList(msgspec.Struct, frozen=True):
     object: str = "list"
 
 
+class AccessEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of the access log (--access-log): a prefill request the router answered."""
+    time: float  # unix seconds, when the answer was ready
+    request_id: str  # its X-Request-Id (request_ids.py)
+    endpoint: str  # the path, e.g. /v1/score
+    status: int  # HTTP status of the answer
+    latency_ms: float  # from the body's arrival to the answer
+    worker: str = ""  # the worker(s) that answered, comma-separated; "" when none did
+    prompts: int = 0  # prompts prefilled
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # of those, served from the worker's prefix cache
+    flops: int = 0  # true FLOPs computed (cost.py)
+    error: str = ""  # what a 4xx/5xx said
+
+
 class ErrorResponse(msgspec.Struct, frozen=True, kw_only=True):
     """Every 4xx/5xx of the router's front ends (and the shape of SGLang's own errors)."""
     object: str = "error"

@@ -15,6 +15,7 @@ import aiohttp
 import msgspec
 import zmq.asyncio
 
+from moep_router.access_log import AccessLog
 from moep_router.chat_template import ChatTemplate
 from moep_router.config import RouterConfig, WorkerSpec
 from moep_router.cost import CostModel
@@ -77,6 +78,7 @@ class Router:
             config.model_name, config.rerank_template, config.max_items_per_request,
             chat=chat, chat_missing=chat_origin, created=int(time.time()))
         self.metrics = RouterMetrics()
+        self.access_log = AccessLog(config.access_log) if config.access_log else None
         self.loop_watch = LoopWatch(self.metrics)
         self.registry = WorkerRegistry(config.threshold_flops, self.board,
                                        shared.index if shared else 0, config.pending_settle_s)
@@ -137,6 +139,8 @@ class Router:
         self.zmq_ctx.term()
         if self.board:
             self.board.close()
+        if self.access_log:
+            self.access_log.close()
 
     async def parse(self, parse_fn, body) -> Job:
         """parse_fn(body, context) -> Job; where that tokenizes much text, on a tokenizer thread,

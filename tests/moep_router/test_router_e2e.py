@@ -3,6 +3,7 @@
 import concurrent.futures as cf
 import time
 
+import orjson
 import pytest
 
 from tests.helpers import RouterProcess, post, post_with_headers, worker_spec
@@ -142,6 +143,34 @@ def test_a_request_id_follows_the_request_to_the_worker(router):
     status, body, headers = post_with_headers(
         url, {"text": "x", "sampling_params": {"max_new_tokens": 0, "top_p": 2.0}}, {})
     assert status == 400 and len(headers["X-Request-Id"]) >= 18
+
+
+def test_access_log_has_a_line_per_request_from_every_router_process(tiny_model, workers,
+                                                                    log_dir, tmp_path):
+    access = tmp_path / "access.jsonl"
+    r = RouterProcess(tiny_model, [worker_spec(w) for w in workers], log_dir / "router-acc.log",
+                      "--access-log", str(access), "--processes", "2").wait_healthy()
+    try:
+        body = {"query": DOC, "items": [" Is it safe? Answer:", " Why? Answer:"],
+                "label_token_ids": [661, 362]}
+        with cf.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: post_with_headers(
+                f"{r.url}/v1/score", body, {"X-Request-Id": f"acc-{i}"}), range(40)))
+        status, _, headers = post_with_headers(f"{r.url}/v1/score", {**body, "items": []}, {})
+    finally:
+        r.stop()
+    assert [a[0] for a in answers] == [200] * 40 and status == 400
+    lines = [orjson.loads(x) for x in access.read_bytes().splitlines()]  # each whole JSON
+    by_id = {x["request_id"]: x for x in lines}
+    assert len(lines) == 41 and set(by_id) == {f"acc-{i}" for i in range(40)} | {
+        headers["X-Request-Id"]}
+    ok = by_id["acc-0"]
+    assert ok["endpoint"] == "/v1/score" and ok["status"] == 200 and ok["prompts"] == 2
+    assert ok["prompt_tokens"] > 0 and ok["flops"] > 0 and ok["latency_ms"] > 0
+    assert ok["worker"] in {w.config.url for w in workers} and ok["error"] == ""
+    assert sum(x["cached_tokens"] for x in lines) > 0  # the same prompts, answered from cache
+    refused = by_id[headers["X-Request-Id"]]
+    assert refused["status"] == 400 and "items" in refused["error"] and refused["worker"] == ""
 
 
 def test_health_reports_workers_and_kv_sync(router):
