@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 import time
 from collections import deque
@@ -156,26 +157,27 @@ def _openai_line(obj: dict, where: str) -> BatchLine:
 
 def run_score_file(args: argparse.Namespace) -> None:
     job = scan_requests(args.file, args.endpoint)
-    total = job.count
     tally = Tally()
-    done = _prepare_output(args, total, tally)
+    done = _prepare_output(args, job.count, tally)
     t0 = time.monotonic()
     out = open(args.out, "ab") if args.out else sys.stdout.buffer
-    sent = 0
+    sent, interrupted = 0, False
+    previous = signal.signal(signal.SIGTERM, _stop)  # a job killed (a pod, `timeout`) as Ctrl-C
     try:
         sent = asyncio.run(_run(args, job, done, out, tally))
     except KeyboardInterrupt:
-        sent = -1
+        interrupted = True
     finally:
+        signal.signal(signal.SIGTERM, previous)
         out.flush()
         if args.out:
             out.close()
     elapsed = time.monotonic() - t0
-    if sent < 0:
-        written = _complete_rows(args.out) if args.out else None
-        raise SystemExit(f"interrupted: {written if written is not None else 'some'} of {total} "
-                         f"results written" + (f"; `--resume` continues the job from {args.out}"
-                                               if args.out else ""))
+    if interrupted:
+        if args.out is None:
+            raise SystemExit("interrupted: the results above are the job's first ones")
+        raise SystemExit(f"interrupted: {_complete_rows(args.out)} of {job.count} results "
+                         f"written; `--resume` continues the job from {args.out}")
     resumed = f" ({done} kept from an earlier run, {sent} sent now)" if done else ""
     print(f"{tally.ok} ok, {tally.failed} failed{resumed} in {elapsed:.2f} s "
           f"({sent / max(elapsed, 1e-9):.1f} req/s); {tally.prompt_tokens:,} prompt tokens, "
@@ -183,6 +185,10 @@ def run_score_file(args: argparse.Namespace) -> None:
           f"{tally.flops / 1e12:.3f} TFLOP computed", file=sys.stderr)
     if tally.failed:
         raise SystemExit(1)
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _prepare_output(args: argparse.Namespace, total: int, tally: Tally) -> int:

@@ -252,23 +252,29 @@ def test_score_cli_resumes_an_openai_batch_by_custom_id(router, tmp_path):
     assert res.returncode == 1 and "not this file's results" in res.stderr
 
 
-def test_score_cli_stopped_by_ctrl_c_keeps_what_it_wrote(router, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_score_cli_stopped_by_a_signal_keeps_what_it_wrote(router, tmp_path, sig):
     src = tmp_path / "requests.jsonl"
     src.write_text("\n".join(json.dumps(x) for x in _score_lines(3000, "long ")) + "\n")
     out = tmp_path / "results.jsonl"
+    # SIGINT as a terminal sends it (a shell running the tests in the background ignores it,
+    # and so would its children)
     proc = subprocess.Popen([sys.executable, "-m", "moep_sglang.cli", "score", "--file", str(src),
                              "--url", router.url, "--out", str(out), "--no-progress",
-                             "--concurrency", "4"], stderr=subprocess.PIPE, text=True)
+                             "--concurrency", "4"], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not out.exists() or out.stat().st_size == 0):
-        time.sleep(0.1)  # the first results reach the file within a second of arriving
-    proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)  # the first results reach the file within a second of arriving
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "interrupted: " in err and "--resume" in err, err
     written = int(err.split("interrupted: ")[1].split(" of ")[0])
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert 0 < written == len(rows) < 3000
     assert [r["line"] for r in rows] == list(range(1, written + 1))
+    res = _score_cli(src, out, router.url, "--resume")
+    assert res.returncode == 0 and f"3000 ok, 0 failed ({written} kept" in res.stderr, res.stderr
 
 
 def test_score_cli_rides_out_a_router_restart(tiny_model, workers, log_dir, tmp_path):
