@@ -107,8 +107,9 @@ def _prefill_handler(router, path: str) -> Handler:
         try:
             job = await router.parse(parse, _body(request))
             result = await router.dispatcher.run(job, request_id)
-            status = 200
-            return Reply(200, *respond(result, router.endpoint_context))
+            reply = Reply(200, *respond(result, router.endpoint_context))
+            status = 200  # only once shaped: a response that failed to shape was a 500
+            return reply
         except (BadRequest, Overloaded) as exc:
             status, error = exc.status, str(exc)
             raise

@@ -66,3 +66,32 @@ def test_a_handler_that_raises_is_a_500_naming_the_request(caplog):
     assert reply.status == 500 and _request_id(reply) == "r-500"
     assert "under request r-500" in orjson.loads(reply.body)["message"]
     assert "request r-500: GET /v1/models/tiny failed" in caplog.text
+
+
+def test_a_prefill_answer_that_fails_to_shape_is_counted_and_logged_as_the_500_it_was(
+        monkeypatch, caplog):
+    from moep_router import http_server
+
+    seen = {}
+
+    async def parse(fn, body):
+        return "job"
+
+    async def run(job, request_id):
+        return SimpleNamespace(job=job)
+
+    def broken(result, ctx):
+        raise RuntimeError("shaping failed")
+
+    router = _router("tiny")
+    router.parse = parse
+    router.dispatcher = SimpleNamespace(run=run)
+    router.metrics = SimpleNamespace(request_done=lambda path, status, s: seen.update(metric=status))
+    router.access_log = SimpleNamespace(
+        record=lambda path, rid, status, s, result, error: seen.update(log=(rid, status)))
+    monkeypatch.setitem(http_server.PREFILL_ROUTES, "/v1/score", (None, broken))
+    server = build_server(router)
+    reply = asyncio.run(server.respond(Request("POST", "/v1/score", "",
+                                               {"x-request-id": "r-9"}, b"{}")))
+    assert reply.status == 500 and _request_id(reply) == "r-9"
+    assert seen == {"metric": 500, "log": ("r-9", 500)}
