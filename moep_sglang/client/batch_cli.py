@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import signal
 import sys
 import time
@@ -192,10 +193,10 @@ def _stop(signum, frame) -> None:
 
 
 def _prepare_output(args: argparse.Namespace, total: int, tally: Tally) -> int:
-    """How many results `--out` already holds for this job (0 for a new one). With --resume:
-    drop a last line cut off mid-write, check that each kept row answers the input's line at
-    its place, count it into the tally. Without: refuse to write over earlier results unless
-    --overwrite."""
+    """How many results `--out` already holds for this job (0 for a new one). With --resume, in
+    one pass over it: check that each row answers the input's request at its place, count it
+    into the tally, and cut the file after the last whole row (a write the interruption cut
+    short). Without: refuse to write over earlier results unless --overwrite."""
     if args.out is None:
         if args.resume:
             raise SystemExit("--resume needs --out: the results of the earlier run")
@@ -207,41 +208,46 @@ def _prepare_output(args: argparse.Namespace, total: int, tally: Tally) -> int:
     if not args.resume:
         raise SystemExit(f"{args.out} already holds results: `--resume` continues that job, "
                          "`--overwrite` starts again")
-    done = _complete_rows(args.out, truncate=True)
-    if done > total:
-        raise SystemExit(f"{args.out} holds {done} results but {args.file} has {total} "
-                         "requests: not this file's results")
+    requests = iter_requests(args.file, args.endpoint)
+    done = kept = 0  # rows kept, and their bytes
     with open(args.out, "rb") as rows:
-        for n, (line, text) in enumerate(zip(iter_requests(args.file, args.endpoint), rows), 1):
-            row = orjson.loads(text)
-            want = ({"custom_id": line.custom_id} if line.custom_id is not None
-                    else {"line": n})
+        for text in rows:
+            row = _complete_row(text)
+            if row is None:
+                break
+            line = next(requests, None)
+            if line is None:
+                raise SystemExit(f"{args.out} holds more than the {total} results of "
+                                 f"{args.file}: not this file's results")
+            done += 1
+            want = {"custom_id": line.custom_id} if line.custom_id is not None else {"line": done}
             got = {k: row.get(k) for k in want}
             if got != want:
-                raise SystemExit(f"{args.out}: result {n} is for {got}, but request {n} of "
+                raise SystemExit(f"{args.out}: result {done} is for {got}, but request {done} of "
                                  f"{args.file} is {want}: not this file's results")
             tally.add(row)
+            kept += len(text)
+    if kept != args.out.stat().st_size:
+        with open(args.out, "r+b") as f:
+            f.truncate(kept)
     return done
 
 
-def _complete_rows(path: Path, truncate: bool = False) -> int:
-    """Rows of the output file that end with a newline and parse as JSON; with truncate, cut
-    the file after the last of them (a write the interruption cut short)."""
-    kept = rows = 0
+def _complete_row(text: bytes) -> dict | None:
+    """A row of the output file, or None for one an interruption cut short (no newline yet, or
+    not whole JSON)."""
+    if not text.endswith(b"\n"):
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _complete_rows(path: Path) -> int:
+    """Rows of the output file before the first one an interruption cut short."""
     with open(path, "rb") as f:
-        for text in f:
-            if not text.endswith(b"\n"):
-                break
-            try:
-                orjson.loads(text)
-            except orjson.JSONDecodeError:
-                break
-            rows += 1
-            kept += len(text)
-    if truncate and kept != path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(kept)
-    return rows
+        return sum(1 for _ in itertools.takewhile(lambda t: _complete_row(t) is not None, f))
 
 
 def _row(n: int, r) -> dict:
