@@ -49,8 +49,8 @@ def num_workers(listed) -> int:
 
 
 class SmgGateway:
-    """`smg launch` (SGLang Model Gateway), default thresholds; cache_aware unless told. A context
-    manager: entering starts it and waits until it lists every worker; leaving stops it."""
+    """`smg launch` (SGLang Model Gateway), default thresholds; cache_aware unless told. start()
+    and stop() as moep-router's RouterProcess has them, or a context manager."""
 
     def __init__(self, worker_urls: list[str], policy: str = "cache_aware",
                  legacy: bool = False, log_path: Path | None = None) -> None:
@@ -83,6 +83,13 @@ class SmgGateway:
         return cpu_seconds(self.proc.pid)
 
     def __enter__(self) -> SmgGateway:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> SmgGateway:
+        """Start it; return once it lists every worker."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
@@ -99,10 +106,10 @@ class SmgGateway:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"smg exited; see {self.log_path}") from None
                 time.sleep(0.3)
-        self.__exit__()
+        self.stop()
         raise RuntimeError(f"smg not ready after 120 s; see {self.log_path}")
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
         self.proc.terminate()
         try:
             self.proc.wait(timeout=15)

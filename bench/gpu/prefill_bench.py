@@ -290,10 +290,9 @@ def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> di
     requests again on the same servers, each repeat from emptied radix caches; a repeat that
     failed (plain SGLang 0.5.17 crashes on this mix, patches/README.md) is recorded with its
     error and the servers are started again for the next. The row is the median repeat's."""
+    from bench.gateway import SmgGateway, smg_version
     from bench.serve import ServeConfig, flush_caches, run_serve
     from moep_sglang.server.router_process import RouterProcess, worker_spec
-
-    from bench.gateway import SmgGateway, smg_version
 
     name, variant, extra = split_entry(entry, args.variants)
     extra, variant_env = split_env(extra)
@@ -312,16 +311,10 @@ def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> di
         urls = [w.config.url for w in workers]
         if mix_router.kind == "smg":
             return SmgGateway(urls, mix_router.policy,
-                              log_path=log_dir / f"smg-{entry.replace('/', '.')}.log").__enter__()
+                              log_path=log_dir / f"smg-{entry.replace('/', '.')}.log").start()
         specs = [worker_spec(w.config.url, w.config.kv_events_port) for w in workers]
         return RouterProcess(model, specs, log_dir / f"router-{entry.replace('/', '.')}.log",
                              "--policy", mix_router.policy).start(wait_healthy=True)
-
-    def stop_router(router) -> None:
-        if isinstance(router, SmgGateway):
-            router.__exit__()
-        else:
-            router.stop()
 
     workers, startup_s = start()
     router, runs, errors, restart = None, [], [], False
@@ -340,7 +333,7 @@ def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> di
                 workers, _ = start()
                 urls = [w.config.url for w in workers]
                 if router is not None:
-                    stop_router(router)
+                    router.stop()
                     router = None
             if router is None and routed:
                 router = start_router(workers)
@@ -372,7 +365,7 @@ def run_mix(entry: str, model: Path, args, cost: CostModel, log_dir: Path) -> di
             "gpu_memory_mib": _gpu_memory_mib(), "moe_kernel_configs": configs})
     finally:
         if router is not None:
-            stop_router(router)
+            router.stop()
         stop_all(workers)
     print(f"{args.label or name:>14} {entry:>10}: mix {row['tokens_per_s']:,.0f} tok/s "
           f"(median of {row['repeats_tokens_per_s']}, {len(errors)} failed) "
