@@ -100,6 +100,17 @@ def test_batch_retries_429_until_all_succeed(tiny_model, workers, log_dir):
         r.stop()
 
 
+def _score_lines(n: int, tag: str = "") -> list[dict]:
+    return [{"query": DOC, "items": [f" {tag}Question {i}? Answer:"], "label_token_ids": [661, 362]}
+            for i in range(n)]
+
+
+def _score_cli(src, out, url, *extra, **kwargs):
+    return subprocess.run([sys.executable, "-m", "moep_sglang.cli", "score", "--file", str(src),
+                           "--url", url, "--out", str(out), "--no-progress", *extra],
+                          capture_output=True, text=True, **kwargs)
+
+
 def test_score_cli_from_jsonl(router, tmp_path):
     src = tmp_path / "requests.jsonl"
     lines = [{"query": DOC, "items": [f" Question {i}? Answer:"], "label_token_ids": [661, 362]}
@@ -107,8 +118,7 @@ def test_score_cli_from_jsonl(router, tmp_path):
     lines.append({"query": "x", "items": [], "label_token_ids": [1]})  # a bad one
     src.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     out = tmp_path / "results.jsonl"
-    res = subprocess.run([sys.executable, "-m", "moep_sglang.cli", "score", "--file", str(src),
-                          "--url", router.url, "--out", str(out)], capture_output=True, text=True)
+    res = _score_cli(src, out, router.url)
     assert res.returncode == 1  # one request failed, and the exit code says so
     assert "12 ok, 1 failed" in res.stderr and "cached" in res.stderr
     rows = [json.loads(x) for x in out.read_text().splitlines()]
@@ -129,9 +139,7 @@ def test_score_cli_runs_an_openai_batch_file(router, tmp_path):
                   "body": {**chat, "max_tokens": 16}})
     src.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     out = tmp_path / "batch_out.jsonl"
-    res = subprocess.run([sys.executable, "-m", "moep_sglang.cli", "score", "--file", str(src),
-                          "--url", router.url, "--out", str(out), "--no-progress"],
-                         capture_output=True, text=True)
+    res = _score_cli(src, out, router.url)
     assert res.returncode == 1 and "4 ok, 1 failed" in res.stderr, res.stderr
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["custom_id"] for r in rows] == ["c0", "c1", "c2", "s", "bad"]
@@ -164,17 +172,6 @@ def test_score_cli_rejects_a_malformed_file(tmp_path):
     res = subprocess.run([sys.executable, "-m", "moep_sglang.cli", "score", "--file", str(src)],
                          capture_output=True, text=True)
     assert res.returncode == 1 and "bad.jsonl:2: not valid JSON" in res.stderr
-
-
-def _score_lines(n: int, tag: str = "") -> list[dict]:
-    return [{"query": DOC, "items": [f" {tag}Question {i}? Answer:"], "label_token_ids": [661, 362]}
-            for i in range(n)]
-
-
-def _score_cli(src, out, url, *extra, **kwargs):
-    return subprocess.run([sys.executable, "-m", "moep_sglang.cli", "score", "--file", str(src),
-                           "--url", url, "--out", str(out), "--no-progress", *extra],
-                          capture_output=True, text=True, **kwargs)
 
 
 def test_stream_requests_yields_in_order_and_reads_its_input_lazily(router):
